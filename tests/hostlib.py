@@ -1,0 +1,304 @@
+"""Boot a real ComfyUI in-process for the host tier, and build random-weight models of real layouts.
+
+Used by tests/conftest.py and by the scripts under tests/tools and tests/benchmarks. Importing this module
+does nothing; ``boot()`` does the work once per process. ComfyUI is found through ``COMFYUI_PATH`` or by the
+pack sitting in ``ComfyUI/custom_nodes/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+
+
+def find_comfyui() -> tuple[Path | None, str]:
+    """(ComfyUI root, how it was found) or (None, why not)."""
+    env = os.environ.get("COMFYUI_PATH")
+    if env:
+        root = Path(env).expanduser().resolve()
+        if (root / "comfy").is_dir() and (root / "nodes.py").is_file():
+            return root, f"COMFYUI_PATH={root}"
+        return None, f"COMFYUI_PATH={env} is not a ComfyUI checkout (no comfy/ and nodes.py there)"
+    if PACK_DIR.parent.name == "custom_nodes":
+        root = PACK_DIR.parent.parent
+        if (root / "comfy").is_dir() and (root / "nodes.py").is_file():
+            return root, f"pack inside {root}/custom_nodes"
+    return None, "no ComfyUI found: set COMFYUI_PATH to a ComfyUI checkout (or put this pack in ComfyUI/custom_nodes/)"
+
+
+class _ServerStub:
+    """What PromptExecutor needs of PromptServer; records the events it is sent."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.messages: list[tuple[str, object]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+
+@dataclass
+class RunResult:
+    ok: bool
+    error: object = None
+    node_errors: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+    progress: list = field(default_factory=list)
+
+    def error_text(self) -> str:
+        """Every error message of a failed validation or execution, joined (for assertions)."""
+        parts = []
+        if isinstance(self.error, dict):
+            parts += [str(self.error.get("message", "")), str(self.error.get("details", ""))]
+        elif self.error is not None:
+            parts.append(str(self.error))
+        for nid, ne in (self.node_errors or {}).items():
+            for e in ne.get("errors", []):
+                parts += [str(e.get("message", "")), str(e.get("details", ""))]
+        for event, data in self.messages:
+            if event == "execution_error":
+                parts += [str(data.get("exception_type", "")), str(data.get("exception_message", ""))]
+        return "\n".join(p for p in parts if p)
+
+
+class ComfyHost:
+    """A booted ComfyUI with this pack loaded through ComfyUI's own loader."""
+
+    def __init__(self, root: Path, base_dir: Path):
+        self.root = root
+        self.base_dir = base_dir
+        self.models_dir = base_dir / "models"
+        self.output_dir = base_dir / "output"
+        self.input_dir = base_dir / "input"
+        self.temp_dir = base_dir / "temp"
+        self.progress: list[tuple[str | None, float, float]] = []
+        self.load_log: list[logging.LogRecord] = []
+        self._counter = 0
+
+    def _boot(self) -> None:
+        if str(self.root) not in sys.path:
+            sys.path.insert(0, str(self.root))
+        from comfy.cli_args import args  # must precede comfy.model_management
+
+        args.cpu = True
+        args.base_directory = str(self.base_dir)
+        args.disable_api_nodes = True
+        import utils.extra_config  # noqa: F401  (before `nodes`, which puts comfy/ first on sys.path)
+        import folder_paths
+
+        for d in (self.models_dir, self.output_dir, self.input_dir, self.temp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        folder_paths.set_output_directory(str(self.output_dir))
+        folder_paths.set_input_directory(str(self.input_dir))
+        folder_paths.set_temp_directory(str(self.temp_dir))
+        self.folder_paths = folder_paths
+
+        import comfy.utils
+        import execution
+        import nodes
+        from comfy_execution.utils import get_executing_context
+
+        def hook(value, total, preview_image, prompt_id=None, node_id=None):
+            ctx = get_executing_context()
+            if node_id is None and ctx is not None:
+                node_id = ctx.node_id
+            self.progress.append((node_id, value, total))
+
+        comfy.utils.set_progress_bar_global_hook(hook)
+
+        records = self.load_log
+
+        class _Capture(logging.Handler):
+            def emit(self, record):
+                records.append(record)
+
+        handler = _Capture(level=logging.WARNING)
+        logging.getLogger().addHandler(handler)
+        try:
+            asyncio.run(nodes.init_public_apis())
+            asyncio.run(nodes.init_builtin_extra_nodes())
+            builtin = set(nodes.NODE_CLASS_MAPPINGS)
+            records.clear()  # warnings from ComfyUI's own nodes are not ours
+            self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR), module_parent="custom_nodes"))
+        finally:
+            logging.getLogger().removeHandler(handler)
+        self.pack_nodes = sorted(set(nodes.NODE_CLASS_MAPPINGS) - builtin)
+        self.nodes = nodes
+        self.execution = execution
+        self.server = _ServerStub()
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+
+    def node(self, name: str):
+        return self.nodes.NODE_CLASS_MAPPINGS[name]
+
+    def object_info(self, name: str) -> dict:
+        """The node's entry of GET /object_info, built as server.py builds it."""
+        return _node_info(self.nodes, name)
+
+    def run(self, prompt: dict, *, fresh: bool = True) -> RunResult:
+        """Validate and execute an API-format prompt with ComfyUI's real executor."""
+        import torch
+
+        self._counter += 1
+        prompt_id = f"bolid-test-{self._counter}"
+        if fresh:
+            self.executor.reset()
+        self.server.messages = []
+        self.progress.clear()
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        ok, err, outputs, node_errors = valid[0], valid[1], valid[2], valid[3]
+        if not ok:
+            return RunResult(False, err, node_errors, messages=list(self.server.messages))
+        with torch.inference_mode():
+            self.executor.execute(prompt, prompt_id, {"client_id": None}, outputs)
+        return RunResult(
+            bool(self.executor.success),
+            None,
+            {},
+            dict(self.executor.history_result.get("outputs", {})),
+            list(self.executor.status_messages),
+            list(self.progress),
+        )
+
+
+def _node_info(nodes_module, node_class: str) -> dict:
+    """Mirror of server.PromptServer.node_info (0.3.64) without a server instance."""
+    obj_class = nodes_module.NODE_CLASS_MAPPINGS[node_class]
+    if hasattr(obj_class, "GET_NODE_INFO_V1"):
+        return obj_class.GET_NODE_INFO_V1()
+    info = {}
+    info["input"] = obj_class.INPUT_TYPES()
+    info["input_order"] = {key: list(value.keys()) for (key, value) in obj_class.INPUT_TYPES().items()}
+    info["output"] = obj_class.RETURN_TYPES
+    info["output_is_list"] = getattr(obj_class, "OUTPUT_IS_LIST", [False] * len(obj_class.RETURN_TYPES))
+    info["output_name"] = getattr(obj_class, "RETURN_NAMES", info["output"])
+    info["name"] = node_class
+    info["display_name"] = nodes_module.NODE_DISPLAY_NAME_MAPPINGS.get(node_class, node_class)
+    info["description"] = getattr(obj_class, "DESCRIPTION", "")
+    info["python_module"] = getattr(obj_class, "RELATIVE_PYTHON_MODULE", "nodes")
+    info["category"] = getattr(obj_class, "CATEGORY", "sd")
+    info["output_node"] = bool(getattr(obj_class, "OUTPUT_NODE", False))
+    if hasattr(obj_class, "OUTPUT_TOOLTIPS"):
+        info["output_tooltips"] = obj_class.OUTPUT_TOOLTIPS
+    return info
+
+
+_HOST: ComfyHost | None = None
+
+
+def boot(base_dir: Path | None = None) -> ComfyHost:
+    """Boot ComfyUI once per process (ComfyUI's modules are process-global)."""
+    global _HOST
+    if _HOST is not None:
+        return _HOST
+    root, why = find_comfyui()
+    if root is None:
+        raise RuntimeError(why)
+    base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="bolid_comfy_"))
+    host = ComfyHost(root, base)
+    host._boot()
+    _HOST = host
+    return host
+
+
+# --- random-weight models of real layouts -----------------------------------------------------
+
+def fill_random_(module, seed: int = 0, std: float = 0.02) -> None:
+    """Fill every parameter (ComfyUI layers skip init and hold torch.empty garbage)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "bias":
+                p.zero_()
+            elif p.ndim == 1 and ("norm" in name or leaf == "weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * std)
+        for name, b in module.named_buffers():
+            if b.is_floating_point() and not torch.isfinite(b).all():
+                b.zero_()
+
+
+def sdxl_unet_config(model_channels: int = 32, head_channels: int = 8) -> dict:
+    """SDXL's unet_config (comfy/model_detection.py) with reduced widths; depths and keys unchanged (70 sites)."""
+    import torch
+
+    return {
+        "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+        "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "dtype": torch.float32,
+        "in_channels": 4, "model_channels": model_channels, "num_res_blocks": [2, 2, 2],
+        "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4], "transformer_depth_middle": 10,
+        "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": head_channels,
+        "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        "use_temporal_attention": False, "use_temporal_resblock": False,
+    }
+
+
+def build_sdxl_model(model_channels: int = 32, head_channels: int = 8, seed: int = 0):
+    """A ComfyUI ModelPatcher around a real SDXL BaseModel (reduced widths), random weights, on CPU.
+
+    model_channels=320, head_channels=64 gives the full SDXL UNet (about 10 GB in float32).
+    """
+    import torch
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = sdxl_unet_config(model_channels, head_channels)
+    mc = comfy.supported_models.SDXL(cfg)
+    mc.unet_config["num_head_channels"] = head_channels
+    mc.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.SDXL(mc, device=torch.device("cpu"))
+    fill_random_(model.diffusion_model, seed=seed)
+    model.diffusion_model.to(torch.float32)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return patcher
+
+
+def sdxl_conditioning(seed: int = 0, width: int = 64, height: int = 64, tokens: int = 77):
+    """(positive, negative) CONDITIONING lists for an SDXL model."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def one():
+        return [[torch.randn(1, tokens, 2048, generator=gen),
+                 {"pooled_output": torch.randn(1, 1280, generator=gen), "width": width, "height": height}]]
+
+    return one(), one()
+
+
+def build_clip_vision(kind: str = "h", seed: int = 0):
+    """A random-weight ComfyUI ClipVisionModel of the ViT-H (1024-d embeds) or ViT-bigG (1280-d) shape."""
+    import comfy.clip_vision
+
+    config = {"h": "clip_vision_config_h.json", "g": "clip_vision_config_g.json", "bigg": "clip_vision_config_g.json"}[kind]
+    path = os.path.join(os.path.dirname(comfy.clip_vision.__file__), config)
+    cv = comfy.clip_vision.ClipVisionModel(path)
+    fill_random_(cv.model, seed=seed)
+    return cv
+
+
+def save_yolo(path: Path, yaml_name: str = "yolo11n-pose.yaml") -> Path:
+    """A random-init YOLO11 model built offline from its yaml and saved as an ultralytics .pt."""
+    from ultralytics import YOLO
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = YOLO(yaml_name)
+    model.save(str(path))
+    return path
