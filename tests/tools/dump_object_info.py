@@ -1,0 +1,139 @@
+"""Dump the ``/object_info`` schemas of a real ComfyUI's core nodes to ``tests/data/object_info_core.json``.
+
+The contract tier checks the example workflows against this file when no ComfyUI is installed, so it
+must hold exactly what ``GET /object_info`` serves for ComfyUI's own nodes (``nodes.py`` built-ins and
+``comfy_extras``): no custom nodes, no API nodes (the runner starts ComfyUI with ``--disable-api-nodes``).
+
+Usage::
+
+    COMFYUI_PATH=/path/to/ComfyUI python tests/tools/dump_object_info.py [--out tests/data/object_info_core.json]
+
+ComfyUI is booted in-process on the CPU (see HOST_NOTES.md): ``args.cpu = True`` before anything imports
+``comfy.model_management``, ``utils.extra_config`` before ``nodes``, temp/output directories in a temp dir
+so that nothing is written into the ComfyUI checkout. Model-file combos list whatever that ComfyUI's model
+folders hold (usually nothing); ``bolid_lib.workflow.check_workflow`` treats those as "missing model file",
+not as bad values. Long ``description`` / ``tooltip`` strings are shortened when the file would be over
+``--max-mb``, to keep the committed JSON reviewable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "..", "data", "object_info_core.json")
+
+
+def boot(comfyui: str) -> list[str]:
+    """Import ComfyUI in-process on the CPU and load its core nodes (built-ins + comfy_extras).
+
+    Returns the comfy_extras files that failed to import (e.g. the audio nodes without torchaudio).
+    """
+    sys.path.insert(0, comfyui)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.disable_api_nodes = True
+    import utils.extra_config  # noqa: F401  (must come before `nodes`, see HOST_NOTES.md)
+    import folder_paths
+
+    tmp = tempfile.mkdtemp(prefix="bolid_dump_")
+    folder_paths.set_temp_directory(os.path.join(tmp, "temp"))
+    folder_paths.set_output_directory(os.path.join(tmp, "output"))
+    folder_paths.set_input_directory(os.path.join(tmp, "input"))
+    import nodes
+
+    asyncio.run(nodes.init_public_apis())
+    return list(asyncio.run(nodes.init_builtin_extra_nodes()) or [])
+
+
+def node_info(nodes, node_class: str) -> dict:
+    """What ComfyUI's server.py ``node_info`` serves for one node class (0.3.64, server.py:592-625)."""
+    from comfy_api.internal import _ComfyNodeInternal
+
+    obj_class = nodes.NODE_CLASS_MAPPINGS[node_class]
+    if issubclass(obj_class, _ComfyNodeInternal):
+        return obj_class.GET_NODE_INFO_V1()
+    info = {}
+    info["input"] = obj_class.INPUT_TYPES()
+    info["input_order"] = {key: list(value.keys()) for (key, value) in obj_class.INPUT_TYPES().items()}
+    info["output"] = obj_class.RETURN_TYPES
+    info["output_is_list"] = getattr(obj_class, "OUTPUT_IS_LIST", [False] * len(obj_class.RETURN_TYPES))
+    info["output_name"] = getattr(obj_class, "RETURN_NAMES", info["output"])
+    info["name"] = node_class
+    info["display_name"] = nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node_class, node_class)
+    info["description"] = getattr(obj_class, "DESCRIPTION", "")
+    info["python_module"] = getattr(obj_class, "RELATIVE_PYTHON_MODULE", "nodes")
+    info["category"] = getattr(obj_class, "CATEGORY", "sd")
+    info["output_node"] = getattr(obj_class, "OUTPUT_NODE", False) is True
+    if hasattr(obj_class, "OUTPUT_TOOLTIPS"):
+        info["output_tooltips"] = obj_class.OUTPUT_TOOLTIPS
+    if getattr(obj_class, "DEPRECATED", False):
+        info["deprecated"] = True
+    if getattr(obj_class, "EXPERIMENTAL", False):
+        info["experimental"] = True
+    if hasattr(obj_class, "API_NODE"):
+        info["api_node"] = obj_class.API_NODE
+    return info
+
+
+def _shorten(obj, limit: int):
+    """Cut long free-text fields (descriptions, tooltips) to ``limit`` characters, recursively."""
+    if isinstance(obj, dict):
+        return {k: (v[:limit] + "…" if k in ("description", "tooltip") and isinstance(v, str) and len(v) > limit
+                    else _shorten(v, limit)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_shorten(v, limit) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI checkout (default: $COMFYUI_PATH)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output JSON (default: tests/data/object_info_core.json)")
+    parser.add_argument("--max-mb", type=float, default=3.0, help="shorten long descriptions above this size")
+    opts = parser.parse_args(argv)
+    if not opts.comfyui or not os.path.isfile(os.path.join(opts.comfyui, "main.py")):
+        parser.error("no ComfyUI found: pass --comfyui PATH or set COMFYUI_PATH to a ComfyUI checkout")
+    comfyui = os.path.abspath(opts.comfyui)
+    failed = boot(comfyui)
+    if failed:
+        sys.stderr.write(f"warning: these comfy_extras did not import and are left out: {', '.join(failed)}\n")
+    import nodes
+    from comfyui_version import __version__
+
+    infos = {}
+    for name in sorted(nodes.NODE_CLASS_MAPPINGS):
+        infos[name] = node_info(nodes, name)
+    # The same JSON encoding aiohttp's json_response uses (tuples become lists).
+    dump = {"comfyui_version": __version__, "import_failed": sorted(failed), "nodes": json.loads(json.dumps(infos))}
+    text = json.dumps(dump, indent=None, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    limit = 400
+    while len(text.encode()) > opts.max_mb * 1e6 and limit >= 50:
+        dump["nodes"] = _shorten(json.loads(json.dumps(infos)), limit)
+        text = json.dumps(dump, indent=None, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        limit //= 2
+    # One node per line: small diffs when ComfyUI moves, and still a compact file.
+    lines = ["{", f'"comfyui_version":{json.dumps(__version__)},',
+             f'"import_failed":{json.dumps(sorted(failed))},', '"nodes":{']
+    names = sorted(dump["nodes"])
+    for i, name in enumerate(names):
+        sep = "," if i < len(names) - 1 else ""
+        lines.append(json.dumps(name) + ":" + json.dumps(dump["nodes"][name], ensure_ascii=False,
+                                                          separators=(",", ":")) + sep)
+    lines += ["}", "}"]
+    os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
+    with open(opts.out, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    size = os.path.getsize(opts.out)
+    sys.stdout.write(f"wrote {len(names)} core nodes of ComfyUI {__version__} to {opts.out} ({size / 1e6:.2f} MB)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
