@@ -30,10 +30,20 @@ def _check_host() -> None:
         )
 
 
-_check_host()
+def _inside_comfyui() -> bool:
+    """Whether ComfyUI's modules are importable, i.e. this folder is being loaded by a ComfyUI process.
 
-from .nodes import comfy_entrypoint, register_model_folders  # noqa: E402
+    Outside one (pytest collecting the repository, packaging tools) the folder imports as an inert package:
+    the library under ``bolid_lib`` works on its own and the nodes need ComfyUI.
+    """
+    import importlib.util
 
-register_model_folders()
+    return importlib.util.find_spec("comfy") is not None and importlib.util.find_spec("folder_paths") is not None
 
-__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
+
+if _inside_comfyui():
+    _check_host()
+    from .nodes import comfy_entrypoint, register_model_folders
+
+    register_model_folders()
+    __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError, safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import BoLIDError
@@ -105,7 +105,7 @@ def describe_safetensors(path: str | os.PathLike) -> str:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             keys = list(f.keys())
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         return f"not a readable safetensors file ({e})"
     if FORMAT_KEY in meta:
         return f"a {meta[FORMAT_KEY]} file (version {meta.get(VERSION_KEY)})"
@@ -126,7 +126,7 @@ def read_safetensors(path: str | os.PathLike, *, device: str = "cpu") -> tuple[d
         with safe_open(str(path), framework="pt", device=device) as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise BoLIDError(f"{path.name} is not a valid safetensors file ({e}); it may be truncated or of another format: get the file again") from e
     return tensors, meta
 

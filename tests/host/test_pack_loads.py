@@ -1,0 +1,59 @@
+"""The pack loads in a real ComfyUI through ComfyUI's own loader, cleanly."""
+
+import pytest
+
+pytestmark = pytest.mark.host
+
+
+def test_loaded_by_comfyui_loader_without_warnings(comfy):
+    assert comfy.pack_loaded, "nodes.load_custom_node returned False"
+    msgs = [r.getMessage() for r in comfy.load_log]
+    assert not msgs, "warnings while loading the pack:\n" + "\n".join(msgs)
+
+
+def test_nodes_registered_with_tooltips(comfy):
+    assert comfy.pack_nodes, "no BoLID node registered"
+    for node_id in comfy.pack_nodes:
+        assert node_id.startswith("BoLID")
+        info = comfy.object_info(node_id)
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_model_folders_registered_and_merged(comfy):
+    import folder_paths
+
+    for key in ("bolid", "bolid_bodies", "ultralytics"):
+        assert key in folder_paths.folder_names_and_paths, key
+    bodies = folder_paths.get_folder_paths("bolid_bodies")[0].replace("\\", "/")
+    assert bodies.endswith("models/bolid/bodies")
+    assert ".pt" in folder_paths.folder_names_and_paths["ultralytics"][1]
+
+
+def test_register_keeps_user_paths(comfy, tmp_path):
+    """A folder the user set in extra_model_paths.yaml stays first; ours is appended; extensions merged."""
+    import folder_paths
+
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    try:
+        user = str(tmp_path / "my_pose_models")
+        folder_paths.folder_names_and_paths["ultralytics"] = ([user], {".onnx"})
+        import sys
+
+        comfy_mod = next(m for name, m in sys.modules.items() if name.endswith("nodes._comfy") and hasattr(m, "register_model_folders"))
+        comfy_mod.register_model_folders()
+        paths, exts = folder_paths.folder_names_and_paths["ultralytics"]
+        assert paths[0] == user and len(paths) == 2
+        assert {".onnx", ".pt"} <= set(exts)
+    finally:
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update(saved)
+
+
+def test_web_directory_registered(comfy):
+    import os
+
+    dirs = {k: v for k, v in comfy.nodes.EXTENSION_WEB_DIRS.items()}
+    ours = [v for v in dirs.values() if os.path.samefile(v, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "js"))]
+    assert ours, f"the pack's js/ folder is not served: {dirs}"
