@@ -88,3 +88,139 @@ class PoseBatch:
             torch.cat([p.found for p in poses]),
             poses[0].image_size,
         )
+
+
+# --- POSE_KEYPOINT (the OpenPose-18 format comfyui_controlnet_aux emits) -------------------------
+#
+# One dict per image: {"people": [{"pose_keypoints_2d": [x, y, c] * 18, "face_keypoints_2d": None,
+# "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None}, ...], "canvas_width": W, "canvas_height": H}.
+# OpenPose-18 order: nose, neck, r-shoulder, r-elbow, r-wrist, l-shoulder, l-elbow, l-wrist, r-hip, r-knee,
+# r-ankle, l-hip, l-knee, l-ankle, r-eye, l-eye, r-ear, l-ear. The neck is not a COCO point: it is the
+# midpoint of the shoulders when both are visible.
+
+OPENPOSE_KEYPOINTS: tuple[str, ...] = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+    "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+    "right_eye", "left_eye", "right_ear", "left_ear",
+)
+NUM_OPENPOSE_KEYPOINTS = len(OPENPOSE_KEYPOINTS)  # 18
+OPENPOSE_NECK = 1
+# COCO index of each OpenPose-18 point (None for the synthesised neck).
+OPENPOSE_FROM_COCO: tuple[int | None, ...] = tuple(
+    None if name == "neck" else KEYPOINT_INDEX[name] for name in OPENPOSE_KEYPOINTS
+)
+
+
+def _coco_to_openpose(kp: torch.Tensor) -> torch.Tensor:
+    """(17, 3) COCO keypoints (x, y, conf; conf <= 0 = absent) -> (18, 3) OpenPose, visible points with c = 1."""
+    out = torch.zeros(NUM_OPENPOSE_KEYPOINTS, 3, dtype=torch.float64)
+    kp = kp.detach().to(torch.float64).cpu()
+    for j, i in enumerate(OPENPOSE_FROM_COCO):
+        if i is not None and kp[i, 2] > 0:
+            out[j] = torch.tensor([kp[i, 0], kp[i, 1], 1.0], dtype=torch.float64)
+    ls, rs = kp[KEYPOINT_INDEX["left_shoulder"]], kp[KEYPOINT_INDEX["right_shoulder"]]
+    if ls[2] > 0 and rs[2] > 0:
+        out[OPENPOSE_NECK] = torch.tensor([(ls[0] + rs[0]) / 2, (ls[1] + rs[1]) / 2, 1.0], dtype=torch.float64)
+    return out
+
+
+def pose_batch_to_pose_keypoint(pose: PoseBatch) -> list[dict]:
+    """PoseBatch (B images) -> POSE_KEYPOINT: a list of B dicts in comfyui_controlnet_aux's format.
+
+    Coordinates are pixels of the images the pose refers to (canvas_width x canvas_height); visible points
+    are written with c = 1.0 (as controlnet_aux does), absent ones as 0, 0, 0; the neck is synthesised from
+    the shoulders. An image where no person was found gets "people": [].
+    """
+    h, w = pose.image_size
+    frames = []
+    for b in range(len(pose)):
+        people = []
+        if bool(pose.found[b]):
+            op = _coco_to_openpose(pose.keypoints[b])  # (18, 3)
+            people.append({
+                "pose_keypoints_2d": [float(v) for v in op.reshape(-1).tolist()],
+                "face_keypoints_2d": None,
+                "hand_left_keypoints_2d": None,
+                "hand_right_keypoints_2d": None,
+            })
+        frames.append({"people": people, "canvas_width": int(w), "canvas_height": int(h)})
+    return frames
+
+
+def _frame_size(frame: dict, index: int) -> tuple[int, int] | None:
+    ch, cw = frame.get("canvas_height"), frame.get("canvas_width")
+    if ch is None or cw is None:
+        return None
+    try:
+        ch, cw = int(ch), int(cw)
+    except (TypeError, ValueError):
+        raise BoLIDError(f"POSE_KEYPOINT frame {index}: canvas_width/canvas_height must be integers; got {cw!r}, {ch!r}") from None
+    if ch <= 0 or cw <= 0:
+        raise BoLIDError(f"POSE_KEYPOINT frame {index}: canvas size must be positive; got {cw} x {ch}")
+    return ch, cw
+
+
+def pose_keypoint_to_pose_batch(data, image_size: tuple[int, int] | None = None) -> PoseBatch:
+    """POSE_KEYPOINT (a list of frame dicts, or one dict) -> PoseBatch (B = number of frames).
+
+    Takes the first person of each frame; a frame with no person gets found = False and zero keypoints.
+    Coordinates may be pixels of the frame's canvas or normalised to [0, 1] (a frame whose visible
+    coordinates are all <= 1.0 is read as normalised). image_size (H, W): the size the keypoints must refer to,
+    usually the images they will weight; pixel coordinates are rescaled from each frame's canvas to it.
+    Without image_size every frame must carry the same canvas size. Points with c <= 0 are absent; c is kept
+    for the rest (controlnet_aux writes 1.0). The box is the visible keypoints' bounding box.
+    """
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, (list, tuple)) or not data:
+        raise BoLIDError(
+            f"POSE_KEYPOINT must be a non-empty list of frame dicts with 'people'; got {type(data).__name__}"
+            + (" (empty)" if isinstance(data, (list, tuple)) else "")
+        )
+    if image_size is not None:
+        target = (int(image_size[0]), int(image_size[1]))
+    else:
+        sizes = {_frame_size(f, i) for i, f in enumerate(data) if isinstance(f, dict)}
+        if None in sizes or len(sizes) != 1:
+            raise BoLIDError(
+                f"POSE_KEYPOINT frames carry canvas sizes {sorted(str(s) for s in sizes)}; one common canvas_width "
+                "and canvas_height is needed when no image size is given: connect the images the pose belongs to"
+            )
+        target = sizes.pop()
+    th, tw = target
+    b = len(data)
+    keypoints = torch.zeros(b, NUM_KEYPOINTS, 3)
+    boxes = torch.zeros(b, 4)
+    found = torch.zeros(b, dtype=torch.bool)
+    for f, frame in enumerate(data):
+        if not isinstance(frame, dict) or "people" not in frame:
+            raise BoLIDError(f"POSE_KEYPOINT frame {f} must be a dict with a 'people' list; got {type(frame).__name__}")
+        people = frame.get("people") or []
+        if not people:
+            continue
+        flat = people[0].get("pose_keypoints_2d") if isinstance(people[0], dict) else None
+        if not flat:
+            continue
+        if len(flat) != NUM_OPENPOSE_KEYPOINTS * 3:
+            raise BoLIDError(
+                f"POSE_KEYPOINT frame {f}: pose_keypoints_2d must hold 18 OpenPose body points (54 numbers); "
+                f"got {len(flat)} numbers"
+            )
+        op = torch.tensor([float(v) for v in flat], dtype=torch.float64).reshape(NUM_OPENPOSE_KEYPOINTS, 3)
+        vis = op[:, 2] > 0
+        if not bool(vis.any()):
+            continue
+        if bool((op[vis, :2] <= 1.0).all()):  # normalised coordinates
+            sx, sy = float(tw), float(th)
+        else:
+            size = _frame_size(frame, f)
+            ch, cw = size if size is not None else target
+            sx, sy = tw / cw, th / ch
+        for j, i in enumerate(OPENPOSE_FROM_COCO):
+            if i is not None and vis[j]:
+                keypoints[f, i] = torch.tensor([op[j, 0] * sx, op[j, 1] * sy, op[j, 2]], dtype=torch.float32)
+        vk = keypoints[f, keypoints[f, :, 2] > 0]
+        if len(vk):
+            found[f] = True
+            boxes[f] = torch.stack([vk[:, 0].min(), vk[:, 1].min(), vk[:, 0].max(), vk[:, 1].max()])
+    return PoseBatch(keypoints, boxes, found, (th, tw), {"source": "POSE_KEYPOINT"})

@@ -1,0 +1,223 @@
+"""YOLO pose wrapper (ultralytics): load a pose model, run batches, pick one person per image (paper 4.2).
+
+Legend: B batch, K = 17 COCO keypoints, H, W image size, N people detected in one image.
+
+Loading: ultralytics ``.pt`` files are pickles, so ``YOLO(path)`` runs ``torch.load`` on them; this is the one
+place the pack accepts a pickle (the README says why: ultralytics pose models are only published this way).
+Only files from ComfyUI's ``models/ultralytics`` folder reach this function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .errors import BoLIDError
+from .keypoints import NUM_KEYPOINTS, PoseBatch
+
+log = logging.getLogger("bolid")
+
+PERSON_POLICIES = ("largest", "most_confident")
+ON_MISSING = ("skip", "error")
+PersonPolicy = Union[str, int]
+
+# ultralytics pads letterboxed images with this grey (114 / 255).
+_PAD_VALUE = 114.0 / 255.0
+
+
+@dataclass(frozen=True)
+class _Letterbox:
+    """How images were resized for the network: network pixel = original pixel * gain (+ no offset: pad right/bottom)."""
+
+    gain: float
+    size: tuple[int, int]  # (height, width) fed to the network
+
+
+def _letterbox_plan(height: int, width: int, imgsz: int, stride: int) -> _Letterbox:
+    """Scale the long side to imgsz (as ultralytics does), then pad right/bottom to multiples of the stride."""
+    gain = imgsz / max(height, width)
+    nh, nw = max(1, round(height * gain)), max(1, round(width * gain))
+    ph, pw = -(-nh // stride) * stride, -(-nw // stride) * stride
+    return _Letterbox(gain, (ph, pw))
+
+
+def _letterbox(images: torch.Tensor, plan: _Letterbox) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, H', W') resized by plan.gain and padded with ultralytics' grey; no copy if already fit."""
+    b, c, h, w = images.shape
+    nh, nw = max(1, round(h * plan.gain)), max(1, round(w * plan.gain))
+    x = images
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=plan.gain < 1)
+    ph, pw = plan.size
+    if (ph, pw) != (nh, nw):
+        x = F.pad(x, (0, pw - nw, 0, ph - nh), value=_PAD_VALUE)
+    return x
+
+
+def _pick_person(boxes: torch.Tensor, scores: torch.Tensor, policy: PersonPolicy) -> int | None:
+    """Index of the chosen person among N detections (boxes (N, 4) xyxy, scores (N,)), or None if there is none.
+
+    "largest": the biggest box area; "most_confident": the highest detection score; an int i: the i-th
+    detection in ultralytics' order (by decreasing score), None when there are fewer.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return None
+    if policy == "largest":
+        area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+        return int(area.argmax())
+    if policy == "most_confident":
+        return int(scores.argmax())
+    return policy if policy < n else None
+
+
+def _check_policy(person: PersonPolicy) -> PersonPolicy:
+    if isinstance(person, bool) or not (person in PERSON_POLICIES or (isinstance(person, int) and person >= 0)):
+        raise BoLIDError(f"person must be one of {PERSON_POLICIES} or a person index >= 0; got {person!r}")
+    return person
+
+
+def select_people(
+    results: Sequence,
+    *,
+    policy: PersonPolicy = "largest",
+    visibility: float = 0.5,
+    on_missing: str = "skip",
+    scale: float = 1.0,
+    index_offset: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One person per ultralytics result -> (keypoints (B, 17, 3), boxes (B, 4), found (B,)) on the CPU, float32.
+
+    results: ultralytics Results (or anything with .boxes.xyxy/.boxes.conf and .keypoints.data), one per image.
+    Keypoints with confidence < visibility are zeroed (paper 4.2: an invisible point is nullified).
+    Coordinates are divided by ``scale`` (the letterbox gain) to refer to the original images.
+    on_missing "error" raises naming the image (index_offset + position); "skip" leaves found False, zeros.
+    """
+    b = len(results)
+    keypoints = torch.zeros(b, NUM_KEYPOINTS, 3)
+    boxes = torch.zeros(b, 4)
+    found = torch.zeros(b, dtype=torch.bool)
+    for j, r in enumerate(results):
+        kp_all = r.keypoints.data if r.keypoints is not None else torch.zeros(0, NUM_KEYPOINTS, 3)
+        chosen = _pick_person(r.boxes.xyxy, r.boxes.conf, policy) if len(kp_all) else None
+        if chosen is None:
+            if on_missing == "error":
+                which = f"person {policy}" if isinstance(policy, int) else "person"
+                raise BoLIDError(
+                    f"no {which} found in image {index_offset + j} of the batch (0-based; "
+                    f"{len(kp_all)} detected): lower 'conf', pick another image, or set on_missing to 'skip' "
+                    "to carry on without it"
+                )
+            continue
+        kp = kp_all[chosen].detach().float().cpu().clone()     # (17, 3)
+        kp[:, :2] /= scale
+        kp[kp[:, 2] < visibility] = 0.0                        # invisible: all of x, y, c nullified
+        keypoints[j] = kp
+        boxes[j] = r.boxes.xyxy[chosen].detach().float().cpu() / scale
+        found[j] = True
+    return keypoints, boxes, found
+
+
+class PoseModel:
+    """A loaded ultralytics YOLO pose model (COCO-17 keypoints), run on the device it sits on."""
+
+    def __init__(self, yolo, name: str = "") -> None:
+        self.yolo = yolo
+        self.name = name
+
+    @classmethod
+    def load(cls, path: str, device: torch.device | str | None = None) -> "PoseModel":
+        """Load a YOLO .pt; refuse detection, segmentation, classification or non-COCO-17 pose models."""
+        if not os.path.isfile(path):
+            raise BoLIDError(f"pose model file not found: {path}")
+        from ultralytics import YOLO
+
+        try:
+            yolo = YOLO(path, verbose=False)
+        except Exception as e:  # ultralytics raises many kinds on a foreign or damaged file
+            raise BoLIDError(
+                f"cannot load {os.path.basename(path)} as an ultralytics YOLO model ({type(e).__name__}: {e}); "
+                "a YOLO pose model is needed, e.g. yolo11n-pose.pt"
+            ) from e
+        head = yolo.model.model[-1] if hasattr(yolo.model, "model") else None
+        kpt_shape = tuple(getattr(head, "kpt_shape", None) or ())
+        if yolo.task != "pose" or kpt_shape != (NUM_KEYPOINTS, 3):
+            what = f"a {yolo.task} model" if yolo.task != "pose" else f"a pose model with keypoint shape {kpt_shape}"
+            raise BoLIDError(
+                f"{os.path.basename(path)} is {what}; BoLID needs a YOLO pose model with the 17 COCO body keypoints "
+                "and their visibility (keypoint shape (17, 3)), e.g. yolo11n-pose.pt or yolo11x-pose.pt in "
+                "models/ultralytics/pose/"
+            )
+        if device is not None:
+            yolo.model.to(torch.device(device))
+        yolo.model.eval()
+        return cls(yolo, os.path.basename(path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.yolo.model.parameters()).device
+
+    @property
+    def stride(self) -> int:
+        return int(max(int(self.yolo.model.stride.max()), 32))
+
+    def predict(
+        self,
+        images: torch.Tensor,
+        *,
+        conf: float = 0.25,
+        visibility: float = 0.5,
+        person: PersonPolicy = "largest",
+        on_missing: str = "skip",
+        batch_size: int = 16,
+        imgsz: int = 640,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> PoseBatch:
+        """images (B, 3, H, W) float in [0, 1] -> PoseBatch with one person per image, in original-image pixels.
+
+        conf: detection confidence threshold; visibility: keypoints with confidence below it are zeroed;
+        person: "largest", "most_confident" or an index into the detections ordered by score;
+        on_missing: "skip" (found False, zero keypoints) or "error" (raise, naming the image index);
+        imgsz: the network's long side (images are scaled so and padded to multiples of the stride, as
+        ultralytics does; an image already that size and a multiple of 32 goes in as it is, without a copy).
+        Runs in chunks of batch_size on the model's device; progress(done, total) after each chunk.
+        """
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise BoLIDError(f"images must be a tensor of shape (B, 3, H, W) with values in [0, 1]; got {shape}")
+        if images.shape[0] == 0:
+            raise BoLIDError("no images to find poses in: the batch is empty")
+        if on_missing not in ON_MISSING:
+            raise BoLIDError(f"on_missing must be one of {ON_MISSING}; got {on_missing!r}")
+        policy = _check_policy(person)
+        if not 0.0 <= conf <= 1.0 or not 0.0 <= visibility <= 1.0:
+            raise BoLIDError(f"conf and visibility must lie in [0, 1]; got conf={conf}, visibility={visibility}")
+        if batch_size < 1 or imgsz < 32:
+            raise BoLIDError(f"batch_size must be >= 1 and imgsz >= 32; got {batch_size}, {imgsz}")
+        b, _, h, w = images.shape
+        plan = _letterbox_plan(h, w, imgsz, self.stride)
+        device = self.device
+        parts = []
+        for start in range(0, b, batch_size):
+            chunk = images[start : start + batch_size].to(device=device, dtype=torch.float32)
+            if bool(chunk.amin() < 0) or bool(chunk.amax() > 1):
+                chunk = chunk.clamp(0, 1)  # ultralytics would read values > 1 as 0..255 and divide them
+            chunk = _letterbox(chunk, plan)                                   # (b', 3, H', W')
+            with torch.inference_mode():
+                results = self.yolo.predict(chunk, conf=conf, verbose=False, device=device, imgsz=plan.size)
+            parts.append(select_people(
+                results, policy=policy, visibility=visibility, on_missing=on_missing,
+                scale=plan.gain, index_offset=start,
+            ))
+            if progress is not None:
+                progress(min(b, start + batch_size), b)
+        keypoints, boxes, found = (torch.cat(t) for t in zip(*parts))
+        if not bool(found.any()):
+            log.warning("no person found in any of the %d images (conf=%s)", b, conf)
+        meta = {"model": self.name, "conf": conf, "visibility": visibility, "person": person}
+        return PoseBatch(keypoints, boxes, found, (h, w), meta)
