@@ -1,0 +1,402 @@
+"""The Body-ID VAE: views of one person -> one Body-ID (paper 4.2, DESIGN.md "Body-ID VAE").
+
+The paper stacks all weighted views (100 of 1024 x 1024) in one tensor and feeds it to "a VAE encoder";
+it says nothing more. Our reading:
+
+- Each view enters as its Gaussian-weighted image (paper 4.1), letterboxed to a square and resized to
+  R x R, plus 17 keypoint heat maps (eq. 11 per keypoint) at R x R: 20 channels.
+- A convolutional encoder maps each view j to a feature f_j (F). Views are pooled by a confidence-weighted
+  mean, w_j = mean confidence of the view's visible keypoints ("weighted by pose confidence"):
+      f = sum_j w_j f_j / sum_j w_j
+  computed as a running sum over chunks of views, so memory does not grow with the number of views.
+  GroupNorm (never BatchNorm) keeps every view's feature independent of its chunk-mates, so the chunked sum
+  equals the all-at-once computation.
+- Heads give mu and log sigma^2 of size D (default 756, as the paper's c_body).
+- A decoder, used only in training, reconstructs a view's weighted image from z and that view's heat maps.
+  Because the decoder is told the pose, z need not carry it; trained across views (z from some views of a
+  person, reconstruction of *other* views) z carries what stays the same between views: body shape and look.
+- An optional head predicts normalised limb-length ratios from z (an auxiliary identity signal).
+
+Legend: V views, P persons, K = 17 keypoints, R input side, F feature width, D latent width, L limbs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import files
+from .errors import BoLIDError
+from .keypoints import NUM_KEYPOINTS
+from .weighting import keypoint_gaussians
+
+log = logging.getLogger("bolid")
+
+FORMAT = "bolid.body_vae"
+VERSION = 1
+FINGERPRINT_KEY = "bolid.fingerprint"
+
+# Limbs whose 2D lengths, relative to the torso, the limb-ratio head predicts (COCO indices).
+LIMBS: tuple[tuple[int, int], ...] = (
+    (5, 6), (11, 12),            # shoulder width, hip width
+    (5, 7), (6, 8), (7, 9), (8, 10),      # upper arms, forearms
+    (11, 13), (12, 14), (13, 15), (14, 16),  # thighs, shins
+    (0, 5), (0, 6),              # nose to shoulders (head and neck)
+)
+NUM_LIMBS = len(LIMBS)
+
+
+@dataclass(frozen=True)
+class BodyVAEConfig:
+    """Sizes of a Body-ID VAE; stored in its file.
+
+    input_size: R, the side views are resized to. latent_dim: D. widths: channels of the encoder's
+    stride-2 stages (the decoder mirrors them). feature_dim: F, the per-view feature. pool_size: the
+    encoder's final spatial grid. heatmap_sigma: heat-map sigma as a fraction of R. beta: weight of the
+    KL term. limb_head: train/predict limb ratios. groups: GroupNorm groups (divides every width).
+    """
+
+    input_size: int = 256
+    latent_dim: int = 756
+    widths: tuple[int, ...] = (32, 64, 128, 256, 256)
+    feature_dim: int = 512
+    pool_size: int = 4
+    heatmap_sigma: float = 0.025
+    beta: float = 1e-3
+    limb_head: bool = True
+    limb_weight: float = 1.0
+    groups: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.input_size < 8 or self.input_size % (2 ** len(self.widths)):
+            raise BoLIDError(f"input_size must be >= 8 and divisible by 2**len(widths) = {2 ** len(self.widths)}; got {self.input_size}")
+        if not self.widths or any(w < 1 or w % self.groups for w in self.widths):
+            raise BoLIDError(f"widths must be positive multiples of groups={self.groups}; got {self.widths}")
+        if self.latent_dim < 1 or self.feature_dim < 1 or self.pool_size < 1:
+            raise BoLIDError(f"latent_dim, feature_dim and pool_size must be >= 1; got {self.latent_dim}, {self.feature_dim}, {self.pool_size}")
+        if not (self.heatmap_sigma > 0 and math.isfinite(self.heatmap_sigma)):
+            raise BoLIDError(f"heatmap_sigma must be > 0; got {self.heatmap_sigma}")
+        if self.beta < 0:
+            raise BoLIDError(f"beta must be >= 0; got {self.beta}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BodyVAEConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BoLIDError(f"this Body-ID VAE config has fields this pack does not know ({', '.join(unknown)}): update ComfyUI-BoLID")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+
+
+def _block(c_in: int, c_out: int, groups: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
+        nn.GroupNorm(groups, c_out),
+        nn.SiLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.GroupNorm(groups, c_out),
+        nn.SiLU(),
+    )
+
+
+def letterbox(images: torch.Tensor, keypoints: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad views to a centred square (zeros) and resize to size x size, keeping the body's proportions.
+
+    images (V, 3, H, W) float; keypoints (V, 17, 3) in pixels of the images. Returns
+    ((V, 3, size, size) float32, (V, 17, 3) keypoints in pixels of the result; invisible ones stay zero).
+    """
+    v, _, h, w = images.shape
+    side = max(h, w)
+    pad_x, pad_y = (side - w) / 2, (side - h) / 2
+    x = images.float()
+    if h != w:
+        left, top = int(pad_x), int(pad_y)
+        x = F.pad(x, (left, side - w - left, top, side - h - top))
+        pad_x, pad_y = float(left), float(top)
+    if side != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=side > size)
+    s = size / side
+    kp = keypoints.float().clone()
+    visible = kp[..., 2:3] > 0
+    kp[..., 0] = (kp[..., 0] + pad_x) * s
+    kp[..., 1] = (kp[..., 1] + pad_y) * s
+    kp = torch.where(visible, kp, torch.zeros((), device=kp.device))
+    return x, kp
+
+
+def view_weights(keypoints: torch.Tensor) -> torch.Tensor:
+    """(V, 17, 3) -> (V,) mean confidence of each view's visible keypoints (0 when none is visible)."""
+    conf = keypoints[..., 2]
+    vis = conf > 0
+    return torch.where(vis, conf, 0).sum(-1) / vis.sum(-1).clamp(min=1)
+
+
+def limb_ratios_from_keypoints(keypoints: torch.Tensor, quantile: float = 0.9) -> torch.Tensor:
+    """A person's limb-length ratios estimated from 2D keypoints of their views.
+
+    keypoints (V, 17, 3). Per view, each limb of ``LIMBS`` is divided by the torso length (mean of
+    shoulder-hip distances); per limb the ``quantile`` over views is taken, because 2D projection only
+    shortens a limb, so a high quantile is near its true ratio. Returns (L,) with NaN for limbs never seen.
+    """
+    xy, vis = keypoints[..., :2].float(), keypoints[..., 2] > 0
+    torso_vis = vis[:, 5] & vis[:, 6] & vis[:, 11] & vis[:, 12]
+    torso = ((xy[:, 5] - xy[:, 11]).norm(dim=-1) + (xy[:, 6] - xy[:, 12]).norm(dim=-1)) / 2  # (V,)
+    out = torch.full((NUM_LIMBS,), float("nan"))
+    for i, (a, b) in enumerate(LIMBS):
+        ok = torso_vis & vis[:, a] & vis[:, b] & (torso > 1e-3)
+        if ok.any():
+            r = (xy[ok, a] - xy[ok, b]).norm(dim=-1) / torso[ok]
+            out[i] = torch.quantile(r, quantile)
+    return out
+
+
+class BodyVAE(nn.Module):
+    """Encoder (per view) + weighted pooling + mu/logvar heads + pose-conditioned decoder (training)."""
+
+    def __init__(self, config: BodyVAEConfig = BodyVAEConfig()) -> None:
+        super().__init__()
+        self.config = cfg = config
+        k, g = NUM_KEYPOINTS, cfg.groups
+        # --- encoder: (3 + K, R, R) -> (F,)
+        layers: list[nn.Module] = [nn.Conv2d(3 + k, cfg.widths[0], 3, padding=1), nn.SiLU()]
+        c = cfg.widths[0]
+        for w in cfg.widths:
+            layers.append(_block(c, w, g, stride=2))
+            c = w
+        layers += [nn.AdaptiveAvgPool2d(cfg.pool_size), nn.Flatten(), nn.Linear(c * cfg.pool_size ** 2, cfg.feature_dim), nn.SiLU()]
+        self.encoder = nn.Sequential(*layers)
+        # --- after pooling: (F,) -> mu, logvar (D,)
+        self.trunk = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.feature_dim), nn.SiLU())
+        self.to_mean = nn.Linear(cfg.feature_dim, cfg.latent_dim)
+        self.to_logvar = nn.Linear(cfg.feature_dim, cfg.latent_dim)
+        # --- decoder: z (D,) + heat maps (K, R, R) -> weighted image (3, R, R)
+        dec = tuple(reversed(cfg.widths))
+        self.base = cfg.input_size // 2 ** len(cfg.widths)
+        self.dec_in = nn.Linear(cfg.latent_dim, dec[0] * self.base * self.base)
+        self.dec_blocks = nn.ModuleList()
+        self.dec_film = nn.ModuleList()
+        c = dec[0]
+        for w in dec:
+            self.dec_blocks.append(_block(c + k, w, g))
+            self.dec_film.append(nn.Linear(cfg.latent_dim, 2 * w))
+            c = w
+        self.dec_out = nn.Conv2d(c + k, 3, 3, padding=1)
+        # --- limb ratios from z
+        self.limb = nn.Sequential(nn.Linear(cfg.latent_dim, 128), nn.SiLU(), nn.Linear(128, NUM_LIMBS)) if cfg.limb_head else None
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def heatmaps(self, keypoints: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """(V, 17, 3) keypoints in pixels of an R x R view -> (V, 17, s, s) heat maps (s = size or R)."""
+        r = self.config.input_size
+        s = size or r
+        kp = keypoints
+        if s != r:
+            kp = keypoints.clone()
+            kp[..., :2] = kp[..., :2] * (s / r)
+        return keypoint_gaussians(kp, s, s, self.config.heatmap_sigma * s).to(self.device)
+
+    def view_features(self, views: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        """Per-view features. views (V, 3, R, R) weighted images; keypoints (V, 17, 3) px at R -> (V, F)."""
+        x = torch.cat([views.to(self.device, torch.float32), self.heatmaps(keypoints)], 1)  # (V, 3 + K, R, R)
+        return self.encoder(x)
+
+    def heads(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, F) pooled features -> mean (P, D), logvar (P, D)."""
+        h = self.trunk(pooled)
+        return self.to_mean(h), self.to_logvar(h).clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        """z (N, D) and keypoints (N, 17, 3) px at R -> reconstructed weighted views (N, 3, R, R) in [0, 1]."""
+        n = z.shape[0]
+        x = self.dec_in(z).view(n, -1, self.base, self.base)
+        s = self.base
+        for i, (block, film) in enumerate(zip(self.dec_blocks, self.dec_film)):
+            if i:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                s *= 2
+            x = block(torch.cat([x, self.heatmaps(keypoints, s)], 1))
+            scale, shift = film(z).chunk(2, -1)
+            x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return torch.sigmoid(self.dec_out(torch.cat([x, self.heatmaps(keypoints)], 1)))
+
+    def forward(self, ctx_views: torch.Tensor, ctx_keypoints: torch.Tensor, ctx_weights: torch.Tensor,
+                ctx_owner: torch.Tensor, n_persons: int, tgt_keypoints: torch.Tensor, tgt_owner: torch.Tensor,
+                noise: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The training pass (one call, so DDP sees every parameter).
+
+        ctx_views (Nc, 3, R, R), ctx_keypoints (Nc, 17, 3), ctx_weights (Nc,), ctx_owner (Nc,) person index
+        in [0, P); tgt_keypoints (Nt, 17, 3), tgt_owner (Nt,); noise (P, D) for z = mu + sigma * noise
+        (None: z = mu). Returns recon (Nt, 3, R, R), mean (P, D), logvar (P, D), limbs (P, L) if the head is on.
+        """
+        f = self.view_features(ctx_views, ctx_keypoints)                        # (Nc, F)
+        w = ctx_weights.to(f.device, f.dtype)
+        owner = ctx_owner.to(f.device)
+        num = torch.zeros(n_persons, f.shape[1], device=f.device, dtype=f.dtype).index_add(0, owner, f * w[:, None])
+        den = torch.zeros(n_persons, device=f.device, dtype=f.dtype).index_add(0, owner, w)
+        mean, logvar = self.heads(num / den.clamp(min=1e-8)[:, None])          # (P, D)
+        z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise.to(mean)
+        out = {"mean": mean, "logvar": logvar, "recon": self.decode(z[tgt_owner.to(f.device)], tgt_keypoints)}
+        if self.limb is not None:
+            out["limbs"] = self.limb(z)
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+    def _check_views(self, images: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise BoLIDError(f"views must be a tensor (V, 3, H, W); got {got}")
+        v = images.shape[0]
+        if v == 0:
+            raise BoLIDError("no views to encode: give at least one image with a person in it")
+        if keypoints.shape != (v, NUM_KEYPOINTS, 3):
+            raise BoLIDError(f"keypoints must have shape ({v}, 17, 3), one pose per view; got {tuple(keypoints.shape)}")
+        w = view_weights(keypoints) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        if w.shape != (v,):
+            raise BoLIDError(f"view weights must have shape ({v},); got {tuple(w.shape)}")
+        if not torch.isfinite(w).all() or (w < 0).any():
+            raise BoLIDError("view weights must be finite and >= 0")
+        if float(w.sum()) <= 0:
+            raise BoLIDError("every view has weight 0 (no visible keypoint in any view): give views in which the pose model finds the person")
+        return w.float().cpu()
+
+    @torch.no_grad()
+    def encode_views(self, images: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor | None = None, *,
+                     chunk: int = 8, progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Body-ID of one person from V views, streaming: memory does not grow with V.
+
+        images (V, 3, H, W) weighted views in [0, 1] (any H, W; letterboxed to R here), keypoints (V, 17, 3) in
+        pixels of the images, weights (V,) per view (default: mean keypoint confidence). Views are read
+        ``chunk`` at a time; only sum_j w_j f_j (F) and sum_j w_j are kept between chunks.
+        Returns mean (D,), logvar (D,) on the CPU, float32.
+        """
+        w = self._check_views(images, keypoints, weights)
+        if chunk < 1:
+            raise BoLIDError(f"chunk must be >= 1; got {chunk}")
+        v = images.shape[0]
+        acc = torch.zeros(self.config.feature_dim, dtype=torch.float64, device=self.device)  # sum_j w_j f_j
+        total = 0.0                                                                           # sum_j w_j
+        for start in range(0, v, chunk):
+            stop = min(v, start + chunk)
+            wc = w[start:stop]
+            keep = wc > 0  # a view of weight 0 cannot change the mean: do not spend time on it
+            if keep.any():
+                views, kp = letterbox(images[start:stop][keep.to(images.device)], keypoints[start:stop][keep.to(keypoints.device)].cpu(), self.config.input_size)
+                f = self.view_features(views, kp)                                  # (c, F)
+                acc += (f.double() * wc[keep].to(f.device, torch.float64)[:, None]).sum(0)
+                total += float(wc[keep].double().sum())
+            if progress is not None:
+                progress(stop, v)
+        mean, logvar = self.heads((acc / total).float()[None])
+        return mean[0].cpu(), logvar[0].cpu()
+
+    @torch.no_grad()
+    def encode_views_batched(self, images: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same Body-ID computed the paper's way: every view stacked in one tensor at once.
+
+        Memory grows with V; kept as the reference the streaming path is tested and benchmarked against.
+        """
+        w = self._check_views(images, keypoints, weights)
+        views, kp = letterbox(images, keypoints.cpu(), self.config.input_size)   # (V, 3, R, R)
+        f = self.view_features(views, kp)                                        # (V, F)
+        wd = w.to(f.device, torch.float64)
+        pooled = (f.double() * wd[:, None]).sum(0) / wd.sum()
+        mean, logvar = self.heads(pooled.float()[None])
+        return mean[0].cpu(), logvar[0].cpu()
+
+    def fingerprint(self) -> str:
+        """A short hex hash of the config and every weight: which VAE made a Body-ID."""
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for key, t in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+def save_body_vae(model: BodyVAE, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write the VAE as one .safetensors: weights, config and format version in the metadata."""
+    return files.save_safetensors_atomic(
+        dict(model.state_dict()), path, fmt=FORMAT, version=VERSION, config=model.config.to_dict(),
+        metadata={FINGERPRINT_KEY: model.fingerprint()}, overwrite=overwrite)
+
+
+def load_body_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BodyVAE:
+    """Read a Body-ID VAE file; refuse a file of another kind, saying what it looks like."""
+    path = Path(path)
+    tensors, meta = files.read_safetensors(path)
+    if meta.get(files.FORMAT_KEY) != FORMAT:
+        raise BoLIDError(f"{path.name} is not a Body-ID VAE file ({FORMAT}): it looks like {files.describe_safetensors(path)}; "
+                         f"pick a file written by 'python -m bolid_lib.train body-vae'")
+    _, config = files.read_format(meta, path, fmt=FORMAT, max_version=VERSION)
+    try:
+        cfg = BodyVAEConfig.from_dict(config)
+    except TypeError as e:
+        raise BoLIDError(f"{path.name} has a malformed Body-ID VAE config ({e}): get the file again") from e
+    model = BodyVAE(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        raise BoLIDError(f"{path.name} does not match its own config: {len(missing)} missing tensors {missing[:3]}, "
+                         f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of wrong shape {wrong[:3]}; the file is damaged: get it again")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise BoLIDError(f"{path.name} has NaN or infinite weights in {bad[:3]}: the training diverged; use an earlier checkpoint")
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval()
+
+
+def encode_body(model: BodyVAE, images: torch.Tensor, pose, *, sample_seed: int | None = None, chunk: int = 8,
+                progress: Callable[[int, int], None] | None = None):
+    """Body-ID of one person from weighted views and their poses; views without a person are skipped.
+
+    images (V, 3, H, W) weighted views in [0, 1]; pose: a PoseBatch of V entries for these images.
+    sample_seed: None gives the deterministic mean (c_body = mu); a seed gives a draw from q(z | views).
+    Returns a BodyEmbedding with views used / skipped and the mean confidence in its metadata.
+    """
+    from .embedding import BodyEmbedding
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise BoLIDError(f"views must be a tensor (V, 3, H, W); got {got}")
+    v = images.shape[0]
+    if len(pose) != v:
+        raise BoLIDError(f"got {v} views but poses for {len(pose)} images: find the poses of exactly these views")
+    if tuple(pose.image_size) != tuple(images.shape[2:]):
+        raise BoLIDError(f"the poses were found on images of size {tuple(pose.image_size)} (H, W) but the views are "
+                         f"{tuple(images.shape[2:])}: weight the same images the poses were found on")
+    weights = pose.view_confidence().float() * pose.found.float()   # (V,) a view with no person weighs 0
+    used = weights > 0
+    n_used = int(used.sum())
+    if n_used == 0:
+        raise BoLIDError(f"no person was found in any of the {v} views (or none has a visible keypoint): "
+                         "use photos where the whole person is visible, or lower the pose detector's confidence threshold")
+    mean, logvar = model.encode_views(images, pose.keypoints, weights, chunk=chunk, progress=progress)
+    emb = BodyEmbedding(mean, logvar, {
+        "vae_fingerprint": model.fingerprint(), "views_used": n_used, "views_skipped": v - n_used,
+        "mean_confidence": float(weights[used].mean()), "source": "encode",
+    })
+    return emb if sample_seed is None else emb.sample(sample_seed)
