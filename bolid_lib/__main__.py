@@ -1,0 +1,69 @@
+"""Command line of the pack: ``python -m bolid_lib run|check|train ...``.
+
+* ``run WORKFLOW.json``: run a workflow headless in a ComfyUI installation and write its images; prints
+  a checklist of missing model files (exit status 2) instead of queueing when files are absent.
+* ``check WORKFLOW.json [--object-info FILE]``: check node types, links and widget values against an
+  ``/object_info`` dump (default: the committed core dump in tests/data) without starting ComfyUI.
+* ``train body-vae|adapter ...``: the trainers (same as ``python -m bolid_lib.train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import runner
+
+DEFAULT_OBJECT_INFO = Path(__file__).resolve().parent.parent / "tests" / "data" / "object_info_core.json"
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .workflow import check_workflow
+
+    workflow = runner.load_workflow(args.workflow)
+    with open(args.object_info, encoding="utf-8") as f:
+        info = json.load(f)
+    info = info.get("nodes", info)
+    ignore = {"missing model file", "missing input file"} if args.ignore_missing_files else set()
+    problems = check_workflow(workflow, info, ignore=ignore)
+    for line in problems:
+        sys.stdout.write(line + "\n")
+    sys.stdout.write(f"{len(problems)} problem(s) in {args.workflow}\n")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        from .train import main as train_main
+
+        return train_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m bolid_lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run a workflow headless in ComfyUI and write its images",
+                           description=runner.__doc__.split("\n\n")[1] if runner.__doc__ else None)
+    runner.add_arguments(run_p)
+    check_p = sub.add_parser("check", help="check a workflow against an /object_info dump, without ComfyUI")
+    check_p.add_argument("workflow", type=Path)
+    check_p.add_argument("--object-info", type=Path, default=DEFAULT_OBJECT_INFO,
+                         help="an /object_info JSON (default: the committed core dump)")
+    check_p.add_argument("--ignore-missing-files", action="store_true",
+                         help="do not report model files and input images absent from the dump")
+    sub.add_parser("train", help="train the Body-ID VAE or the adapter (python -m bolid_lib train -h)")
+    comfy_args: list[str] = []
+    if "--" in argv:  # everything after -- is for ComfyUI's main.py
+        cut = argv.index("--")
+        argv, comfy_args = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
+    args.comfy_args = comfy_args
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
+    if args.command == "run":
+        return runner.main_run(args)
+    return _check(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
