@@ -107,11 +107,10 @@ def select_people(
         chosen = _pick_person(r.boxes.xyxy, r.boxes.conf, policy) if len(kp_all) else None
         if chosen is None:
             if on_missing == "error":
-                which = f"person {policy}" if isinstance(policy, int) else "person"
+                asked = f"person index {policy} (by detection score)" if isinstance(policy, int) else "a person"
                 raise BoLIDError(
-                    f"no {which} found in image {index_offset + j} of the batch (0-based; "
-                    f"{len(kp_all)} detected): lower 'conf', pick another image, or set on_missing to 'skip' "
-                    "to carry on without it"
+                    f"{asked} not found in image {index_offset + j} of the batch (0-based; {len(kp_all)} "
+                    "detected): lower 'conf', pick another image, or set on_missing to 'skip' to carry on without it"
                 )
             continue
         kp = kp_all[chosen].detach().float().cpu().clone()     # (17, 3)
