@@ -31,7 +31,7 @@ sigma makes every Gaussian underflow at pixel centres.
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Callable, Union
 
 import torch
 
@@ -199,19 +199,23 @@ def apply_weighting(
     sigma: SigmaLike = DEFAULT_SIGMA,
     alpha: SigmaLike = DEFAULT_ALPHA,
     sigma_mode: str = DEFAULT_SIGMA_MODE,
+    *,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """I_w = I * (alpha + (1 - alpha) * W_norm) (paper 4.1).
 
     images (B, C, H, W) float; keypoints (B, K, 3) in pixels of these images; sigma float or (B,);
     alpha in [0, 1], float or (B,) (alpha = 1 leaves the image unchanged, alpha = 0 keeps only the
     Gaussian blobs). Returns (weighted (B, C, H, W) in the images' dtype, W_norm (B, H, W) float32),
-    both on the images' device.
+    both on the images' device. batch_size: images per step (None: all at once; smaller steps bound the
+    temporary memory of a long batch); progress(done, total) after each step.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise BoLIDError(f"images must be a tensor of shape (B, C, H, W); got {shape}")
     kp = _check_keypoints(keypoints)
-    b, _, h, w = images.shape
+    b, c, h, w = images.shape
     if kp.shape[0] != b:
         raise BoLIDError(f"got {b} images but keypoints for {kp.shape[0]}: give one pose per image")
     a = torch.as_tensor(alpha, dtype=torch.float32).detach().cpu()
@@ -219,10 +223,27 @@ def apply_weighting(
         raise BoLIDError(f"alpha must be one number or one per image ({b},); got shape {tuple(a.shape)}")
     if not torch.isfinite(a).all() or (a < 0).any() or (a > 1).any():
         raise BoLIDError(f"alpha must lie in [0, 1] (paper 4.1); got {a.tolist()}")
-    w_norm = weight_map(kp.to(images.device), h, w, sigma, sigma_mode)   # (B, H, W)
+    sigma_px = _sigma_per_item(sigma_to_pixels(sigma, h, w, sigma_mode), b)    # (B,) validated once
     a = a.to(images.device).reshape(-1, 1, 1).expand(b, 1, 1)
-    factor = torch.addcmul(a, w_norm, 1.0 - a)                            # alpha + (1 - alpha) W_norm, (B, H, W)
-    weighted = images * factor[:, None].to(images.dtype)                  # (B, C, H, W)
+    step = b if batch_size is None else int(batch_size)
+    if step < 1:
+        raise BoLIDError(f"batch_size must be >= 1; got {batch_size}")
+    if step >= b:
+        w_norm = weight_map(kp.to(images.device), h, w, sigma_px, "pixels")     # (B, H, W)
+        factor = torch.addcmul(a, w_norm, 1.0 - a)                              # alpha + (1 - alpha) W_norm
+        weighted = images * factor[:, None].to(images.dtype)                    # (B, C, H, W)
+        if progress is not None:
+            progress(b, b)
+        return weighted, w_norm
+    weighted = torch.empty_like(images)
+    w_norm = torch.empty(b, h, w, dtype=torch.float32, device=images.device)
+    for s in range(0, b, step):
+        e = min(b, s + step)
+        w_norm[s:e] = weight_map(kp[s:e].to(images.device), h, w, sigma_px[s:e], "pixels")
+        factor = torch.addcmul(a[s:e], w_norm[s:e], 1.0 - a[s:e])
+        torch.mul(images[s:e], factor[:, None].to(images.dtype), out=weighted[s:e])
+        if progress is not None:
+            progress(e, b)
     return weighted, w_norm
 
 

@@ -235,3 +235,15 @@ def test_heatmap_overlay_shape_and_range():
     assert hot[0] > hot[2] and cold[2] > cold[0]  # red high, blue low
     grey = wt.heatmap_overlay(images[:, :1], w_norm)
     assert grey.shape == (2, 3, 10, 12)
+
+
+def test_batched_steps_equal_one_step_and_report_progress():
+    images = torch.rand(5, 3, 12, 10, generator=torch.Generator().manual_seed(13))
+    kp = random_keypoints(5, 17, 12, 10, seed=14)
+    kp[3, :, 2] = 0
+    whole = wt.apply_weighting(images, kp, sigma=torch.linspace(0.05, 0.4, 5), alpha=0.3)
+    calls = []
+    parts = wt.apply_weighting(images, kp, sigma=torch.linspace(0.05, 0.4, 5), alpha=0.3, batch_size=2,
+                               progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    assert torch.equal(whole[0], parts[0]) and torch.equal(whole[1], parts[1])
