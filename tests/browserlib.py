@@ -1,0 +1,228 @@
+"""Serve the real ComfyUI with this pack on localhost and drive its real frontend in Debian's Chromium.
+
+Used by tests/browser/ and tests/tools/make_workflows.py. ComfyUI runs as a separate process
+(``main.py --cpu --listen 127.0.0.1``) with ``--base-directory`` set to a temporary folder, so nothing is
+written into the ComfyUI checkout: that folder's ``custom_nodes/`` holds a symlink to this pack, its
+``models/`` the model files a test wants listed, its ``user/`` fresh frontend settings. The process is
+stopped by its own PID.
+
+Chromium comes from Debian's ``chromium`` package (Playwright cannot download its own browser here);
+Playwright only drives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_NAME = "ComfyUI-BoLID"  # the folder name users get from git clone / ComfyUI-Manager
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]
+# Frontend settings for a fresh user: no first-run template browser, no update banners.
+FRONTEND_SETTINGS = {
+    "Comfy.TutorialCompleted": True,
+    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Workflow.ShowMissingModelsWarning": True,
+    "Comfy.Validation.Workflows": True,
+    "Comfy.NodeBadge.NodeSourceBadgeMode": "Hide all",
+    "Comfy.NodeBadge.NodeIdBadgeMode": "Hide all",
+    "Comfy.Minimap.Visible": False,
+    "Comfy.UseNewMenu": "Top",
+}
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tier cannot run here, or None."""
+    if not Path(CHROMIUM).exists():
+        return f"no {CHROMIUM}: apt-get install chromium"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "no playwright: pip install playwright (its browser download is not needed)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_base_dir(base: Path, models: dict[str, Path | bytes] | None = None) -> Path:
+    """A ComfyUI base directory: custom_nodes/<pack> -> this repo, models/<rel> files, user settings."""
+    base = Path(base)
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / PACK_NAME
+    if not link.exists():
+        link.symlink_to(PACK_DIR, target_is_directory=True)
+    for rel, src in (models or {}).items():
+        dst = base / "models" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, bytes):
+            dst.write_bytes(src)
+        else:
+            shutil.copyfile(src, dst)
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(FRONTEND_SETTINGS))
+    for d in ("input", "output", "temp"):
+        (base / d).mkdir(exist_ok=True)
+    return base
+
+
+class ComfyServer:
+    """A ComfyUI process serving the real frontend; ``stop()`` ends it by its PID."""
+
+    def __init__(self, root: Path, base: Path, port: int | None = None):
+        self.root = Path(root)
+        self.base = Path(base)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.base / "comfyui.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 240.0) -> "ComfyServer":
+        log = open(self.log_path, "wb")
+        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--disable-api-nodes", "--base-directory", str(self.base)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/object_info", timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not answer on {self.url} within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def get_json(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+
+
+def launch_browser(playwright, user_data_dir: Path, viewport=(1600, 1000)):
+    """A persistent Chromium context on a fresh profile folder (Debian's binary, headless)."""
+    return playwright.chromium.launch_persistent_context(
+        str(user_data_dir), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": viewport[0], "height": viewport[1]},
+    )
+
+
+def open_app(context, url: str, timeout_ms: int = 120_000):
+    """Open the ComfyUI page and wait until the frontend app and its graph exist and node defs are in."""
+    page = context.new_page()
+    page.console_messages = []  # type: ignore[attr-defined]
+    page.on("console", lambda m: page.console_messages.append((m.type, m.text)))
+    page.on("pageerror", lambda e: page.console_messages.append(("pageerror", str(e))))
+    page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => window.app && window.app.graph && window.LiteGraph && "
+        "Object.keys(window.LiteGraph.registered_node_types).length > 50",
+        timeout=timeout_ms,
+    )
+    return page
+
+
+# JS: the frontend's view of a loaded graph (missing types, broken links, visible dialogs).
+GRAPH_REPORT_JS = """
+() => {
+  const g = window.app.graph;
+  const known = window.LiteGraph.registered_node_types;
+  const nodes = g._nodes || g.nodes;
+  const missingTypes = nodes.filter(n => !(n.type in known) || n.has_errors && n.constructor === window.LGraphNode)
+                            .map(n => n.type);
+  const links = [];
+  const linkMap = g.links instanceof Map ? [...g.links.values()] : Object.values(g.links || {});
+  const broken = [];
+  for (const l of linkMap) {
+    if (!l) continue;
+    links.push(l.id);
+    const o = g.getNodeById(l.origin_id), t = g.getNodeById(l.target_id);
+    if (!o || !t) { broken.push(`link ${l.id}: node missing`); continue; }
+    const out = o.outputs[l.origin_slot], inp = t.inputs[l.target_slot];
+    if (!out || !inp) { broken.push(`link ${l.id}: slot missing`); continue; }
+    if (inp.link !== l.id) broken.push(`link ${l.id}: input ${t.type}.${inp.name} points at ${inp.link}`);
+    if (!(out.links || []).includes(l.id)) broken.push(`link ${l.id}: output ${o.type}.${out.name} lacks it`);
+    if (out.type !== inp.type && inp.type !== '*' && out.type !== '*' &&
+        !String(inp.type).split(',').includes(out.type))
+      broken.push(`link ${l.id}: ${o.type}.${out.name} (${out.type}) -> ${t.type}.${inp.name} (${inp.type})`);
+  }
+  const dialogs = [...document.querySelectorAll('.p-dialog, [role=dialog]')]
+    .filter(d => d.offsetParent !== null || d.getClientRects().length)
+    .map(d => d.innerText.slice(0, 400));
+  return {nodeCount: nodes.length, linkCount: links.length, missingTypes, broken, dialogs,
+          types: nodes.map(n => n.type)};
+}
+"""
+
+
+def graph_report(page) -> dict:
+    return page.evaluate(GRAPH_REPORT_JS)
+
+
+def load_workflow(page, workflow: dict, name: str) -> dict:
+    """Put a workflow on the canvas as the template browser does, and return the graph report."""
+    page.evaluate("async ([wf, name]) => { await window.app.loadGraphData(wf, true, true, name); }", [workflow, name])
+    page.wait_for_timeout(800)
+    return graph_report(page)
+
+
+def close_dialogs(page) -> None:
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(200)
+
+
+def fit_view(page) -> None:
+    """Fit the whole graph in the canvas (the frontend's own 'Fit view' command)."""
+    page.evaluate("""async () => {
+        const cmd = window.app.extensionManager && window.app.extensionManager.command;
+        if (cmd) { try { await cmd.execute('Comfy.Canvas.FitView'); } catch (e) {} }
+        window.app.canvas.setDirty(true, true);
+    }""")
+    page.wait_for_timeout(500)
+
+
+def canvas_screenshot(page, path: Path, *, jpeg_quality: int | None = None) -> bytes:
+    """A picture of the graph canvas (only the canvas element, without menus)."""
+    kwargs = {"type": "jpeg", "quality": jpeg_quality} if jpeg_quality else {"type": "png"}
+    loc = page.locator("#graph-canvas")
+    data = loc.screenshot(**kwargs)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+    return data
