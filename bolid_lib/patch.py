@@ -1,0 +1,279 @@
+"""The per-site logic of the BoLID model patch, host-agnostic (no ComfyUI import).
+
+One ``BoLIDPatch`` holds what does not depend on the noisy latent: the branch tokens (reference image,
+Body-ID, and the tokens of a zero embedding for unconditional rows) and, per site, K and V of each branch.
+They are computed once (at construction, in float32 on the adapter's device) and cast once per
+(device, dtype) on first use, then reused at every step and every row of the batch. The conditioning is
+fixed per ``BoLIDPatch``: a new apply makes a new patch and so a new cache; the cache goes with the patch.
+
+``BoLIDPatch.site(i, previous)`` gives the callable a host installs at site ``i``. ComfyUI calls it as
+``fn(q, k, v, extra_options)`` with q (B, N, H·d) and k, v the text keys/values (B, 77, H·d), and expects the
+pre-output-projection attention (B, N, H·d). ``extra_options`` supplies ``n_heads``, ``cond_or_uncond`` (one
+entry per batch chunk: 0 cond, 1 uncond) and ``sigmas`` (the current sigma per latent).
+
+Batch rule for reference images (R of them, latent batch B): R = 1 is used for every latent; "average"
+averages the R CLIP features into one before the projection (done by the caller, see ``average_refs``);
+"per_latent" gives reference r to latent r and needs R = B (checked at the first step).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .adapter import BoLIDAdapter
+from .attention import Branch, decoupled_attention, sdpa_attention
+from .errors import BoLIDError
+from .sdxl_layers import NUM_SITES, SITES
+
+log = logging.getLogger("bolid")
+
+# attention(q, k, v, heads, extra_options) -> (B, N, H·d); ComfyUI passes its optimized_attention.
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
+# A previous attn2 replace patch: fn(q, k, v, extra_options) -> (B, N, H·d)
+ReplacePatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], torch.Tensor]
+
+BLOCKS = ("input", "middle", "output")
+REF_BATCH_RULES = ("average", "per_latent")
+UNCOND = 1  # ComfyUI's index of the unconditional chunk in cond_or_uncond
+
+
+def default_attention(q, k, v, heads, extra_options):
+    return sdpa_attention(q, k, v, heads)
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """λ weights, the sigma range and the per-block weights of a BoLID patch.
+
+    The branches are on while ``sigma_end <= sigma <= sigma_start`` (sigmas fall during sampling).
+    block_weights_*: multipliers of λ for the (input, middle, output) blocks.
+    """
+
+    lambda_ref: float = 1.0
+    lambda_body: float = 1.0
+    sigma_start: float = math.inf
+    sigma_end: float = 0.0
+    block_weights_ref: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    block_weights_body: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ref_batch: str = "average"
+
+    def __post_init__(self):
+        for name in ("lambda_ref", "lambda_body", "sigma_start", "sigma_end"):
+            if math.isnan(float(getattr(self, name))):
+                raise BoLIDError(f"{name} is NaN: give a number")
+        if self.sigma_end > self.sigma_start:
+            raise BoLIDError(f"the branches end (sigma {self.sigma_end:g}) before they start (sigma {self.sigma_start:g}): make end_at larger than start_at")
+        if self.ref_batch not in REF_BATCH_RULES:
+            raise BoLIDError(f"ref_batch must be one of {REF_BATCH_RULES}; got {self.ref_batch!r}")
+        for name in ("block_weights_ref", "block_weights_body"):
+            w = tuple(float(x) for x in getattr(self, name))
+            if len(w) != 3:
+                raise BoLIDError(f"{name} needs 3 numbers (input, middle, output); got {w}")
+            object.__setattr__(self, name, w)
+
+
+def average_refs(features: torch.Tensor) -> torch.Tensor:
+    """CLIP features of R references (R, ...) -> their mean (1, ...): the "average" batch rule."""
+    return features.mean(dim=0, keepdim=True)
+
+
+class BoLIDPatch:
+    """Branch K/V of every site for one conditioning, and the per-site callables.
+
+    adapter: the loaded adapter. ref_features: CLIP vision features of the reference(s) (plain: image_embeds
+    (R, E); plus: penultimate_hidden_states (R, 257, E)) or None. ref_uncond_features: the features of the
+    "no image" input, (1, ...) (default zeros, as IP-Adapter is trained for image_embeds; for "plus" pass the
+    features of an all-zero normalised image). body: c_body (D,) or (1, D), or None. attention: the attention
+    implementation. Sites with zero weight or branches with λ = 0 cost nothing.
+    """
+
+    def __init__(self, adapter: BoLIDAdapter, *, settings: PatchSettings, ref_features: torch.Tensor | None = None,
+                 ref_uncond_features: torch.Tensor | None = None, body: torch.Tensor | None = None,
+                 attention: Attention | None = None):
+        self.settings = settings
+        self.attention = attention or default_attention
+        self.config = adapter.config
+        if ref_features is None and body is None:
+            raise BoLIDError("BoLID needs at least one branch: connect a reference image (with a CLIP vision model) or a Body-ID")
+        if ref_features is not None and adapter.ref is None:
+            raise BoLIDError("a reference image is connected but this adapter has no reference-image branch: "
+                             "disconnect it, or load an adapter with one (an IP-Adapter SDXL file)")
+        if body is not None and adapter.body is None:
+            raise BoLIDError("a Body-ID is connected but this adapter has no body branch (an IP-Adapter file has only the image branch): "
+                             "load a BoLID adapter trained with a body branch, or disconnect the Body-ID")
+        self.n_refs = 0
+        # branch name -> per site (K_cond, V_cond, K_uncond, V_uncond), float32 on the adapter's device
+        self._base: dict[str, list[tuple[torch.Tensor, ...] | None]] = {}
+        with torch.no_grad():
+            if ref_features is not None:
+                if settings.ref_batch == "average" and ref_features.shape[0] > 1:
+                    ref_features = average_refs(ref_features)
+                cond = adapter.ref_tokens(ref_features)                     # (R, N_ref, C)
+                if ref_uncond_features is None:
+                    ref_uncond_features = torch.zeros_like(ref_features[:1])
+                uncond = adapter.ref_tokens(ref_uncond_features[:1])       # (1, N_ref, C)
+                self.n_refs = cond.shape[0]
+                self._base["ref"] = self._site_kv(adapter, "ref", cond, uncond, settings.lambda_ref, settings.block_weights_ref)
+            if body is not None:
+                body = body.reshape(1, -1) if body.ndim == 1 else body
+                if body.shape[0] != 1:
+                    raise BoLIDError(f"one Body-ID at a time: got {body.shape[0]}; blend them into one first")
+                cond = adapter.body_tokens(body)                            # (1, T_b, C)
+                uncond = adapter.body_tokens(torch.zeros_like(body))
+                self._base["body"] = self._site_kv(adapter, "body", cond, uncond, settings.lambda_body, settings.block_weights_body)
+        self._cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._sigma_obj = None
+        self._sigma_value = None
+        self.calls = 0  # number of site calls (for tests and diagnostics)
+
+    @staticmethod
+    def _site_kv(adapter, branch, cond, uncond, lam, block_weights):
+        out = []
+        for s in SITES:
+            if lam * block_weights[BLOCKS.index(s.block)] == 0:
+                out.append(None)            # this site never uses the branch: no K/V kept
+                continue
+            k_c, v_c = adapter.site_kv(branch, s.index, cond)
+            k_u, v_u = adapter.site_kv(branch, s.index, uncond)
+            out.append((k_c, v_c, k_u, v_u))
+        return out
+
+    # -- model management ----------------------------------------------------------------------
+
+    def to(self, device_or_dtype) -> "BoLIDPatch":
+        """Follow the host's model moves: keep only the cast K/V on ``device`` (frees GPU memory on offload).
+
+        A dtype is ignored (K/V are cast to the query's dtype on first use). Returns self.
+        """
+        if isinstance(device_or_dtype, (torch.device, str)):
+            device = torch.device(device_or_dtype)
+            self._cache = {k: v for k, v in self._cache.items() if _same_device(k[1], device)}
+        return self
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the float32 K/V of all sites and by the cast copies."""
+        total = 0
+        for sites in self._base.values():
+            total += sum(t.numel() * t.element_size() for kv in sites if kv is not None for t in kv)
+        total += sum(t.numel() * t.element_size() for kv in self._cache.values() for t in kv)
+        return total
+
+    # -- per call ------------------------------------------------------------------------------
+
+    def _kv(self, branch: str, site: int, device: torch.device, dtype: torch.dtype):
+        key = (branch, device, dtype, site)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = tuple(t.to(device=device, dtype=dtype) for t in self._base[branch][site])
+            self._cache[key] = hit
+        return hit
+
+    def _sigma(self, extra_options: dict) -> float | None:
+        sigmas = extra_options.get("sigmas")
+        if sigmas is None:
+            return None
+        if sigmas is not self._sigma_obj:
+            # once per UNet forward (the same tensor object reaches all 70 sites): one device sync per step
+            self._sigma_obj = sigmas
+            self._sigma_value = float(sigmas.detach().max()) if isinstance(sigmas, torch.Tensor) else float(max(sigmas))
+        return self._sigma_value
+
+    def active(self, extra_options: dict) -> bool:
+        """Whether the current step lies in [sigma_end, sigma_start] (always True without sigmas)."""
+        sigma = self._sigma(extra_options)
+        return sigma is None or self.settings.sigma_end <= sigma <= self.settings.sigma_start
+
+    def _rows(self, branch: str, site: int, q: torch.Tensor, extra_options: dict):
+        """K, V of ``branch`` for every row of the batch (B, M, H·d): cond rows get the cond tokens'
+        K/V, uncond rows those of the zero embedding."""
+        k_c, v_c, k_u, v_u = self._kv(branch, site, q.device, q.dtype)
+        b = q.shape[0]
+        chunks = list(extra_options.get("cond_or_uncond") or [0])
+        if b % len(chunks):
+            raise BoLIDError(f"batch of {b} rows does not split into {len(chunks)} cond/uncond chunks")
+        per = b // len(chunks)
+        if k_c.shape[0] not in (1, per):
+            raise BoLIDError(
+                f"{k_c.shape[0]} reference images for a batch of {per} latents with the 'one per latent' rule: "
+                "give one reference, as many references as latents, or choose 'average'")
+        if k_c.shape[0] == 1 and all(c != UNCOND for c in chunks):
+            return (k_c, v_c)            # broadcast inside decoupled_attention
+        if k_c.shape[0] == 1 and all(c == UNCOND for c in chunks):
+            return (k_u, v_u)
+        ks, vs = [], []
+        for c in chunks:
+            if c == UNCOND:
+                ks.append(k_u.expand(per, -1, -1))
+                vs.append(v_u.expand(per, -1, -1))
+            else:
+                ks.append(k_c.expand(per, -1, -1))
+                vs.append(v_c.expand(per, -1, -1))
+        return torch.cat(ks), torch.cat(vs)
+
+    def scale(self, branch: str, block: str) -> float:
+        s = self.settings
+        if branch == "ref":
+            return s.lambda_ref * s.block_weights_ref[BLOCKS.index(block)]
+        return s.lambda_body * s.block_weights_body[BLOCKS.index(block)]
+
+    def __call__(self, site: int, q, k, v, extra_options: dict, previous: ReplacePatch | None = None):
+        """The attention output (B, N, H·d) at canonical ``site``; see the module docstring."""
+        self.calls += 1
+        heads = extra_options["n_heads"]
+        attn = self.attention
+
+        def attn_fn(q_, k_, v_, h_):
+            return attn(q_, k_, v_, h_, extra_options)
+
+        text_out = previous(q, k, v, extra_options) if previous is not None else None
+        branches = []
+        if self.active(extra_options):
+            block = SITES[site].block
+            for name in ("ref", "body"):
+                if name in self._base and self._base[name][site] is not None:
+                    bk, bv = self._rows(name, site, q, extra_options)
+                    branches.append(Branch(bk, bv, self.scale(name, block)))
+        return decoupled_attention(q, k, v, branches, heads, attn_fn=attn_fn, text_out=text_out)
+
+    def site(self, index: int, previous: ReplacePatch | None = None) -> "SitePatch":
+        if not 0 <= index < NUM_SITES:
+            raise BoLIDError(f"site index must be in 0..{NUM_SITES - 1}; got {index}")
+        return SitePatch(self, index, previous)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+class SitePatch:
+    """The callable installed at one site: ``fn(q, k, v, extra_options) -> (B, N, H·d)``.
+
+    Wraps a previous replace patch of the same site (another pack's, or another BoLID patch), which then
+    computes the text term, so both take effect. ``to``/``models`` reach the previous patch too, so the host's
+    model management still sees it.
+    """
+
+    def __init__(self, patch: BoLIDPatch, index: int, previous: ReplacePatch | None = None):
+        self.patch = patch
+        self.index = index
+        self.previous = previous
+
+    def __call__(self, q, k, v, extra_options):
+        return self.patch(self.index, q, k, v, extra_options, previous=self.previous)
+
+    def to(self, device_or_dtype) -> "SitePatch":
+        self.patch.to(device_or_dtype)
+        if self.previous is not None and hasattr(self.previous, "to"):
+            self.previous = self.previous.to(device_or_dtype)
+        return self
+
+    def models(self) -> list:
+        """Models the host must load for this patch: none of BoLID's own (K/V are precomputed tensors)."""
+        if self.previous is not None and hasattr(self.previous, "models"):
+            return list(self.previous.models())
+        return []

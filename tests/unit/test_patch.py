@@ -1,0 +1,204 @@
+"""The per-site patch logic: exact plain attention when off, cond/uncond rows, stacking, caching, batch rules."""
+
+import math
+
+import pytest
+import torch
+
+from bolid_lib.adapter import AdapterConfig
+from bolid_lib.attention import Branch, decoupled_attention, sdpa_attention
+from bolid_lib.errors import BoLIDError
+from bolid_lib.patch import BoLIDPatch, PatchSettings, SitePatch
+from bolid_lib.sdxl_layers import SITES
+from tools.make_test_models import random_bolid_adapter
+
+CFG = AdapterConfig(context_dim=32, widths=(8, 16), ref_kind="plain", clip_embed_dim=12, body_dim=10, body_hidden=16,
+                    body_tokens=3, ref_tokens=4)
+HEADS = 2
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return random_bolid_adapter(CFG, seed=0, std=0.3)
+
+
+def _patch(adapter, refs=1, body=True, **settings):
+    g = torch.Generator().manual_seed(5)
+    feats = torch.randn(max(refs, 1), 12, generator=g)[:refs]      # always drawn: same c_body whatever refs is
+    c_body = torch.randn(10, generator=g)
+    feats = feats if refs else None
+    c_body = c_body if body else None
+    return BoLIDPatch(adapter, settings=PatchSettings(**settings), ref_features=feats, body=c_body)
+
+
+def _inputs(site=0, b=2, n=6, seed=0, dtype=torch.float32):
+    w = (8, 16)[SITES[site].level]
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, m, w, generator=g).to(dtype) for m in (n, 7, 7)]
+
+
+def _extra(cond_or_uncond=(0,), sigma=1.0):
+    return {"n_heads": HEADS, "cond_or_uncond": list(cond_or_uncond), "sigmas": torch.tensor([sigma])}
+
+
+@pytest.mark.parametrize("settings", [dict(lambda_ref=0.0, lambda_body=0.0),
+                                      dict(sigma_start=0.5, sigma_end=0.2),     # sigma 1.0 is before the start
+                                      dict(sigma_start=5.0, sigma_end=2.0),
+                                      dict(block_weights_ref=(0, 1, 1), block_weights_body=(0, 0, 0))])
+def test_off_is_plain_attention_bit_for_bit(adapter, settings):
+    p = _patch(adapter, **settings)
+    q, k, v = _inputs(site=0)
+    out = p.site(0)(q, k, v, _extra((0, 1)))
+    assert torch.equal(out, sdpa_attention(q, k, v, HEADS))
+
+
+@pytest.mark.parametrize("site", [0, 30, 65])
+def test_on_equals_formula_with_cond_and_uncond_rows(adapter, site):
+    p = _patch(adapter, lambda_ref=0.8, lambda_body=1.3)
+    q, k, v = _inputs(site=site, b=4)
+    out = p.site(site)(q, k, v, _extra((1, 0)))      # rows 0-1 uncond, rows 2-3 cond
+    ref_c = adapter.ref_tokens(torch.randn(1, 12, generator=torch.Generator().manual_seed(5)))
+    g = torch.Generator().manual_seed(5)
+    torch.randn(1, 12, generator=g)
+    c_body = torch.randn(10, generator=g)
+    body_c = adapter.body_tokens(c_body)
+    ref_u = adapter.ref_tokens(torch.zeros(1, 12))
+    body_u = adapter.body_tokens(torch.zeros(1, 10))
+
+    def want(rows, rt, bt):
+        kr, vr = adapter.site_kv("ref", site, rt)
+        kb, vb = adapter.site_kv("body", site, bt)
+        return decoupled_attention(q[rows], k[rows], v[rows], [Branch(kr, vr, 0.8), Branch(kb, vb, 1.3)], HEADS)
+
+    torch.testing.assert_close(out[:2], want(slice(0, 2), ref_u, body_u))
+    torch.testing.assert_close(out[2:], want(slice(2, 4), ref_c, body_c))
+    assert not torch.allclose(out, sdpa_attention(q, k, v, HEADS))
+
+
+def test_each_branch_changes_output(adapter):
+    q, k, v = _inputs(site=3)
+    plain = sdpa_attention(q, k, v, HEADS)
+    only_ref = _patch(adapter, body=False).site(3)(q, k, v, _extra())
+    only_body = _patch(adapter, refs=0).site(3)(q, k, v, _extra())
+    both = _patch(adapter).site(3)(q, k, v, _extra())
+    for a, b in [(only_ref, plain), (only_body, plain), (both, only_ref), (both, only_body)]:
+        assert not torch.allclose(a, b)
+    torch.testing.assert_close(both - plain, (only_ref - plain) + (only_body - plain))
+
+
+def test_sigma_range_boundaries(adapter):
+    p = _patch(adapter, sigma_start=3.0, sigma_end=1.0)
+    q, k, v = _inputs()
+    plain = sdpa_attention(q, k, v, HEADS)
+    for sigma, on in [(5.0, False), (3.0, True), (2.0, True), (1.0, True), (0.5, False)]:
+        out = p.site(0)(q, k, v, _extra(sigma=sigma))
+        assert torch.equal(out, plain) != on, sigma
+    # no sigmas given (a UNet call outside sampling): on
+    assert not torch.equal(p.site(0)(q, k, v, {"n_heads": HEADS}), plain)
+
+
+def test_stacks_over_previous_patch(adapter):
+    p = _patch(adapter)
+    q, k, v = _inputs()
+    seen = []
+
+    class Prev:
+        def __call__(self, q_, k_, v_, extra):
+            seen.append(extra["cond_or_uncond"])
+            return sdpa_attention(q_, k_, v_, HEADS) + 1.0
+
+        def to(self, x):
+            seen.append(("to", x))
+            return self
+
+        def models(self):
+            return ["prev-model"]
+
+    prev = Prev()
+    stacked = p.site(0, previous=prev)
+    alone = p.site(0)(q, k, v, _extra())
+    out = stacked(q, k, v, _extra())
+    torch.testing.assert_close(out, alone + 1.0)
+    assert stacked.models() == ["prev-model"] and p.site(0).models() == []
+    assert stacked.to(torch.device("cpu")) is stacked and ("to", torch.device("cpu")) in seen
+    # with the branches off, the previous patch still runs and its output is returned as is
+    off = _patch(adapter, lambda_ref=0.0, lambda_body=0.0).site(0, previous=prev)
+    torch.testing.assert_close(off(q, k, v, _extra()), sdpa_attention(q, k, v, HEADS) + 1.0)
+
+
+def test_kv_computed_once_and_reused(adapter):
+    p = _patch(adapter)
+    q, k, v = _inputs(site=10)
+    p.site(10)(q, k, v, _extra((0, 1)))
+    cached = dict(p._cache)
+    assert set(cached) == {("ref", torch.device("cpu"), torch.float32, 10), ("body", torch.device("cpu"), torch.float32, 10)}
+    for step in range(3):
+        p.site(10)(q, k, v, _extra((0, 1), sigma=5.0 - step))
+    assert all(p._cache[key] is cached[key] for key in cached)
+    # a new dtype gets its own cast copy; an offload to another device drops copies elsewhere
+    p.site(10)(*(t.to(torch.bfloat16) for t in (q, k, v)), _extra())
+    assert len(p._cache) == 4
+    assert p.to(torch.float16) is p and len(p._cache) == 4
+    p.to(torch.device("meta"))
+    assert p._cache == {}
+    assert p.memory_bytes() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(adapter, dtype):
+    p = _patch(adapter)
+    q, k, v = _inputs(site=2, dtype=dtype)
+    out = p.site(2)(q, k, v, _extra())
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    ref = p.site(2)(q.float(), k.float(), v.float(), _extra())
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_reference_batch_rules(adapter):
+    q, k, v = _inputs(site=1, b=4)
+    # average: 3 references become one
+    avg = _patch(adapter, refs=3, body=False)
+    assert avg.n_refs == 1
+    # one per latent: 2 references for 2 latents (cond and uncond chunks of 2)
+    per = _patch(adapter, refs=2, body=False, ref_batch="per_latent")
+    out = per.site(1)(q, k, v, _extra((0, 1)))
+    feats = torch.randn(2, 12, generator=torch.Generator().manual_seed(5))
+    for r in range(2):
+        one = BoLIDPatch(adapter, settings=PatchSettings(), ref_features=feats[r:r + 1])
+        single = one.site(1)(q[r:r + 1], k[r:r + 1], v[r:r + 1], _extra((0,)))
+        torch.testing.assert_close(out[r:r + 1], single)
+    # uncond rows use the zero embedding whatever the reference
+    unc = BoLIDPatch(adapter, settings=PatchSettings(), ref_features=feats[:1]).site(1)(q[2:], k[2:], v[2:], _extra((1,)))
+    torch.testing.assert_close(out[2:], unc)
+    bad = _patch(adapter, refs=3, body=False, ref_batch="per_latent")
+    with pytest.raises(BoLIDError, match="3 reference images for a batch of 2 latents"):
+        bad.site(1)(q, k, v, _extra((0, 1)))
+
+
+def test_block_weights_scale_branch(adapter):
+    q, k, v = _inputs(site=60)      # a middle-block site
+    plain = sdpa_attention(q, k, v, HEADS)
+    full = _patch(adapter, refs=0).site(60)(q, k, v, _extra())
+    half = _patch(adapter, refs=0, block_weights_body=(1, 0.5, 1)).site(60)(q, k, v, _extra())
+    torch.testing.assert_close(half - plain, 0.5 * (full - plain))
+    zero = _patch(adapter, refs=0, block_weights_body=(1, 0, 1))
+    assert zero._base["body"][60] is None and zero._base["body"][0] is not None
+
+
+def test_settings_and_inputs_are_checked(adapter):
+    with pytest.raises(BoLIDError, match="at least one branch"):
+        BoLIDPatch(adapter, settings=PatchSettings())
+    with pytest.raises(BoLIDError, match="end .* before they start"):
+        PatchSettings(sigma_start=1.0, sigma_end=2.0)
+    with pytest.raises(BoLIDError, match="NaN"):
+        PatchSettings(lambda_ref=math.nan)
+    with pytest.raises(BoLIDError, match="ref_batch"):
+        PatchSettings(ref_batch="concat")
+    with pytest.raises(BoLIDError, match="D=10"):
+        BoLIDPatch(adapter, settings=PatchSettings(), body=torch.randn(756))
+    no_body = random_bolid_adapter(AdapterConfig(context_dim=32, widths=(8, 16), ref_kind="plain", clip_embed_dim=12, body_dim=None))
+    with pytest.raises(BoLIDError, match="no body branch"):
+        BoLIDPatch(no_body, settings=PatchSettings(), body=torch.randn(10))
+    with pytest.raises(BoLIDError, match="site index"):
+        _patch(adapter).site(70)
+    assert isinstance(_patch(adapter).site(69), SitePatch)
