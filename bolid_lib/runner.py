@@ -399,8 +399,9 @@ def run(opts: RunOptions, say: Callable[[str], None]) -> RunResult:
             log_path = workdir / "comfyui.log"
             server = ServerProcess(comfyui, port, log_path, args)
             base_hint = str(opts.base_directory.resolve() if opts.base_directory else comfyui)
-            say(f"starting ComfyUI from {comfyui} on 127.0.0.1:{port}{' (CPU)' if use_cpu else ''}; log: {log_path}")
             server.start()
+            say(f"starting ComfyUI (pid {server.proc.pid}) from {comfyui} on 127.0.0.1:{port}"
+                f"{' (CPU)' if use_cpu else ''}; log: {log_path}")
             server.wait_ready(opts.start_timeout, say)
             url = server.url
         client = Client(url, timeout=60)

@@ -1,0 +1,220 @@
+"""``python -m bolid_lib run`` against a real ComfyUI started as a subprocess on a free loopback port.
+
+Every server here runs with ``--base-directory`` in a temp dir, so nothing is written into the ComfyUI
+checkout, and is stopped by its PID at the end (the runner's own, or the fixture's ``finally``).
+Core-only workflows: no model files are needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import hostlib
+from bolid_lib import runner
+
+pytestmark = pytest.mark.host
+
+PACK = Path(__file__).resolve().parents[2]
+
+
+def _comfyui() -> Path:
+    root, why = hostlib.find_comfyui()
+    if root is None:
+        pytest.skip(f"host tier: {why}")
+    return Path(root)
+
+
+def _cli(*args: str, timeout: float = 540) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(PACK))
+    return subprocess.run([sys.executable, "-m", "bolid_lib", "run", *args], cwd=str(PACK), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); it is gone for our purpose once it is no longer running.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _ui_workflow(color: int = 0x3366CC) -> dict:
+    """EmptyImage -> ImageInvert -> SaveImage, in the UI format (with a Note, dropped on conversion)."""
+    return {
+        "last_node_id": 4, "last_link_id": 2, "version": 0.4, "groups": [], "config": {}, "extra": {},
+        "nodes": [
+            {"id": 1, "type": "EmptyImage", "mode": 0,
+             "inputs": [{"name": n, "type": "INT", "widget": {"name": n}, "link": None}
+                        for n in ("width", "height", "batch_size", "color")],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}], "widgets_values": [64, 48, 1, color]},
+            {"id": 2, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}], "widgets_values": []},
+            {"id": 3, "type": "SaveImage", "mode": 0,
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 2},
+                        {"name": "filename_prefix", "type": "STRING", "widget": {"name": "filename_prefix"}, "link": None}],
+             "outputs": [], "widgets_values": ["bolid_runner_test"]},
+            {"id": 4, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["a note"]},
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
+    }
+
+
+def _checkpoint_workflow(name: str) -> dict:
+    wf = _ui_workflow()
+    wf["nodes"].append({"id": 5, "type": "CheckpointLoaderSimple", "mode": 0,
+                        "inputs": [{"name": "ckpt_name", "type": "COMBO", "widget": {"name": "ckpt_name"}, "link": None}],
+                        "outputs": [{"name": "MODEL", "type": "MODEL", "links": []},
+                                    {"name": "CLIP", "type": "CLIP", "links": []},
+                                    {"name": "VAE", "type": "VAE", "links": []}],
+                        "widgets_values": [name]})
+    return wf
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One ComfyUI for the ``--server`` tests, stopped by PID at the end whatever happens."""
+    comfyui = _comfyui()
+    work = tmp_path_factory.mktemp("runner_server")
+    base = work / "base"
+    (base / "custom_nodes").mkdir(parents=True)
+    proc = runner.ServerProcess(comfyui, runner.free_port(), work / "comfyui.log",
+                                ["--listen", "127.0.0.1", "--port", "0", "--disable-api-nodes", "--cpu",
+                                 "--base-directory", str(base)])
+    proc.args[proc.args.index("--port") + 1] = str(proc.port)
+    proc.start()
+    try:
+        proc.wait_ready(400, lambda _: None)
+        yield proc, base
+    finally:
+        proc.stop()
+        assert _pid_gone(proc.proc.pid)
+
+
+def test_run_writes_the_image_and_stops_its_server(tmp_path):
+    comfyui = _comfyui()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(_ui_workflow()), encoding="utf-8")
+    out = tmp_path / "out"
+    port = runner.free_port()
+    done = _cli(str(wf), "--comfyui", str(comfyui), "--out", str(out), "--port", str(port), "--cpu",
+                "--base-directory", str(tmp_path / "base"), "--timeout", "300")
+    assert done.returncode == 0, done.stdout + done.stderr
+    images = sorted(out.glob("bolid_runner_test_*.png"))
+    assert len(images) == 1 and str(images[0]) in done.stdout
+    from PIL import Image
+
+    with Image.open(images[0]) as im:
+        assert im.size == (64, 48)
+        pixel = im.convert("RGB").getpixel((10, 10))
+        expected = (255 - 0x33, 255 - 0x66, 255 - 0xCC)  # ImageInvert of the EmptyImage colour
+        assert all(abs(a - b) <= 1 for a, b in zip(pixel, expected)), pixel  # float -> uint8 truncation
+        assert "workflow" in im.info  # the UI workflow is embedded, as the frontend does
+    pid = int(done.stdout.split("(pid ")[1].split(")")[0])
+    assert _pid_gone(pid) and _port_closed(port)
+    assert not (comfyui / "output" / images[0].name).exists()  # nothing written into the checkout
+
+
+def test_missing_checkpoint_prints_the_checklist_and_exits_2(server, tmp_path):
+    proc, base = server
+    wf = tmp_path / "needs_sdxl.json"
+    wf.write_text(json.dumps(_checkpoint_workflow("sd_xl_base_1.0.safetensors")), encoding="utf-8")
+    done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    text = done.stdout
+    assert "[ ] sd_xl_base_1.0.safetensors" in text
+    assert str(base / "models" / "checkpoints") in text
+    assert "stabilityai/stable-diffusion-xl-base-1.0" in text and "6.9 GB" in text
+    assert "queued" not in text and not (tmp_path / "out").exists()
+    # Nothing was queued on the server.
+    history = runner.Client(proc.url).get_json("/history")[1]
+    assert not any("needs_sdxl" in json.dumps(v) for v in (history or {}).values())
+
+
+def test_present_file_is_not_reported(server, tmp_path):
+    """A file that exists in the folder passes the check (a stand-in file: the image branch runs only)."""
+    proc, base = server
+    folder = base / "models" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "present_model.safetensors").write_bytes(b"\0" * 16)
+    client = runner.Client(proc.url)
+    info = client.get_json("/object_info")[1]
+    wf = _checkpoint_workflow("present_model.safetensors")
+    missing = runner.find_missing_files(client, wf, info, str(base))
+    assert missing == []
+    wf = _checkpoint_workflow("absent.safetensors")
+    assert [m.file.file_name for m in runner.find_missing_files(client, wf, info, str(base))] == ["absent.safetensors"]
+
+
+def test_node_errors_are_reported_readably(server, tmp_path):
+    proc, _ = server
+    api = {"1": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 48, "batch_size": 1, "color": 0}},
+           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    wf = tmp_path / "bad.json"
+    wf.write_text(json.dumps(api), encoding="utf-8")
+    done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "node 1 (EmptyImage) input 'width': Value 0 smaller than min of 1" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_bad_combo_value_is_reported(server, tmp_path):
+    """An API-format file goes to ComfyUI as is; its own validation answers, and we print it readably."""
+    proc, _ = server
+    api = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0}},
+           "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "nope", "width": 8,
+                                                        "height": 8, "crop": "disabled"}},
+           "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}}
+    wf = tmp_path / "bad_combo.json"
+    wf.write_text(json.dumps(api), encoding="utf-8")
+    done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert "node 2 (ImageScale) input 'upscale_method': Value not in list" in done.stdout
+
+
+def test_remote_server_is_refused(tmp_path):
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(_ui_workflow()), encoding="utf-8")
+    done = _cli(str(wf), "--server", "http://example.com:8188", timeout=60)
+    assert done.returncode == 1 and "on this machine" in done.stdout
+
+
+def test_interrupt_stops_the_server(tmp_path):
+    comfyui = _comfyui()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(_ui_workflow()), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(PACK), PYTHONUNBUFFERED="1")
+    cli = subprocess.Popen([sys.executable, "-m", "bolid_lib", "run", str(wf), "--comfyui", str(comfyui), "--cpu",
+                            "--base-directory", str(tmp_path / "base"), "--out", str(tmp_path / "out")],
+                           cwd=str(PACK), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = cli.stdout.readline()
+        assert "(pid " in first, first
+        child = int(first.split("(pid ")[1].split(")")[0])
+        time.sleep(2)
+        cli.send_signal(signal.SIGINT)
+        rest = cli.communicate(timeout=120)[0]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == runner.EXIT_INTERRUPTED, rest
+    assert _pid_gone(child)
