@@ -354,6 +354,45 @@ def keypoint_distance(pred, ref, *, pred_size: tuple[int, int] | None = None,
     return torch.where(ok, mean_dist / diag.where(ok, torch.ones_like(diag)), torch.full_like(diag, float("nan")))
 
 
+def body_fidelity(pose_model, generated: torch.Tensor, reference, *, conf: float = 0.25,
+                  visibility: float = 0.5) -> tuple[torch.Tensor, PoseBatch, PoseBatch]:
+    """Body fidelity of a generated batch against a reference, with a pose model (``bolid_lib.pose.PoseModel``).
+
+    generated: (B, 3, H, W) float [0, 1]. reference: images (1 or B, 3, H', W') float [0, 1], or the
+    reference's PoseBatch (1 or B). Returns (distances (B,) with NaN where no person was found, the
+    generated poses, the reference poses); see ``keypoint_distance`` for the measure.
+    """
+    if not hasattr(pose_model, "predict"):
+        raise BoLIDError(f"expected a loaded YOLO pose model; got {type(pose_model).__name__}: connect BoLID Load Pose Model")
+    gen_pose = pose_model.predict(generated, conf=conf, visibility=visibility, on_missing="skip")
+    if isinstance(reference, PoseBatch):
+        ref_pose = reference
+    elif isinstance(reference, torch.Tensor):
+        ref_pose = pose_model.predict(reference, conf=conf, visibility=visibility, on_missing="skip")
+    else:
+        raise BoLIDError(f"the reference must be images or a pose; got {type(reference).__name__}")
+    if len(ref_pose) not in (1, len(gen_pose)):
+        raise BoLIDError(f"{len(gen_pose)} generated images but {len(ref_pose)} references: give one reference, "
+                         "or one per generated image")
+    if not bool(ref_pose.found.any()):
+        raise BoLIDError("no person was found in the reference: use a reference where the body is visible, or lower conf")
+    return keypoint_distance(gen_pose, ref_pose), gen_pose, ref_pose
+
+
+def body_fidelity_table(distances: torch.Tensor, labels: Sequence[str] | None = None) -> tuple[float, str]:
+    """(mean over images with a person (NaN if none), a plain-text table one row per image) for display."""
+    values = [float(v) for v in distances]
+    labels = list(labels) if labels is not None else [f"image {i}" for i in range(len(values))]
+    good = [v for v in values if not math.isnan(v)]
+    mean = sum(good) / len(good) if good else float("nan")
+    width = max(len(x) for x in labels + ["image"])
+    lines = ["body distance to the reference (0 = same pose; mean keypoint distance / body size)",
+             f"{'image'.ljust(width)} | distance"]
+    lines += [f"{lab.ljust(width)} | {'no person found' if math.isnan(v) else f'{v:.4f}'}" for lab, v in zip(labels, values)]
+    lines.append(f"mean over {len(good)} of {len(values)} images: " + ("n/a" if not good else f"{mean:.4f}"))
+    return mean, "\n".join(lines)
+
+
 # --- CLIP-T and CLIP-I --------------------------------------------------------------------------
 
 class ClipScorer:
@@ -391,11 +430,14 @@ class ClipScorer:
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
     @torch.no_grad()
-    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float [0, 1] -> (B, D) unit vectors."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise BoLIDError(f"CLIP expects images of shape (B, 3, H, W); got {tuple(images.shape)}")
-        pixels = self.processor(images=list(images.float().cpu()), return_tensors="pt", do_rescale=False)["pixel_values"]
+    def image_embeds(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, 3, H, W) float [0, 1], or a list of B (3, H, W) of any sizes -> (B, D) unit vectors."""
+        images = list(images)
+        if not images or any(i.ndim != 3 or i.shape[0] != 3 for i in images):
+            shapes = [tuple(i.shape) for i in images[:3]]
+            raise BoLIDError(f"CLIP expects images of shape (B, 3, H, W) or a list of (3, H, W); got {shapes}")
+        pixels = self.processor(images=[i.float().cpu() for i in images], return_tensors="pt",
+                                do_rescale=False)["pixel_values"]
         emb = self._features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
         return torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
 
@@ -408,14 +450,15 @@ class ClipScorer:
         emb = self._features(self.model.get_text_features(**tokens))
         return torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
 
-    def clip_t(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+    def clip_t(self, images, prompts: Sequence[str]) -> torch.Tensor:
         """(B,) cosine between each image and its prompt."""
         if len(prompts) != len(images):
             raise BoLIDError(f"{len(images)} images but {len(prompts)} prompts: give one prompt per image")
         return (self.image_embeds(images) * self.text_embeds(prompts)).sum(-1)
 
-    def clip_i(self, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-        """(B,) cosine between each image and its reference (one reference (1, 3, H, W) serves all)."""
+    def clip_i(self, images, references) -> torch.Tensor:
+        """(B,) cosine between each image and its reference (one reference (1, 3, H, W) serves all).
+        images, references: (B, 3, H, W) tensors or lists of (3, H, W)."""
         a, b = self.image_embeds(images), self.image_embeds(references)
         if b.shape[0] not in (1, a.shape[0]):
             raise BoLIDError(f"{a.shape[0]} images but {b.shape[0]} references: give one, or one per image")
