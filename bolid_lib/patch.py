@@ -28,7 +28,7 @@ import torch
 from .adapter import BoLIDAdapter
 from .attention import Branch, decoupled_attention, sdpa_attention
 from .errors import BoLIDError
-from .sdxl_layers import NUM_SITES, SITES
+from .sdxl_layers import CONTEXT_DIM, NUM_SITES, SITES, unet_sites
 
 log = logging.getLogger("bolid")
 
@@ -75,6 +75,30 @@ class PatchSettings:
             if len(w) != 3:
                 raise BoLIDError(f"{name} needs 3 numbers (input, middle, output); got {w}")
             object.__setattr__(self, name, w)
+
+
+def check_unet(unet, adapter_config) -> None:
+    """Refuse a UNet the adapter cannot patch: not the SDXL layout (70 ``attn2`` sites), a text context other
+    than 2048 (SD1.5 768, SD2 1024, the SDXL refiner 1280), or site widths other than the adapter's.
+
+    ``unet`` is duck-typed on ComfyUI's layout (``input_blocks``, ``middle_block``, ``output_blocks``).
+    """
+    sites = unet_sites(unet)                                    # raises on a missing site
+    contexts = {ctx for _, ctx, _ in sites}
+    if contexts != {CONTEXT_DIM}:
+        ctx = ", ".join(str(c) for c in sorted(contexts))
+        family = {768: " (an SD1.5 model)", 1024: " (an SD2 model)", 1280: " (the SDXL refiner)"}.get(next(iter(contexts)), "")
+        raise BoLIDError(f"the model's cross-attention reads a text context of width {ctx}{family}; BoLID patches SDXL "
+                         f"(context {CONTEXT_DIM}): load an SDXL base checkpoint or a fine-tune of it")
+    levels: list[set[int]] = [set(), set()]
+    for s, (width, _, _) in zip(SITES, sites):
+        levels[s.level].add(width)
+    widths = tuple(sorted(x)[0] if len(x) == 1 else tuple(sorted(x)) for x in levels)
+    if widths != tuple(adapter_config.widths):
+        raise BoLIDError(f"the adapter is for an SDXL UNet of widths {tuple(adapter_config.widths)} but this model's cross-attention "
+                         f"layers have widths {widths}: load the adapter made for this model (full SDXL is (640, 1280))")
+    if adapter_config.context_dim != CONTEXT_DIM:
+        raise BoLIDError(f"the adapter makes tokens of width {adapter_config.context_dim}, SDXL needs {CONTEXT_DIM}: it is not an SDXL adapter")
 
 
 def average_refs(features: torch.Tensor) -> torch.Tensor:
@@ -129,7 +153,7 @@ class BoLIDPatch:
         self._cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self._sigma_obj = None
         self._sigma_value = None
-        self.calls = 0  # number of site calls (for tests and diagnostics)
+        self.site_calls = [0] * NUM_SITES  # calls per site (diagnostics: every site fires once per UNet forward)
 
     @staticmethod
     def _site_kv(adapter, branch, cond, uncond, lam, block_weights):
@@ -142,6 +166,11 @@ class BoLIDPatch:
             k_u, v_u = adapter.site_kv(branch, s.index, uncond)
             out.append((k_c, v_c, k_u, v_u))
         return out
+
+    def __deepcopy__(self, memo):
+        # ComfyUI deep-copies model_options on every ModelPatcher.clone(). The conditioning K/V never change
+        # after construction, so clones share this object (and its cast cache) instead of copying tensors.
+        return self
 
     # -- model management ----------------------------------------------------------------------
 
@@ -223,7 +252,7 @@ class BoLIDPatch:
 
     def __call__(self, site: int, q, k, v, extra_options: dict, previous: ReplacePatch | None = None):
         """The attention output (B, N, H·d) at canonical ``site``; see the module docstring."""
-        self.calls += 1
+        self.site_calls[site] += 1
         heads = extra_options["n_heads"]
         attn = self.attention
 

@@ -1,3 +1,204 @@
-"""Placeholder: filled by its issue."""
+"""BoLID adapter nodes: load an adapter (BoLID file or public IP-Adapter SDXL file) and apply it to an SDXL MODEL.
 
-NODES = []
+The patch is an ``attn2`` replace on all 70 SDXL cross-attention sites of a clone of the MODEL
+(paper 4.3: Z' = Attn(Q,K_t,V_t) + λ_ref·Attn(Q,K_ref,V_ref) + λ_b·Attn(Q,K_b,V_b)); the logic lives in
+``bolid_lib.patch``. Another pack's patch already on a site (e.g. IPAdapter_plus) computes the text term, so
+both take effect; applying BoLID twice stacks too (e.g. an IP-Adapter for the image, a BoLID adapter for the body).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+from ..bolid_lib.adapter import BoLIDAdapter, clip_vision_name, load_adapter
+from ..bolid_lib.errors import BoLIDError
+from ..bolid_lib.patch import BoLIDPatch, PatchSettings, check_unet
+from ..bolid_lib.sdxl_layers import SITES
+from ._comfy import BODIES_SUBFOLDER, CATEGORY, FOLDER_BOLID, FOLDER_IPADAPTER, Adapter, Body, list_models, model_path
+
+log = logging.getLogger("bolid")
+
+IPADAPTER_PREFIX = "[ipadapter] "      # marks files of the shared ipadapter folder in the one combo
+REF_BATCH = {"average": "average", "one per latent": "per_latent"}
+BLOCKS_FOR = ("both", "body", "ref")
+
+
+def adapter_choices() -> list[str]:
+    """models/bolid (without its bodies/ folder) first, then the ipadapter folder, marked."""
+    names = list(list_models(FOLDER_BOLID, exclude_prefix=BODIES_SUBFOLDER + "/"))
+    names += [IPADAPTER_PREFIX + n for n in list_models(FOLDER_IPADAPTER)]
+    return names
+
+
+def adapter_path(choice: str) -> str:
+    if choice.startswith(IPADAPTER_PREFIX):
+        return model_path(FOLDER_IPADAPTER, choice[len(IPADAPTER_PREFIX):])
+    return model_path(FOLDER_BOLID, choice)
+
+
+class BoLIDAdapterLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="BoLIDAdapterLoader",
+            display_name="BoLID Load Adapter",
+            category=CATEGORY,
+            description=(
+                "Loads a BoLID adapter (models/bolid) or a public IP-Adapter SDXL file (models/ipadapter, marked "
+                "[ipadapter]) for BoLID Apply. IP-Adapter files (ip-adapter_sdxl, _vit-h, -plus_, -plus-face_) give the "
+                "reference-image branch; a BoLID adapter may also carry the body branch. The kind is read from the "
+                "file's keys, not its name. Only .safetensors are read (.bin files can run code when opened)."
+            ),
+            inputs=[
+                io.Combo.Input("adapter_name", options=adapter_choices(),
+                               tooltip="The adapter file: from models/bolid, or from models/ipadapter (marked [ipadapter])."),
+            ],
+            outputs=[Adapter.Output(display_name="adapter",
+                                    tooltip="The loaded adapter (its branches and the CLIP vision model it needs).")],
+        )
+
+    @classmethod
+    def execute(cls, adapter_name: str) -> io.NodeOutput:
+        adapter = load_adapter(adapter_path(adapter_name))
+        log.info("BoLID adapter %s: %s", adapter_name, adapter.describe())
+        return io.NodeOutput(adapter)
+
+
+def _comfy_attention(q, k, v, heads, extra_options):
+    """ComfyUI's attention as CrossAttention calls it, so a site with no active branch is bit for bit unpatched."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    return optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
+                               transformer_options=extra_options)
+
+
+def _ref_features(adapter: BoLIDAdapter, clip_vision, image, clip_vision_output):
+    """(features, uncond features) of the reference for the adapter's ref kind, or (None, None)."""
+    if image is None and clip_vision_output is None:
+        if clip_vision is not None:
+            raise BoLIDError("a CLIP vision model is connected but no reference image: connect the image too, or disconnect the CLIP vision model")
+        return None, None
+    if image is not None and clip_vision_output is not None:
+        raise BoLIDError("connect the reference as an image (with a CLIP vision model) or as a CLIP_VISION_OUTPUT, not both")
+    if adapter.ref is None:
+        raise BoLIDError("a reference is connected but this adapter has no reference-image branch: disconnect it, "
+                         "or load an IP-Adapter SDXL file (or a BoLID adapter with a ref branch)")
+    kind = adapter.config.ref_kind
+    key = "penultimate_hidden_states" if kind == "plus" else "image_embeds"
+    if image is not None:
+        if clip_vision is None:
+            raise BoLIDError("the reference image needs a CLIP vision model: connect a Load CLIP Vision node with "
+                             f"{clip_vision_name(kind, adapter.config.ref_input_dim)}")
+        clip_vision_output = clip_vision.encode_image(image)
+    features = clip_vision_output[key]
+    if features is None:
+        raise BoLIDError(f"the CLIP vision output has no {key}, which this {kind} adapter reads: encode with a CLIP vision model")
+    uncond = None
+    if kind == "plus":
+        # IP-Adapter plus is trained with the hidden states of an all-zero (normalised) image as "no image":
+        # an image of CLIP's mean colour normalises to zero.
+        if clip_vision is not None:
+            size = getattr(clip_vision, "image_size", 224)
+            mean = torch.tensor(getattr(clip_vision, "image_mean", [0.48145466, 0.4578275, 0.40821073]))
+            blank = mean.reshape(1, 1, 1, 3).expand(1, size, size, 3).contiguous()
+            uncond = clip_vision.encode_image(blank)[key]
+        else:
+            log.warning("BoLID: no CLIP vision model connected, so the unconditional reference of this 'plus' adapter is "
+                        "a zero tensor instead of the encoding of a blank image; connect the CLIP vision model to match training")
+    return features.float().cpu(), None if uncond is None else uncond.float().cpu()
+
+
+def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_features=None, ref_uncond=None, body=None):
+    """A clone of ``model`` with the BoLID patch on all 70 sites (stacked over existing attn2 replaces)."""
+    check_unet(model.get_model_object("diffusion_model"), adapter.config)
+    patch = BoLIDPatch(adapter, settings=settings, ref_features=ref_features, ref_uncond_features=ref_uncond,
+                       body=body, attention=_comfy_attention)
+    out = model.clone()
+    existing = out.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    stacked = 0
+    for s in SITES:
+        previous = existing.get(s.key) or existing.get((s.block, s.block_id))
+        stacked += previous is not None
+        out.set_model_attn2_replace(patch.site(s.index, previous), s.block, s.block_id, s.transformer_index)
+    if stacked:
+        log.info("BoLID: stacked over %d existing attn2 patches (they compute the text term)", stacked)
+    return out
+
+
+class BoLIDApply(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="BoLIDApply",
+            display_name="BoLID Apply",
+            category=CATEGORY,
+            description=(
+                "Applies the BoLID adapter to an SDXL model: every cross-attention adds λ_ref × attention to the reference "
+                "image and λ_body × attention to the Body-ID (paper 4.3). Text-only mode: a Body-ID and no image. "
+                "Image mode: a reference image with a CLIP vision model (or a CLIP_VISION_OUTPUT). The input model is not "
+                "changed; patches already on the model (e.g. IPAdapter) keep working. Several references: averaged, "
+                "or one per latent."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="An SDXL model (base or a fine-tune)."),
+                Adapter.Input("adapter", tooltip="From BoLID Load Adapter."),
+                io.Float.Input("lambda_ref", default=1.0, min=-1.0, max=3.0, step=0.05,
+                               tooltip="λ_ref: weight of the reference-image branch (0 switches it off)."),
+                io.Float.Input("lambda_body", default=1.0, min=-1.0, max=3.0, step=0.05,
+                               tooltip="λ_b: weight of the body branch (0 switches it off)."),
+                io.Float.Input("start_at", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the sampling schedule where the branches start (0 = first step)."),
+                io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the sampling schedule where the branches stop (1 = last step)."),
+                io.ClipVision.Input("clip_vision", optional=True,
+                                    tooltip="CLIP vision model that encodes the reference image (ViT-H for *_vit-h adapters, "
+                                            "ViT-bigG for ip-adapter_sdxl)."),
+                io.Image.Input("image", optional=True, tooltip="Reference image(s) of the person (needs clip_vision)."),
+                io.ClipVisionOutput.Input("clip_vision_output", optional=True,
+                                          tooltip="An already encoded reference (CLIP Vision Encode), instead of image."),
+                Body.Input("body", optional=True, tooltip="The person's Body-ID (BoLID Build/Load Body-ID) for the body branch."),
+                io.Combo.Input("ref_batch", options=list(REF_BATCH), default="average", optional=True,
+                               tooltip="Several reference images: average them into one, or give reference i to latent i "
+                                       "(needs as many references as latents)."),
+                io.Float.Input("block_input", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                               tooltip="Multiplier of λ in the UNet's input (down) blocks."),
+                io.Float.Input("block_middle", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                               tooltip="Multiplier of λ in the middle block (composition)."),
+                io.Float.Input("block_output", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                               tooltip="Multiplier of λ in the output (up) blocks (detail)."),
+                io.Combo.Input("blocks_for", options=list(BLOCKS_FOR), default="body", optional=True,
+                               tooltip="Which branch the block multipliers apply to."),
+            ],
+            outputs=[io.Model.Output(display_name="model", tooltip="A patched copy of the model; the input model is unchanged.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, start_at=0.0, end_at=1.0, **kwargs):
+        if start_at > end_at:
+            return f"start_at ({start_at}) is after end_at ({end_at}): make start_at smaller than end_at"
+        return True
+
+    @classmethod
+    def execute(cls, model, adapter, lambda_ref, lambda_body, start_at, end_at, clip_vision=None, image=None,
+                clip_vision_output=None, body=None, ref_batch="average", block_input=1.0, block_middle=1.0,
+                block_output=1.0, blocks_for="body") -> io.NodeOutput:
+        ref, ref_uncond = _ref_features(adapter, clip_vision, image, clip_vision_output)
+        c_body = None if body is None else body.mean.detach().float().cpu()
+        if ref is None and c_body is None:
+            raise BoLIDError("BoLID needs at least one branch: connect a Body-ID (body), or a reference image with a "
+                             "CLIP vision model (image + clip_vision), or a clip_vision_output")
+        sampling = model.get_model_object("model_sampling")
+        blocks = (block_input, block_middle, block_output)
+        settings = PatchSettings(
+            lambda_ref=lambda_ref, lambda_body=lambda_body,
+            sigma_start=sampling.percent_to_sigma(start_at), sigma_end=sampling.percent_to_sigma(end_at),
+            block_weights_ref=blocks if blocks_for in ("both", "ref") else (1.0, 1.0, 1.0),
+            block_weights_body=blocks if blocks_for in ("both", "body") else (1.0, 1.0, 1.0),
+            ref_batch=REF_BATCH[ref_batch])
+        return io.NodeOutput(apply_bolid(model, adapter, settings, ref, ref_uncond, c_body))
+
+
+NODES = [BoLIDAdapterLoader, BoLIDApply]
