@@ -12,6 +12,7 @@ Playwright only drives it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -55,21 +56,68 @@ def chromium_missing() -> str | None:
     return None
 
 
+def sample_files() -> dict[str, bytes]:
+    """Pictures for the example workflows' image loaders: procedural people (bolid_lib.synthetic), so the
+    canvas shows a person in Load Image and the photo folder exists for Load Image Dataset from Folder."""
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(PACK_DIR))
+    from bolid_lib.synthetic import RenderSettings, random_shapes, render_views
+
+    shapes = random_shapes(1, seed=7).repeat(5, 1)
+    images, _ = render_views(shapes, seed=11, settings=RenderSettings(size=384, min_height=0.8, max_height=0.92))
+    out = {}
+    for i, img in enumerate(images):
+        arr = (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "PNG")
+        rel = "input/bolid_reference.png" if i == 0 else f"input/bolid_person/view_{i:02d}.png"
+        out[rel] = buf.getvalue()
+    return out
+
+
+def write_pictures(name: str, png: bytes, max_bytes: int = 300_000) -> list[Path]:
+    """docs/images/<name>.png (README picture) and example_workflows/<name>.jpg (template thumbnail),
+    from one canvas screenshot, both kept small."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    doc = img.copy()
+    doc.thumbnail((1400, 1000))
+    for colours in (256, 128, 64, 32):
+        buf = io.BytesIO()
+        doc.quantize(colours, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", optimize=True)
+        if buf.tell() <= max_bytes:
+            break
+    else:
+        raise RuntimeError(f"the picture of {name} stays over {max_bytes} bytes")
+    out = PACK_DIR / "docs" / "images" / f"{name}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(buf.getvalue())
+    thumb_path = PACK_DIR / "example_workflows" / f"{name}.jpg"
+    thumb = img.copy()
+    thumb.thumbnail((512, 512))
+    thumb.save(thumb_path, "JPEG", quality=85, optimize=True)
+    return [out, thumb_path]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def make_base_dir(base: Path, models: dict[str, Path | bytes] | None = None) -> Path:
-    """A ComfyUI base directory: custom_nodes/<pack> -> this repo, models/<rel> files, user settings."""
+def make_base_dir(base: Path, files: dict[str, Path | bytes] | None = None) -> Path:
+    """A ComfyUI base directory: custom_nodes/<pack> -> this repo, user settings, and ``files``
+    ({path relative to the base dir, e.g. "models/bolid/x.safetensors" or "input/a.png": source})."""
     base = Path(base)
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / PACK_NAME
     if not link.exists():
         link.symlink_to(PACK_DIR, target_is_directory=True)
-    for rel, src in (models or {}).items():
-        dst = base / "models" / rel
+    for rel, src in (files or {}).items():
+        dst = base / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(src, bytes):
             dst.write_bytes(src)

@@ -21,7 +21,7 @@ def comfy_server(tmp_path_factory):
     missing = browserlib.chromium_missing()
     if missing:
         pytest.skip(f"browser tier: {missing}")
-    base = browserlib.make_base_dir(tmp_path_factory.mktemp("comfy_served"))
+    base = browserlib.make_base_dir(tmp_path_factory.mktemp("comfy_served"), browserlib.sample_files())
     server = browserlib.ComfyServer(root, base)
     try:
         server.start()

@@ -101,25 +101,4 @@ def test_workflow_opens_from_template_browser(name, app_page, tmp_path):
     px = _pixels(png)
     assert px.std() > 5, "the canvas screenshot is blank"
     if UPDATE:
-        _write_pictures(name, png)
-
-
-def _write_pictures(name: str, png: bytes) -> None:
-    """docs/images/<name>.png (README) and example_workflows/<name>.jpg (thumbnail), both small."""
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(png)).convert("RGB")
-    doc = img.copy()
-    doc.thumbnail((1400, 1000))
-    out = ROOT / "docs" / "images" / f"{name}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for colours in (256, 128, 64):
-        buf = io.BytesIO()
-        doc.quantize(colours, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", optimize=True)
-        if buf.tell() <= MAX_PICTURE_BYTES:
-            break
-    assert buf.tell() <= MAX_PICTURE_BYTES, f"{name}.png is {buf.tell()} bytes"
-    out.write_bytes(buf.getvalue())
-    thumb = img.copy()
-    thumb.thumbnail((512, 512))
-    thumb.save(WORKFLOW_DIR / f"{name}.jpg", "JPEG", quality=85, optimize=True)
+        browserlib.write_pictures(name, png, MAX_PICTURE_BYTES)

@@ -1,0 +1,372 @@
+"""Build the example workflows in ComfyUI's real frontend and save them in its UI format.
+
+    COMFYUI_PATH=/work/ComfyUI python tests/tools/make_workflows.py [--only NAME] [--pictures]
+
+Each workflow is declared below as nodes (type, widget values by name, column), links (by output and
+input *names*) and groups. The script serves ComfyUI with this pack (tests/browserlib.py), opens the
+frontend in headless Chromium, creates the nodes with ``LiteGraph.createNode``, sets the widgets by name,
+connects the sockets, lays the columns out, and saves ``app.graph.serialize()``: the frontend itself
+decides widget order, hidden control slots and link records, so the files match the node schemas exactly.
+Run it again whenever a node schema changes; tests/contract/test_workflows.py says when that is needed.
+
+``--pictures`` also writes docs/images/<name>.png (README) and example_workflows/<name>.jpg (the
+template browser's thumbnail) from a screenshot of each saved workflow opened on the canvas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import browserlib  # noqa: E402
+import hostlib  # noqa: E402
+
+OUT_DIR = ROOT / "example_workflows"
+
+# Model file names the workflows use: the public names users already have, and this pack's own.
+SDXL = "sd_xl_base_1.0.safetensors"
+SDXL_LIGHTNING = "sdxl_lightning_4step.safetensors"
+CLIP_VISION_H = "clip_vision_h.safetensors"
+YOLO_POSE = "pose/yolo11n-pose.pt"
+ADAPTER = "bolid_adapter_sdxl.safetensors"
+BODY_VAE = "bolid_body_vae.safetensors"
+BODY = "my_person.safetensors"
+REFERENCE_IMAGE = "bolid_reference.png"
+PHOTO_FOLDER = "bolid_person"
+
+POSITIVE = "full-body photo of a person standing in a sunlit park, wearing a denim jacket, natural light, 35mm"
+NEGATIVE = "blurry, lowres, deformed body, extra limbs, watermark, text"
+
+
+@dataclass
+class N:
+    """One node: its key in this file, type, widget values by name, column (left to right), title, colour."""
+
+    key: str
+    type: str
+    widgets: dict = field(default_factory=dict)
+    col: int = 0
+    title: str | None = None
+    width: int | None = None
+    height: int | None = None
+    color: str | None = None
+
+
+@dataclass
+class Workflow:
+    name: str
+    nodes: list[N]
+    links: list[tuple[str, str, str, str]]  # (from key, output name, to key, input name)
+    groups: list[tuple[str, list[str], str]]  # (title, member keys, colour)
+
+
+# --- the model-file notes (shown on the canvas) -------------------------------------------------
+
+def _files_note(rows: list[tuple[str, str, str]], extra: str = "") -> str:
+    lines = ["## Model files this workflow needs", "",
+             "| file | put it in | where to get it |", "|---|---|---|"]
+    lines += [f"| `{f}` | `ComfyUI/{d}` | {w} |" for f, d, w in rows]
+    lines += ["", "No public BoLID weights exist yet: train the adapter and the Body-ID VAE with "
+              "`python -m bolid_lib.train adapter|body-vae` (see the pack's README)."]
+    if extra:
+        lines += ["", extra]
+    return "\n".join(lines)
+
+
+ROW_SDXL = (SDXL, "models/checkpoints/", "Hugging Face: stabilityai/stable-diffusion-xl-base-1.0")
+ROW_LIGHTNING = (SDXL_LIGHTNING, "models/checkpoints/", "Hugging Face: ByteDance/SDXL-Lightning")
+ROW_ADAPTER = (ADAPTER, "models/bolid/", "your training run (BoLID adapter for SDXL)")
+ROW_VAE = (BODY_VAE, "models/bolid/", "your training run (Body-ID VAE)")
+ROW_BODY = (BODY, "models/bolid/bodies/", "made by the bolid_build_body_id workflow")
+ROW_YOLO = ("yolo11n-pose.pt", "models/ultralytics/pose/", "GitHub: ultralytics/assets releases")
+ROW_CLIPV = (CLIP_VISION_H, "models/clip_vision/",
+             "Hugging Face: Comfy-Org/Wan_2.1_ComfyUI_repackaged, or ComfyUI-Manager (CLIP-ViT-H-14-laion2B); "
+             "ViT-H, not bigG")
+
+
+def _sampler(steps, cfg, sampler, scheduler, col=4):
+    return N("sampler", "KSampler", {"seed": 20251122, "control_after_generate": "fixed", "steps": steps, "cfg": cfg,
+                                     "sampler_name": sampler, "scheduler": scheduler, "denoise": 1.0}, col=col)
+
+
+def _generation_tail(prefix: str, col: int) -> list[N]:
+    return [
+        N("decode", "VAEDecode", col=col + 1),
+        N("save", "SaveImage", {"filename_prefix": prefix}, col=col + 2, width=420, height=560),
+    ]
+
+
+def _prompts(col=1) -> list[N]:
+    return [
+        N("positive", "CLIPTextEncode", {"text": POSITIVE}, col=col, title="Positive prompt", width=420, height=150),
+        N("negative", "CLIPTextEncode", {"text": NEGATIVE}, col=col, title="Negative prompt", width=420, height=120),
+        N("latent", "EmptyLatentImage", {"width": 832, "height": 1216, "batch_size": 1}, col=col),
+    ]
+
+
+GEN_LINKS = [
+    ("ckpt", "CLIP", "positive", "clip"), ("ckpt", "CLIP", "negative", "clip"),
+    ("positive", "CONDITIONING", "sampler", "positive"), ("negative", "CONDITIONING", "sampler", "negative"),
+    ("latent", "LATENT", "sampler", "latent_image"), ("sampler", "LATENT", "decode", "samples"),
+    ("ckpt", "VAE", "decode", "vae"), ("decode", "IMAGE", "save", "images"),
+]
+
+
+def text_only(lightning: bool) -> Workflow:
+    ckpt = SDXL_LIGHTNING if lightning else SDXL
+    sampler = (_sampler(4, 1.5, "euler", "sgm_uniform", col=3) if lightning
+               else _sampler(30, 6.0, "dpmpp_2m", "karras", col=3))
+    name = "bolid_text_only_lightning" if lightning else "bolid_text_only"
+    settings = ("SDXL-Lightning 4-step: 4 steps, euler, sgm_uniform, CFG 1-2 (higher CFG burns the image)."
+                if lightning else "SDXL base: 25-40 steps, dpmpp_2m + karras, CFG 5-7, about 1 megapixel.")
+    note = _files_note(
+        [ROW_LIGHTNING if lightning else ROW_SDXL, ROW_ADAPTER, ROW_BODY],
+        "Text-only mode (paper 4.3): the saved Body-ID drives the body branch (lambda_body); there is no "
+        "reference image, so lambda_ref does nothing here. " + settings)
+    nodes = [
+        N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": ckpt}, col=0),
+        N("body", "BoLIDLoadBody", {"body_name": BODY}, col=0),
+        N("adapter", "BoLIDAdapterLoader", {"adapter_name": ADAPTER}, col=0),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=460, height=330, color="#432"),
+        *_prompts(),
+        N("apply", "BoLIDApply", {"lambda_ref": 0.0, "lambda_body": 0.8, "start_at": 0.0, "end_at": 1.0}, col=2),
+        sampler,
+        *_generation_tail("BoLID/text_only" + ("_lightning" if lightning else ""), 3),
+    ]
+    links = GEN_LINKS + [
+        ("ckpt", "MODEL", "apply", "model"), ("adapter", "BOLID_ADAPTER", "apply", "adapter"),
+        ("body", "BOLID_BODY", "apply", "body"), ("apply", "MODEL", "sampler", "model"),
+    ]
+    groups = [("Body identity (BoLID)", ["body", "adapter", "apply"], "#3f789e"),
+              ("Read me: model files", ["note"], "#a1309b")]
+    return Workflow(name, nodes, links, groups)
+
+
+def image_reference() -> Workflow:
+    note = _files_note(
+        [ROW_SDXL, ROW_ADAPTER, ROW_VAE, ROW_YOLO, ROW_CLIPV],
+        "Image-referenced mode (paper 4.3): the reference photo feeds both branches, CLIP vision into the ref "
+        "branch (lambda_ref) and pose + Gaussian weighting + the Body-ID VAE into the body branch (lambda_body). "
+        f"Put your photo in ComfyUI/input/ (or upload it in Load Image).")
+    nodes = [
+        N("image", "LoadImage", {"image": REFERENCE_IMAGE}, col=0, height=420),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=460, height=380, color="#432"),
+        N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=1),
+        N("pose", "BoLIDPoseKeypoints", {"on_missing": "error"}, col=1),
+        N("weighting", "BoLIDGaussianWeighting", {}, col=2),
+        N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=2),
+        N("encode", "BoLIDEncodeBody", {}, col=3),
+        N("clip_vision", "CLIPVisionLoader", {"clip_name": CLIP_VISION_H}, col=3),
+        N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": SDXL}, col=3),
+        N("adapter", "BoLIDAdapterLoader", {"adapter_name": ADAPTER}, col=3),
+        N("apply", "BoLIDApply", {"lambda_ref": 0.6, "lambda_body": 0.8, "start_at": 0.0, "end_at": 1.0}, col=4),
+        *_prompts(col=4),
+        _sampler(30, 6.0, "dpmpp_2m", "karras", col=5),
+        *_generation_tail("BoLID/image_reference", 5),
+    ]
+    links = GEN_LINKS + [
+        ("image", "IMAGE", "pose", "image"), ("pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"),
+        ("image", "IMAGE", "weighting", "image"), ("pose", "BOLID_POSE", "weighting", "pose"),
+        ("weighting", "weighted", "encode", "image"), ("pose", "BOLID_POSE", "encode", "pose"),
+        ("vae", "BOLID_BODY_VAE", "encode", "vae"),
+        ("ckpt", "MODEL", "apply", "model"), ("adapter", "BOLID_ADAPTER", "apply", "adapter"),
+        ("encode", "BOLID_BODY", "apply", "body"), ("clip_vision", "CLIP_VISION", "apply", "clip_vision"),
+        ("image", "IMAGE", "apply", "image"), ("apply", "MODEL", "sampler", "model"),
+    ]
+    groups = [("Body branch: pose, weighting, Body-ID", ["pose_model", "pose", "weighting", "vae", "encode"], "#3f789e"),
+              ("Read me: model files", ["note"], "#a1309b")]
+    return Workflow("bolid_image_reference", nodes, links, groups)
+
+
+def build_body_id() -> Workflow:
+    note = _files_note(
+        [ROW_YOLO, ROW_VAE],
+        f"Put the photos of ONE person in ComfyUI/input/{PHOTO_FOLDER}/ (one is enough, 10-100 are better; "
+        "same size, or set resize_method to Crop). Photos with no person found are skipped and counted. "
+        f"The Body-ID is saved to ComfyUI/models/bolid/bodies/ and appears in BoLID Load Body-ID.")
+    nodes = [
+        N("photos", "LoadImageSetFromFolderNode", {"folder": PHOTO_FOLDER, "resize_method": "None"}, col=0),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=460, height=330, color="#432"),
+        N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=0),
+        N("pose", "BoLIDPoseKeypoints", {"on_missing": "skip"}, col=1, height=520),
+        N("weighting", "BoLIDGaussianWeighting", {}, col=2, height=520),
+        N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=3),
+        N("encode", "BoLIDEncodeBody", {}, col=3),
+        N("save", "BoLIDSaveBody", {}, col=4),
+        N("preview", "BoLIDPreviewBody", {}, col=4),
+    ]
+    links = [
+        ("photos", "IMAGE", "pose", "image"), ("pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"),
+        ("photos", "IMAGE", "weighting", "image"), ("pose", "BOLID_POSE", "weighting", "pose"),
+        ("weighting", "weighted", "encode", "image"), ("pose", "BOLID_POSE", "encode", "pose"),
+        ("vae", "BOLID_BODY_VAE", "encode", "vae"), ("encode", "BOLID_BODY", "save", "body"),
+        ("encode", "BOLID_BODY", "preview", "body"),
+    ]
+    groups = [("Read me: model files", ["note"], "#a1309b")]
+    return Workflow("bolid_build_body_id", nodes, links, groups)
+
+
+def all_workflows() -> list[Workflow]:
+    return [text_only(False), text_only(True), image_reference(), build_body_id()]
+
+
+# --- building in the browser ---------------------------------------------------------------------
+
+BUILD_JS = r"""
+async (spec) => {
+  const app = window.app, LG = window.LiteGraph;
+  app.graph.clear();
+  const made = {};
+  const problems = [];
+  for (const s of spec.nodes) {
+    const node = LG.createNode(s.type);
+    if (!node) { problems.push(`unknown node type ${s.type}`); continue; }
+    if (s.title) node.title = s.title;
+    app.graph.add(node);
+    for (const [name, value] of Object.entries(s.widgets)) {
+      const w = (node.widgets || []).find(w => w.name === name);
+      if (!w) { problems.push(`${s.type} has no widget ${name} (has ${(node.widgets || []).map(w => w.name)})`); continue; }
+      w.value = value;
+    }
+    const size = node.computeSize();
+    node.size = [Math.max(size[0], s.width || 0, 300), Math.max(size[1], s.height || 0)];
+    if (s.color) { node.color = s.color; node.bgcolor = '#653'; }
+    made[s.key] = node;
+  }
+  for (const [a, out, b, inp] of spec.links) {
+    const src = made[a], dst = made[b];
+    if (!src || !dst) { problems.push(`link ${a}.${out} -> ${b}.${inp}: node missing`); continue; }
+    const oi = src.outputs.findIndex(o => o.name === out || o.type === out);
+    const ii = (dst.inputs || []).findIndex(i => i.name === inp);
+    if (oi < 0 || ii < 0) {
+      problems.push(`link ${a}.${out} -> ${b}.${inp}: outputs ${src.outputs.map(o => o.name + ':' + o.type)} ` +
+                    `inputs ${(dst.inputs || []).map(i => i.name + ':' + i.type)}`);
+      continue;
+    }
+    if (!src.connect(oi, dst, ii)) problems.push(`link ${a}.${out} -> ${b}.${inp}: refused by the frontend`);
+  }
+  // Columns left to right, nodes stacked top to bottom in declaration order.
+  const cols = {};
+  for (const s of spec.nodes) if (made[s.key]) (cols[s.col] = cols[s.col] || []).push(made[s.key]);
+  let x = 0;
+  for (const c of Object.keys(cols).map(Number).sort((p, q) => p - q)) {
+    let y = 0, wmax = 0;
+    for (const node of cols[c]) {
+      node.pos = [x, y];
+      y += node.size[1] + 90;
+      wmax = Math.max(wmax, node.size[0]);
+    }
+    x += wmax + 70;
+  }
+  for (const [title, keys, color] of spec.groups) {
+    const members = keys.map(k => made[k]).filter(Boolean);
+    if (!members.length) continue;
+    const pad = 14, head = 46;
+    const x0 = Math.min(...members.map(n => n.pos[0])) - pad;
+    const y0 = Math.min(...members.map(n => n.pos[1])) - head - pad;
+    const x1 = Math.max(...members.map(n => n.pos[0] + n.size[0])) + pad;
+    const y1 = Math.max(...members.map(n => n.pos[1] + n.size[1])) + pad;
+    const g = new LG.LGraphGroup(title, color);
+    g.pos = [x0, y0];
+    g.size = [x1 - x0, y1 - y0];
+    app.graph.add(g);
+  }
+  app.graph.setDirtyCanvas(true, true);
+  return {problems, graph: app.graph.serialize()};
+}
+"""
+
+
+class BuildError(Exception):
+    """The frontend could not build a workflow as declared (a node type, widget or socket is missing)."""
+
+
+def build(page, wf: Workflow) -> dict:
+    spec = {
+        "nodes": [{"key": n.key, "type": n.type, "widgets": n.widgets, "col": n.col, "title": n.title,
+                   "width": n.width, "height": n.height, "color": n.color} for n in wf.nodes],
+        "links": [list(link) for link in wf.links],
+        "groups": [list(g) for g in wf.groups],
+    }
+    result = page.evaluate(BUILD_JS, spec)
+    if result["problems"]:
+        raise BuildError(f"{wf.name}:\n  " + "\n  ".join(result["problems"]))
+    graph = result["graph"]
+    graph["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-bolid/" + wf.name))
+    graph.setdefault("extra", {}).pop("ds", None)  # the frontend fits a template to the window itself
+    return graph
+
+
+def take_picture(page, server, name: str, shots: Path) -> bytes:
+    """Open the saved workflow as the template browser does, fit it, and screenshot the canvas."""
+    wf = server.get_json(f"/api/workflow_templates/{browserlib.PACK_NAME}/{name}.json")
+    browserlib.load_workflow(page, wf, name)
+    browserlib.fit_view(page)
+    return browserlib.canvas_screenshot(page, shots / f"{name}.png")
+
+
+def serve_and_open(base: Path):
+    """(server, playwright, context, page) with this pack served; caller stops them."""
+    from playwright.sync_api import sync_playwright
+
+    root, why = hostlib.find_comfyui()
+    if root is None:
+        raise SystemExit(why)
+    missing = browserlib.chromium_missing()
+    if missing:
+        raise SystemExit(missing)
+    browserlib.make_base_dir(base, browserlib.sample_files())
+    server = browserlib.ComfyServer(root, base).start()
+    pw = sync_playwright().start()
+    context = browserlib.launch_browser(pw, base / "chromium_profile")
+    page = browserlib.open_app(context, server.url)
+    return server, pw, context, page
+
+
+def main(argv=None) -> int:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", action="append", help="build only this workflow (repeatable)")
+    parser.add_argument("--pictures", action="store_true", help="also write docs/images/*.png and thumbnails")
+    parser.add_argument("--no-build", action="store_true", help="only take pictures of the saved workflows")
+    args = parser.parse_args(argv)
+    workflows = [w for w in all_workflows() if not args.only or w.name in args.only]
+    with tempfile.TemporaryDirectory(prefix="bolid_make_workflows_") as tmp:
+        server, pw, context, page = serve_and_open(Path(tmp))
+        try:
+            failed = []
+            if not args.no_build:
+                for wf in workflows:
+                    try:
+                        graph = build(page, wf)
+                    except BuildError as e:
+                        failed.append(str(e))
+                        continue
+                    path = OUT_DIR / f"{wf.name}.json"
+                    path.write_text(json.dumps(graph, indent=2) + "\n")
+                    print(f"wrote {path.relative_to(ROOT)}: {len(graph['nodes'])} nodes, {len(graph['links'])} links")
+            if args.pictures:
+                for wf in workflows:
+                    png = take_picture(page, server, wf.name, Path(tmp))
+                    for p in browserlib.write_pictures(wf.name, png):
+                        print(f"wrote {p.relative_to(ROOT)} ({p.stat().st_size // 1024} KB)")
+        finally:
+            context.close()
+            pw.stop()
+            server.stop()
+    if failed:
+        print("not built (the node schemas changed?):\n" + "\n".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
