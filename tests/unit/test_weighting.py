@@ -247,3 +247,46 @@ def test_batched_steps_equal_one_step_and_report_progress():
                                progress=lambda d, t: calls.append((d, t)))
     assert calls == [(2, 5), (4, 5), (5, 5)]
     assert torch.equal(whole[0], parts[0]) and torch.equal(whole[1], parts[1])
+
+
+# --- the browser's live preview (js/bolid_weighting.js) computes the same eq. 11-13 -----------------
+
+def _run_js_weight_map(cases):
+    """Evaluate weightMap() from js/bolid_weighting.js with Node.js on each case; list of flat arrays."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("Node.js not found: the JS weight map is checked where node is installed")
+    src = (Path(__file__).resolve().parents[2] / "js" / "bolid_weighting.js").read_text()
+    m = re.search(r"export function weightMap\(.*?\n}\n", src, re.S)
+    assert m, "weightMap() not found in js/bolid_weighting.js"
+    script = m.group(0).replace("export ", "") + (
+        f"const cases = {json.dumps(cases)};\n"
+        "console.log(JSON.stringify(cases.map(c => Array.from(weightMap(c.kp, c.size, c.preview, c.sigma)))));\n"
+    )
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def test_js_live_preview_matches_python():
+    kp = random_keypoints(3, 17, 20, 30, seed=15, margin=4)
+    kp[2, :, 2] = 0
+    cases = [
+        {"kp": kp[0].tolist(), "size": [20, 30], "preview": [20, 30], "sigma": 3.0},   # same size: identical map
+        {"kp": kp[1].tolist(), "size": [20, 30], "preview": [10, 15], "sigma": 4.0},   # half-size preview
+        {"kp": kp[2].tolist(), "size": [20, 30], "preview": [10, 15], "sigma": 4.0},   # nothing visible
+        {"kp": kp[0].tolist(), "size": [20, 30], "preview": [20, 30], "sigma": 1e-3},  # tiny sigma, no 0/0
+    ]
+    js = [torch.tensor(v, dtype=torch.float64) for v in _run_js_weight_map(cases)]
+    torch.testing.assert_close(js[0].reshape(20, 30), wt.weight_map(kp[:1], 20, 30, 3.0, "pixels")[0].double(), atol=1e-6, rtol=1e-5)
+    # The preview samples original pixel (2x + 1): the direct formula on keypoints and sigma scaled by 1/2.
+    half = kp[1:2].clone()
+    half[..., :2] /= 2
+    torch.testing.assert_close(js[1].reshape(10, 15), direct_w_norm(half, 10, 15, 2.0)[0], atol=1e-6, rtol=1e-6)  # Float32Array
+    assert not js[2].any()
+    torch.testing.assert_close(js[3].reshape(20, 30), wt.weight_map(kp[:1], 20, 30, 0.0, "pixels")[0].double())
