@@ -43,6 +43,8 @@ def boot(comfyui: str) -> list[str]:
     import folder_paths
 
     tmp = tempfile.mkdtemp(prefix="bolid_dump_")
+    for sub in ("temp", "output", "input"):  # nodes list these folders while they load
+        os.makedirs(os.path.join(tmp, sub), exist_ok=True)
     folder_paths.set_temp_directory(os.path.join(tmp, "temp"))
     folder_paths.set_output_directory(os.path.join(tmp, "output"))
     folder_paths.set_input_directory(os.path.join(tmp, "input"))
