@@ -64,9 +64,25 @@ DEFAULT_FOLDER_PATHS: dict[str, str] = {
 }
 
 
+# Loaders whose one combo lists files of several folders, telling them apart by a prefix on the value
+# (nodes/adapter.py: "[ipadapter] name" is models/ipadapter/name).
+PREFIXED_FOLDERS: dict[tuple[str, str], dict[str, str]] = {
+    ("BoLIDAdapterLoader", "adapter_name"): {"[ipadapter] ": "ipadapter"},
+}
+
+
 def folder_for_input(node_type: str, input_name: str) -> str | None:
     """ComfyUI folder key of a loader input, or None when the input does not name a model file."""
     return LOADER_FOLDERS.get((node_type, input_name))
+
+
+def resolve_file(node_type: str, input_name: str, value: str) -> tuple[str, str] | None:
+    """``(folder key, file name inside it)`` of a loader input's value, None when not a known loader input."""
+    for prefix, folder in PREFIXED_FOLDERS.get((node_type, input_name), {}).items():
+        if value.startswith(prefix):
+            return folder, value[len(prefix):]
+    folder = folder_for_input(node_type, input_name)
+    return None if folder is None else (folder, value)
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -136,5 +152,6 @@ def where_to_get(name: str, folder: str | None) -> str:
     return "not in this pack's catalogue: see where the workflow's author got it"
 
 
-__all__ = ["LOADER_FOLDERS", "DEFAULT_FOLDER_PATHS", "KNOWN_FILES", "ModelFile", "folder_for_input",
+__all__ = ["LOADER_FOLDERS", "PREFIXED_FOLDERS", "DEFAULT_FOLDER_PATHS", "KNOWN_FILES", "ModelFile",
+           "folder_for_input", "resolve_file",
            "describe_file", "where_to_get"]

@@ -279,7 +279,8 @@ def find_missing_files(client: Client, workflow: dict, object_info: dict, base_h
             options = entry[0] if entry and isinstance(entry[0], list) else (
                 (entry[1] or {}).get("options") if entry and len(entry) > 1 and isinstance(entry[1], dict) else None)
             listed = [str(o).replace("\\", "/") for o in options] if isinstance(options, list) else []
-        if req.file_name.replace("\\", "/") in listed:
+        names = {req.file_name.replace("\\", "/"), (req.value or req.file_name).replace("\\", "/")}
+        if names & set(listed):
             continue
         if req.folder == "input":
             where = f"{base_hint}/input"

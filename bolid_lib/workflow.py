@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import BoLIDError
-from .model_catalog import folder_for_input
+from .model_catalog import folder_for_input, resolve_file
 
 # Node types the frontend draws but the server never sees.
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
@@ -705,20 +705,27 @@ class RequiredFile:
     folder: str | None
     node_id: Any = None
     url: str | None = None
+    value: str | None = None  # the widget value as written, when it differs from file_name (a prefix)
 
     def __iter__(self):  # unpacks as (node type, input name, file name, folder key)
         return iter((self.node_type, self.input_name, self.file_name, self.folder))
 
 
-def _file_inputs(node_type: str, spec: InputSpec | None, name: str, value: Any) -> str | None:
-    """The folder key of a file-naming input, or None when the input does not name a file."""
-    folder = folder_for_input(node_type, name)
-    if folder:
-        return folder
+def _file_input(node_type: str, spec: InputSpec | None, name: str, value: Any) -> tuple[str | None, str] | None:
+    """``(folder key or None, file name)`` when an input names a file, else None.
+
+    Known loader inputs take the catalogue's folder (a value prefix may pick another folder); an upload
+    combo's value is in "input"; any other combo whose value is a model file name has an unknown folder.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    known = resolve_file(node_type, name, value)
+    if known is not None:
+        return known
     if spec is not None and spec.is_upload_combo:
-        return "input"
+        return "input", value
     if spec is not None and spec.type == "COMBO" and looks_like_model_file(value):
-        return ""  # a model file in an unknown folder
+        return None, value
     return None
 
 
@@ -745,9 +752,9 @@ def required_files(workflow: dict, object_info: dict) -> list[RequiredFile]:
                 value = primitives.get((node_id, name), value)
                 if name in linked and (node_id, name) not in primitives:
                     continue
-                folder = _file_inputs(kind, specs.get(name), name, value)
-                if folder is not None and isinstance(value, str) and value:
-                    found.append(RequiredFile(kind, name, value, folder or None, node_id, urls.get(value)))
+                hit = _file_input(kind, specs.get(name), name, value)
+                if hit is not None:
+                    found.append(RequiredFile(kind, name, hit[1], hit[0], node_id, urls.get(value), value))
     else:
         prompt = unwrap_api_prompt(workflow)
         for node_id, entry in prompt.items():
@@ -756,9 +763,9 @@ def required_files(workflow: dict, object_info: dict) -> list[RequiredFile]:
             for name, value in (entry.get("inputs") or {}).items():
                 if isinstance(value, list):
                     continue
-                folder = _file_inputs(kind, specs.get(name), name, value)
-                if folder is not None and isinstance(value, str) and value:
-                    found.append(RequiredFile(kind, name, value, folder or None, node_id))
+                hit = _file_input(kind, specs.get(name), name, value)
+                if hit is not None:
+                    found.append(RequiredFile(kind, name, hit[1], hit[0], node_id, value=value))
     return found
 
 

@@ -395,6 +395,8 @@ def test_catalogue_matches_the_pack_node_inputs():
         pytest.skip("no BoLID loader node written yet in nodes/*.py")
     missing = [(n, i) for (n, i) in present if f'"{i}"' not in source]
     assert missing == [], f"catalogue input names not found in nodes/*.py: {missing}"
+    prefixes = [p for (n, i), table in C.PREFIXED_FOLDERS.items() if (n, i) in present for p in table]
+    assert [p for p in prefixes if f'"{p}"' not in source] == [], "value prefixes not found in nodes/*.py"
 
 
 # --- the frontend's own default workflow -------------------------------------------------------
@@ -425,3 +427,17 @@ def test_comfyui_default_template_converts_like_the_frontend(oi):
     assert prompt["9"]["inputs"] == {"filename_prefix": "ComfyUI", "images": ["8", 0]}
     assert prompt["7"]["inputs"] == {"text": "text, watermark", "clip": ["4", 1]}
     assert W.check_workflow(wf, oi, ignore={"missing model file"}) == []
+
+
+def test_prefixed_adapter_choice_resolves_to_the_ipadapter_folder(oi):
+    info = dict(oi)
+    info["BoLIDAdapterLoader"] = {"input": {"required": {"adapter_name": ["COMBO", {"options": []}]}},
+                                  "input_order": {"required": ["adapter_name"]}, "output": ["BOLID_ADAPTER"]}
+    ui = UI(info)
+    ui.add(1, "BoLIDAdapterLoader", ["[ipadapter] ip-adapter_sdxl_vit-h.safetensors"])
+    ui.add(2, "BoLIDAdapterLoader", ["bolid_adapter_sdxl.safetensors"])
+    assert W.required_models(ui.json(), info) == [
+        ("BoLIDAdapterLoader", "adapter_name", "ip-adapter_sdxl_vit-h.safetensors", "ipadapter"),
+        ("BoLIDAdapterLoader", "adapter_name", "bolid_adapter_sdxl.safetensors", "bolid"),
+    ]
+    assert [p.split(":")[0] for p in W.check_workflow(ui.json(), info)] == ["missing model file"] * 2
