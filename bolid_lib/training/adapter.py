@@ -1,0 +1,616 @@
+"""Adapter training: ``python -m bolid_lib.train adapter --config FILE`` (paper 4.4).
+
+    L = L_diff + α_id·L_id + β_CLIP·L_CLIP                                         (eq. 14)
+
+SDXL stays frozen; the body branch, the ref branch or both learn (the ref branch may start from an IP-Adapter
+SDXL file). The host is diffusers' UNet2DConditionModel with BoLID processors on its 70 attn2 sites (host.py);
+the losses are in losses.py, the data in data.py. One GPU: run it as it is; several: ``accelerate launch
+--num_processes N -m bolid_lib.train adapter --config FILE`` (accelerate's Accelerator does the rest).
+
+The config file is YAML, JSON or TOML with the field names of ``AdapterTrainConfig``; a command-line flag
+(``--alpha-id 0.1``) overrides the file. Checkpoints (safetensors only: adapter, optimizer state tensors; JSON
+for the step) go to ``output_dir/checkpoints/step_NNNNNNN``; ``resume: latest`` continues from the newest one.
+The final adapter is ``output_dir/<name>.safetensors`` in the BoLID adapter format, ready for ComfyUI's
+``models/bolid`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..adapter import AdapterConfig, BoLIDAdapter, load_adapter, save_adapter
+from ..errors import BoLIDError
+from ..files import read_safetensors, save_safetensors_atomic
+from . import data as D
+from . import losses as L
+from .host import AdapterTrainingModule
+
+log = logging.getLogger("bolid")
+
+BRANCHES = ("body", "ref", "both")
+PREVIEWS = ("x0", "shortcut")
+OPT_FORMAT = "bolid.optimizer"
+
+
+@dataclass(frozen=True)
+class AdapterTrainConfig:
+    """Every setting of an adapter training run (file keys = field names; flags = --field-name)."""
+
+    # data
+    data_dir: str = ""
+    resolution: int = 1024
+    default_caption: str | None = None
+    ref_source: str = "same"             # "same": the target photo (as IP-Adapter); "other": another photo of the person
+    cache_dir: str | None = None         # Body-ID cache (default data_dir/.bolid_cache)
+    dropout_text: float = 0.05
+    dropout_ref: float = 0.05
+    dropout_body: float = 0.05
+    num_workers: int = 0
+    # models (local paths only)
+    tiny: bool = False                   # tiny random models of the real classes (tests, smoke runs)
+    pretrained: str | None = None        # SDXL diffusers folder
+    unet: str | None = None              # UNet folder or single file (overrides pretrained/unet)
+    vae: str | None = None
+    preview_vae: str | None = None       # e.g. a taesdxl (AutoencoderTiny) folder; default: vae
+    image_encoder: str | None = None     # CLIPVisionModelWithProjection folder (ref branch)
+    clip_model: str | None = None        # CLIPModel folder (L_CLIP)
+    pose_model: str | None = None        # YOLO pose .pt (L_id and Body-IDs)
+    pose_conf: float = 0.25              # detection threshold when computing Body-IDs
+    body_vae: str | None = None          # Body-ID VAE file
+    shortcut_unet: str | None = None     # one-step UNet (LCM / Lightning) for preview "shortcut"
+    prediction_type: str | None = None   # default: the scheduler's
+    # adapter
+    branches: str = "both"
+    init_adapter: str | None = None      # BoLID adapter or IP-Adapter SDXL .safetensors to start from
+    ref_kind: str = "plain"
+    ref_tokens: int = 4
+    body_tokens: int = 4
+    body_hidden: int = 1024
+    # objective (eq. 14)
+    alpha_id: float = 0.1
+    beta_clip: float = 0.1
+    preview: str = "x0"                  # "x0": the model's own one-step x0; "shortcut": one LCM/Lightning step
+    preview_timesteps: tuple[int, int] = (0, 700)
+    shortcut_kind: str = "lcm"           # "lcm" (boundary scalings of LCMScheduler) or "x0"
+    shortcut_prediction_type: str = "epsilon"
+    keypoint_decode: str = "soft"
+    keypoint_temperature: float = 0.05
+    visibility: float = 0.5
+    pose_imgsz: int = 640
+    # optimisation
+    seed: int = 0
+    batch_size: int = 1                  # per process
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"          # "no", "fp16", "bf16" (accelerate)
+    gradient_checkpointing: bool = False
+    # output
+    output_dir: str = "bolid_adapter_run"
+    name: str = "bolid_adapter"
+    save_every: int = 500
+    log_every: int = 10
+    resume: str | None = None            # "latest" or a checkpoint folder
+    tensorboard: bool = True             # when tensorboard is installed
+
+    def __post_init__(self):
+        checks = [
+            (self.branches in BRANCHES, f"branches must be one of {BRANCHES}; got {self.branches!r}"),
+            (self.preview in PREVIEWS, f"preview must be one of {PREVIEWS}; got {self.preview!r}"),
+            (self.keypoint_decode in L.KEYPOINT_DECODES, f"keypoint_decode must be one of {L.KEYPOINT_DECODES}; got {self.keypoint_decode!r}"),
+            (self.shortcut_kind in ("lcm", "x0"), f"shortcut_kind must be 'lcm' or 'x0'; got {self.shortcut_kind!r}"),
+            (self.mixed_precision in ("no", "fp16", "bf16"), f"mixed_precision must be no, fp16 or bf16; got {self.mixed_precision!r}"),
+            (self.ref_kind in ("plain", "plus"), f"ref_kind must be 'plain' or 'plus'; got {self.ref_kind!r}"),
+            (len(self.preview_timesteps) == 2 and 0 <= self.preview_timesteps[0] <= self.preview_timesteps[1],
+             f"preview_timesteps must be [lo, hi] with 0 <= lo <= hi; got {self.preview_timesteps}"),
+            (min(self.batch_size, self.grad_accum, self.max_steps, self.resolution) >= 1,
+             "batch_size, grad_accum, max_steps and resolution must be >= 1"),
+            (self.alpha_id >= 0 and self.beta_clip >= 0, "alpha_id and beta_clip must be >= 0"),
+            (all(0 <= p <= 1 for p in (self.dropout_text, self.dropout_ref, self.dropout_body)), "dropout probabilities must lie in [0, 1]"),
+            (self.pose_imgsz % 32 == 0, f"pose_imgsz must be a multiple of 32; got {self.pose_imgsz}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise BoLIDError(msg)
+        object.__setattr__(self, "preview_timesteps", tuple(int(t) for t in self.preview_timesteps))
+
+    @property
+    def train_ref(self) -> bool:
+        return self.branches in ("ref", "both")
+
+    @property
+    def train_body(self) -> bool:
+        return self.branches in ("body", "both")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- config file and flags ----------------------------------------------------------------------
+
+def _read_config_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise BoLIDError(f"config file not found: {path}")
+    text = p.read_text(encoding="utf-8")
+    suffix = p.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+        d = yaml.safe_load(text) or {}
+    elif suffix == ".json":
+        d = json.loads(text)
+    elif suffix == ".toml":
+        import tomllib
+        d = tomllib.loads(text)
+    else:
+        raise BoLIDError(f"config file {p.name}: use .yaml, .json or .toml")
+    if not isinstance(d, dict):
+        raise BoLIDError(f"config file {p.name} must hold a mapping of settings")
+    known = {f.name for f in dataclasses.fields(AdapterTrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise BoLIDError(f"config file {p.name} has unknown settings {unknown}; known: {sorted(known)}")
+    return d
+
+
+def _flag_type(tp):
+    """(argparse type, nargs) of a dataclass field type."""
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return _flag_type(args[0])
+    if origin is tuple:
+        return args[0], len(args)
+    if tp is bool:
+        return (lambda s: s.lower() in ("1", "true", "yes", "on")), None
+    return tp, None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML, JSON or TOML file of settings (flags override it)")
+    hints = typing.get_type_hints(AdapterTrainConfig)
+    for f in dataclasses.fields(AdapterTrainConfig):
+        tp, nargs = _flag_type(hints[f.name])
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=tp, nargs=nargs, default=None,
+                            help=f"(default {f.default!r})")
+
+
+def config_from_args(args: argparse.Namespace) -> AdapterTrainConfig:
+    d = _read_config_file(args.config) if getattr(args, "config", None) else {}
+    for f in dataclasses.fields(AdapterTrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            d[f.name] = v
+    if not d.get("data_dir"):
+        raise BoLIDError("no data_dir given: set it in the config file or pass --data-dir")
+    return AdapterTrainConfig(**d)
+
+
+# --- the adapter to train -----------------------------------------------------------------------
+
+def build_adapter(cfg: AdapterTrainConfig, models, body_dim: int | None) -> tuple[BoLIDAdapter, list[torch.nn.Parameter]]:
+    """The adapter of this run (fresh, or grown from ``init_adapter``) and its trainable parameters.
+
+    A branch in ``init_adapter`` that is not trained is kept frozen (it still takes part in the forward pass).
+    """
+    init = load_adapter(cfg.init_adapter) if cfg.init_adapter else None
+    widths = models.adapter_widths()
+    context = int(models.unet.config.cross_attention_dim)
+    ref_kind = None
+    ref_fields: dict = {}
+    if init is not None and init.ref is not None:
+        ic = init.config
+        ref_kind = ic.ref_kind
+        ref_fields = {k: getattr(ic, k) for k in ("ref_tokens", "clip_embed_dim", "clip_hidden_dim", "resampler_dim",
+                                                  "resampler_depth", "resampler_heads", "resampler_dim_head", "resampler_ff_mult")}
+        if tuple(ic.widths) != widths or ic.context_dim != context:
+            raise BoLIDError(f"{cfg.init_adapter} has widths {ic.widths} / context {ic.context_dim}; this UNet needs {widths} / {context}: "
+                             "start from an adapter made for SDXL")
+    elif cfg.train_ref:
+        enc = models.image_encoder
+        if enc is None:
+            raise BoLIDError("training the ref branch needs a CLIP vision encoder: set image_encoder")
+        ref_kind = cfg.ref_kind
+        ref_fields = {"ref_tokens": cfg.ref_tokens if ref_kind == "plain" else 16,
+                      "clip_embed_dim": int(enc.config.projection_dim), "clip_hidden_dim": int(enc.config.hidden_size)}
+    body = body_dim if cfg.train_body else (init.config.body_dim if init is not None and init.body is not None else None)
+    if init is not None and init.body is not None and body_dim is not None and init.config.body_dim != body_dim:
+        raise BoLIDError(f"{cfg.init_adapter} reads Body-IDs of D={init.config.body_dim} but the Body-ID VAE gives {body_dim}")
+    acfg = AdapterConfig(context_dim=context, widths=widths, ref_kind=ref_kind, body_dim=body,
+                         body_tokens=cfg.body_tokens, body_hidden=cfg.body_hidden, **ref_fields)
+    torch.manual_seed(cfg.seed)
+    adapter = BoLIDAdapter(acfg)
+    if init is not None:
+        state = {k: v for k, v in init.state_dict().items()}
+        missing = adapter.load_state_dict(state, strict=False)
+        if missing.unexpected_keys:
+            raise BoLIDError(f"{cfg.init_adapter} has weights this adapter does not hold: {missing.unexpected_keys[:3]}")
+    adapter.float().train()
+    adapter.requires_grad_(False)
+    trainable = []
+    if cfg.train_ref:
+        adapter.ref.requires_grad_(True)
+        trainable += list(adapter.ref.parameters())
+    if cfg.train_body:
+        adapter.body.requires_grad_(True)
+        trainable += list(adapter.body.parameters())
+    return adapter, trainable
+
+
+# --- one training step --------------------------------------------------------------------------
+
+@dataclass
+class StepContext:
+    """What a step needs besides the batch: the models, the module, the config, cached text features."""
+
+    cfg: AdapterTrainConfig
+    models: object
+    module: torch.nn.Module            # AdapterTrainingModule, possibly DDP-wrapped
+    device: torch.device
+    prediction_type: str
+    autocast: Callable = field(default=lambda: torch.autocast("cpu", enabled=False))
+    _clip_text: dict = field(default_factory=dict)
+
+    @property
+    def core(self) -> AdapterTrainingModule:
+        return getattr(self.module, "module", self.module)
+
+    def clip_text_features(self, captions: list[str]) -> torch.Tensor:
+        """CLIP text features (B, E) of the captions (frozen; cached per caption)."""
+        clip, tok = self.models.clip_model, self.models.clip_tokenizer
+        todo = [c for c in dict.fromkeys(captions) if c not in self._clip_text]
+        if todo:
+            with torch.no_grad():
+                ids = tok(todo, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+                feats = clip.get_text_features(input_ids=ids.input_ids.to(self.device))
+                feats = feats if isinstance(feats, torch.Tensor) else feats.pooler_output
+            for c, f in zip(todo, feats.float()):
+                self._clip_text[c] = f
+        return torch.stack([self._clip_text[c] for c in captions])
+
+
+def _ref_features(models, cfg, images: torch.Tensor, kind: str) -> torch.Tensor:
+    enc = models.image_encoder
+    size = int(enc.config.image_size)
+    with torch.no_grad():
+        out = enc(pixel_values=L.clip_preprocess(images, size).to(next(enc.parameters()).dtype), output_hidden_states=True)
+    return (out.hidden_states[-2] if kind == "plus" else out.image_embeds).float()
+
+
+def _pose_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=images.shape[-1] > size)
+
+
+def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
+    """The terms of eq. 14 for one (micro-)batch: {"loss", "l_diff", "l_id", "l_clip"} (scalars, with grad).
+
+    The image-space terms are summed over the rows whose preview is taken (x0 preview: rows whose timestep lies in
+    preview_timesteps; shortcut preview: every row) and divided by the batch size, so their sum over processes and
+    micro-batches equals that of one big batch.
+    """
+    cfg, models, dev = ctx.cfg, ctx.models, ctx.device
+    core = ctx.core
+    images = batch["image"].to(dev)
+    b = images.shape[0]
+    seeds = batch["seed"]
+    keep = D.draw_dropout(seeds, D.Dropout(cfg.dropout_text, cfg.dropout_ref, cfg.dropout_body))
+    with torch.no_grad():
+        latents = _encode_mode(models.vae, images)
+        captions = [c if k else "" for c, k in zip(batch["caption"], keep["text"].tolist())]
+        context, pooled = models.text.encode(captions)
+    sched = models.scheduler
+    noise, t, t2 = D.draw_noise(seeds, tuple(latents.shape[1:]), int(sched.config.num_train_timesteps), cfg.preview_timesteps)
+    noise, t, t2 = noise.to(dev), t.to(dev), t2.to(dev)
+    acp = sched.alphas_cumprod.to(dev)
+    noisy = sched.add_noise(latents, noise, t)
+    ref = body = None
+    a = core.adapter
+    if a.ref is not None:
+        ref = _ref_features(models, cfg, batch["ref_image"].to(dev), a.config.ref_kind)
+        ref = ref * keep["ref"].to(dev).reshape(-1, *([1] * (ref.ndim - 1))).to(ref.dtype)
+    if a.body is not None:
+        if batch["body"] is None:
+            raise BoLIDError("the adapter has a body branch but the data has no Body-IDs")
+        body = batch["body"].to(dev).float() * keep["body"].to(dev).reshape(-1, 1).float()
+    want_images = (cfg.alpha_id > 0 and models.pose_net is not None) or (cfg.beta_clip > 0 and models.clip_model is not None)
+    shortcut = want_images and cfg.preview == "shortcut"
+    noisy2 = sched.add_noise(latents, noise, t2) if shortcut else None
+    with ctx.autocast():
+        pred, short = ctx.module(noisy, t, context, pooled, batch["time_ids"].to(dev), ref, body,
+                                 noisy2, t2 if shortcut else None)
+    target = L.diffusion_target(latents, noise, acp[t], ctx.prediction_type)
+    l_diff = L.diffusion_loss(pred, target)
+    zero = l_diff.new_zeros(())
+    l_id, l_clip = zero, zero
+    if want_images:
+        if shortcut:
+            rows = torch.ones(b, dtype=torch.bool, device=dev)
+            x0 = L.predict_x0(noisy2, short, acp[t2], cfg.shortcut_prediction_type)
+            if cfg.shortcut_kind == "lcm":
+                c_skip, c_out = L.lcm_boundary(t2)
+                x0 = c_skip.reshape(-1, 1, 1, 1) * noisy2.float() + c_out.reshape(-1, 1, 1, 1) * x0
+        else:
+            lo, hi = cfg.preview_timesteps
+            rows = (t >= lo) & (t <= hi)
+            x0 = L.predict_x0(noisy, pred, acp[t], ctx.prediction_type)
+        idx = rows.nonzero().flatten()
+        if idx.numel():
+            with ctx.autocast():
+                preview = L.decode_latents(models.preview_vae or models.vae, x0[idx])        # (B', 3, H, W)
+            if cfg.alpha_id > 0 and models.pose_net is not None:
+                size = cfg.pose_imgsz
+                with torch.no_grad():
+                    dense_t = L.dense_keypoints(models.pose_net, _pose_input(images[idx], size))
+                    boxes = L.best_boxes(dense_t)
+                    kp_t = L.reduce_keypoints(dense_t, cfg.keypoint_decode, cfg.keypoint_temperature, boxes)
+                dense_g = L.dense_keypoints(models.pose_net, _pose_input(preview, size))
+                kp_g = L.reduce_keypoints(dense_g, cfg.keypoint_decode, cfg.keypoint_temperature, boxes)
+                l_id = L.keypoint_loss(kp_g, kp_t, (size, size), cfg.visibility, reduce=False).sum() / b
+            if cfg.beta_clip > 0 and models.clip_model is not None:
+                clip = models.clip_model
+                size = int(clip.config.vision_config.image_size)
+                img_f = clip.get_image_features(pixel_values=L.clip_preprocess(preview, size))
+                img_f = img_f if isinstance(img_f, torch.Tensor) else img_f.pooler_output
+                txt_f = ctx.clip_text_features([batch["caption"][i] for i in idx.tolist()])
+                l_clip = L.clip_loss(img_f, txt_f, reduce=False).sum() / b
+    loss = l_diff + cfg.alpha_id * l_id + cfg.beta_clip * l_clip
+    return {"loss": loss, "l_diff": l_diff, "l_id": l_id, "l_clip": l_clip}
+
+
+def _encode_mode(vae, images: torch.Tensor) -> torch.Tensor:
+    """Latents of the target images: the posterior mean (deterministic, so every process agrees), scaled."""
+    dtype = next(vae.parameters()).dtype
+    out = vae.encode((images * 2 - 1).to(dtype))
+    z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
+    cfg = vae.config
+    shift = getattr(cfg, "shift_factor", None)
+    if shift:
+        z = z - float(shift)
+    return z.float() * float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
+
+
+# --- checkpoints (safetensors only) -------------------------------------------------------------
+
+def save_checkpoint(folder: Path, step: int, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer,
+                    cfg: AdapterTrainConfig, extra: dict | None = None) -> Path:
+    """adapter.safetensors (BoLID format), optimizer.safetensors (state tensors; param groups in metadata),
+    state.json (step, config)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_adapter(adapter, folder / "adapter.safetensors")
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{i}.{k}"] = v
+            else:
+                scalars[f"state.{i}.{k}"] = v
+    save_safetensors_atomic(tensors, folder / "optimizer.safetensors", fmt=OPT_FORMAT, version=1,
+                            config={"param_groups": sd["param_groups"], "scalars": scalars})
+    state = {"step": step, "config": cfg.to_dict(), **(extra or {})}
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, folder / "state.json")
+    return folder
+
+
+def load_checkpoint(folder: Path, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore adapter weights and optimizer state from ``folder``; returns state.json."""
+    from ..files import read_format
+
+    saved = load_adapter(folder / "adapter.safetensors")
+    if saved.config != adapter.config:
+        raise BoLIDError(f"checkpoint {folder} holds an adapter of another shape ({saved.config}); this run builds {adapter.config}: "
+                         "resume with the settings the checkpoint was made with")
+    with torch.no_grad():
+        for p, q in zip(adapter.state_dict().values(), saved.state_dict().values()):
+            p.copy_(q)
+    tensors, meta = read_safetensors(folder / "optimizer.safetensors")
+    _, conf = read_format(meta, folder / "optimizer.safetensors", fmt=OPT_FORMAT, max_version=1)
+    state: dict = {}
+    for key, v in list(tensors.items()) + list(conf["scalars"].items()):
+        _, i, k = key.split(".", 2)
+        state.setdefault(int(i), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": conf["param_groups"]})
+    return json.loads((folder / "state.json").read_text())
+
+
+def find_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
+    if not resume:
+        return None
+    if resume != "latest":
+        p = Path(resume)
+        if not (p / "state.json").is_file():
+            raise BoLIDError(f"resume: {resume} is not a checkpoint folder (no state.json)")
+        return p
+    found = sorted((output_dir / "checkpoints").glob("step_*/state.json"))
+    return found[-1].parent if found else None
+
+
+def lr_at(cfg: AdapterTrainConfig, step: int) -> float:
+    """Linear warm-up, then constant (a pure function of the step, so a resume needs no scheduler state)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+class Logger:
+    """CSV log (always) and TensorBoard (when installed and asked for), main process only."""
+
+    FIELDS = ("step", "loss", "l_diff", "l_id", "l_clip", "lr", "sec_per_step", "samples_per_sec")
+
+    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        path = output_dir / "log.csv"
+        new = not path.exists()
+        self.file = open(path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+        if new:
+            self.writer.writeheader()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed: logging to %s only", path)
+            else:
+                self.tb = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def __call__(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow({k: row.get(k, "") for k in self.FIELDS})
+        self.file.flush()
+        if self.tb is not None:
+            for k in ("loss", "l_diff", "l_id", "l_clip", "lr"):
+                self.tb.add_scalar(f"train/{k}", row[k], row["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def prepare_data(cfg: AdapterTrainConfig, models, need_bodies: bool) -> D.AdapterDataset:
+    names, items = D.scan(cfg.data_dir, cfg.default_caption)
+    bodies = None
+    if need_bodies:
+        pose_model = getattr(models, "pose_model", None)
+        bodies = D.person_body_ids(names, items, cfg.data_dir, cfg.cache_dir or Path(cfg.data_dir) / ".bolid_cache",
+                                   models.body_vae, pose_model, cfg.resolution, cfg.pose_conf)
+    log.info("%d images of %d people", len(items), len(names))
+    return D.AdapterDataset(items, cfg.resolution, bodies, cfg.ref_source)
+
+
+def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None = None,
+          models=None) -> dict:
+    """Run (or resume) training; returns {"adapter": final file, "step": last step, "history": [per-step dicts]}.
+
+    ``models`` may be given (a ModelSet) to reuse loaded models; otherwise they are loaded from the config.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .models import load_models
+
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)
+    models = models if models is not None else load_models(cfg)
+    dev = accelerator.device
+    for m in models.frozen_modules().values():
+        m.to(dev)
+    prediction_type = cfg.prediction_type or models.scheduler.config.prediction_type
+    if cfg.alpha_id > 0 and models.pose_net is None:
+        raise BoLIDError("alpha_id > 0 needs a pose model (pose_model): set it, or set alpha_id to 0")
+    if cfg.beta_clip > 0 and models.clip_model is None:
+        raise BoLIDError("beta_clip > 0 needs a CLIP model (clip_model): set it, or set beta_clip to 0")
+    if cfg.gradient_checkpointing:
+        models.unet.enable_gradient_checkpointing()
+        if models.shortcut_unet is not None:
+            models.shortcut_unet.enable_gradient_checkpointing()
+    body_dim = int(models.body_vae.config.latent_dim) if models.body_vae is not None else None
+    if cfg.train_body and body_dim is None:
+        raise BoLIDError("training the body branch needs a Body-ID VAE (body_vae)")
+    adapter, trainable = build_adapter(cfg, models, body_dim)
+    module = AdapterTrainingModule(adapter, models.unet, models.shortcut_unet).to(dev)
+    dataset = prepare_data(cfg, models, adapter.body is not None)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start = 0
+    ckpt = find_checkpoint(out, cfg.resume)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, adapter, optimizer)
+        adapter.train()
+        start = int(state["step"])
+        log.info("resuming from %s at step %d", ckpt, start)
+    module, optimizer = accelerator.prepare(module, optimizer)
+
+    sampler = D.KeyedSampler(len(dataset), cfg.seed, cfg.batch_size, accelerator.num_processes, accelerator.process_index,
+                             cfg.grad_accum, start, cfg.max_steps)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=D.collate,
+                                         num_workers=cfg.num_workers)
+    ctx = StepContext(cfg, models, module, dev, prediction_type, autocast=accelerator.autocast)
+    logger = Logger(out, accelerator.is_main_process, cfg.tensorboard)
+    history = []
+    it = iter(loader)
+    step = start
+    try:
+        while step < cfg.max_steps:
+            t0 = time.perf_counter()
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            sums = {"loss": 0.0, "l_diff": 0.0, "l_id": 0.0, "l_clip": 0.0}
+            for _ in range(cfg.grad_accum):
+                batch = next(it)
+                with accelerator.accumulate(module):
+                    terms = compute_losses(ctx, batch)
+                    accelerator.backward(terms["loss"])
+                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                for k in sums:
+                    sums[k] += float(terms[k].detach()) / cfg.grad_accum
+            reduced = accelerator.reduce(torch.tensor([sums[k] for k in sums], device=dev), reduction="mean")
+            row = dict(zip(sums, reduced.tolist()))
+            step += 1
+            dt = time.perf_counter() - t0
+            row.update(step=step, lr=lr_at(cfg, step - 1), sec_per_step=dt,
+                       samples_per_sec=cfg.batch_size * cfg.grad_accum * accelerator.num_processes / dt)
+            history.append(row)
+            if not math.isfinite(row["loss"]):
+                raise BoLIDError(f"the loss is {row['loss']} at step {step}: lower lr, or use bf16 instead of fp16")
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                logger(row)
+                log.info("step %d/%d loss %.4f (diff %.4f id %.4f clip %.4f) %.2fs/step", step, cfg.max_steps,
+                         row["loss"], row["l_diff"], row["l_id"], row["l_clip"], dt)
+            if progress is not None:
+                progress(step, cfg.max_steps)
+            if cfg.save_every and (step % cfg.save_every == 0 or step == cfg.max_steps):
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(out / "checkpoints" / f"step_{step:07d}", step, adapter,
+                                    getattr(optimizer, "optimizer", optimizer), cfg)
+    finally:
+        logger.close()
+    accelerator.wait_for_everyone()
+    final = out / f"{cfg.name}.safetensors"
+    if accelerator.is_main_process:
+        save_adapter(adapter, final, metadata={"bolid.train_steps": str(step)})
+        log.info("adapter written to %s (%s)", final, adapter.describe())
+    accelerator.wait_for_everyone()
+    return {"adapter": final, "step": step, "history": history, "adapter_module": adapter}
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    result = train(cfg)
+    log.info("done at step %d: %s", result["step"], result["adapter"])
+    return 0
