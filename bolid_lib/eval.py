@@ -402,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", help="prompts for CLIP-T: .json {file: prompt} or .txt (one line, or one per image)")
     p.add_argument("--inception", help=f"FID Inception weights as safetensors (converted from {M.INCEPTION_PTH_NAME})")
     p.add_argument("--no-fid", action="store_true", help="compute neither FID nor IS (no --inception needed)")
+    p.add_argument("--fid-features", type=int, default=2048, choices=M.FID_FEATURES,
+                   help="Inception layer FID compares: 2048 (standard, the paper) or 768/192/64 (few images)")
     p.add_argument("--clip", help="local Hugging Face CLIP folder (safetensors) for CLIP-T / CLIP-I")
     p.add_argument("--pose", help="YOLO pose .pt for body fidelity")
     p.add_argument("--pose-conf", type=float, default=0.25, help="person detection threshold for body fidelity")
@@ -424,7 +426,7 @@ def main(argv: Sequence[str] | None = None, *, features: FeatureFn | None = None
             if not args.inception:
                 raise BoLIDError("FID and IS need the Inception network; pass --inception PATH, or --no-fid to "
                                  "compute only the other metrics. " + M.inception_help())
-            features = M.load_inception(args.inception, device=args.device)
+            features = M.load_inception(args.inception, device=args.device, fid_features=args.fid_features)
         if args.no_fid:
             features = None
         if args.clip and not (args.prompts or args.references):
@@ -438,7 +440,7 @@ def main(argv: Sequence[str] | None = None, *, features: FeatureFn | None = None
                           pose=pose, clip=clip, is_splits=args.is_splits, batch_size=args.batch_size,
                           progress=_tqdm_factory)
         if args.inception and features is not None:
-            report["inception"] = str(args.inception)
+            report["inception"] = {"weights": str(args.inception), "fid_features": args.fid_features}
         paths = write_outputs(report, args.out)
     except BoLIDError as e:
         log.error("error: %s", e)

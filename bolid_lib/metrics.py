@@ -89,15 +89,21 @@ def _fidelity_class():
     return FeatureExtractorInceptionV3
 
 
-def _build_inception(state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
+FID_FEATURES = (2048, 768, 192, 64)  # the paper's FID uses 2048; the smaller ones are the usual low-sample variants
+
+
+def _build_inception(state_dict: dict[str, torch.Tensor] | None, fid_features: int = 2048) -> nn.Module:
     """torch-fidelity's Inception holding ``state_dict``; ``None`` leaves PyTorch's random init (tests).
+    It returns (pooled features of width ``fid_features``, 1008 unbiased logits).
 
     torch-fidelity's constructor insists on ``torch.load``ing its weights from a path or a URL. We give it an
     in-memory buffer holding a state dict we serialised ourselves from tensors read with safetensors, so
     no pickle from outside ever reaches ``torch.load`` and nothing is downloaded.
     """
     cls = _fidelity_class()
-    features = ["2048", "logits_unbiased"]
+    if fid_features not in FID_FEATURES:
+        raise BoLIDError(f"FID features must be one of {FID_FEATURES} (Inception layers); got {fid_features!r}")
+    features = [str(fid_features), "logits_unbiased"]
     if state_dict is None:
         class _RandomInit(cls):  # keeps the constructor's layers, skips its weight loading
             def load_state_dict(self, *args, **kwargs):
@@ -115,7 +121,9 @@ def _build_inception(state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
 
 
 class InceptionFeatures(nn.Module):
-    """The FID Inception v3: images (B, 3, H, W) -> (pool (B, 2048) float32, logits (B, 1008) float32).
+    """The FID Inception v3: images (B, 3, H, W) -> (pool (B, D) float32, logits (B, 1008) float32).
+
+    D = 2048 (the pool layer, standard FID) unless built with another ``fid_features``.
 
     Images are float in [0, 1] (the library's layout) or uint8 in [0, 255]; any size (the network resizes
     to 299x299 itself, the way TensorFlow's reference implementation did).
@@ -135,13 +143,19 @@ class InceptionFeatures(nn.Module):
         return pool.float(), logits.float()
 
 
-def random_inception() -> InceptionFeatures:
+def random_inception(fid_features: int = 2048) -> InceptionFeatures:
     """The real Inception architecture at random init: for tests of the pipeline, never for numbers."""
-    return InceptionFeatures(_build_inception(None))
+    return InceptionFeatures(_build_inception(None, fid_features))
 
 
-def load_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> InceptionFeatures:
-    """Load the FID Inception from a safetensors conversion of ``weights-inception-2015-12-05-6726825d.pth``."""
+def load_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                   fid_features: int = 2048) -> InceptionFeatures:
+    """Load the FID Inception from a safetensors conversion of ``weights-inception-2015-12-05-6726825d.pth``.
+
+    fid_features: which layer FID compares: 2048 (pool, the standard and the paper's), or 768 / 192 / 64
+    (earlier layers; FID over few images is better conditioned there, and far cheaper: torchmetrics takes
+    a general eigen-decomposition of a D x D matrix, minutes on a small CPU at D = 2048).
+    """
     from .files import read_safetensors
 
     if path is None or str(path).strip() == "":
@@ -160,7 +174,7 @@ def load_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu
                          f"it once: `python -m bolid_lib.metrics convert-inception {path} "
                          f"{path.with_suffix('.safetensors')}` and pass the .safetensors file")
     tensors, _meta = read_safetensors(path)
-    network = _build_inception(tensors)
+    network = _build_inception(tensors, fid_features)
     return InceptionFeatures(network).to(device)
 
 

@@ -315,3 +315,8 @@ def test_direct_fid_is_numpy_only_and_symmetric():
     a, b = _features(8, 30, 5).numpy(), _features(9, 25, 5, shift=0.3).numpy()
     assert isinstance(a, np.ndarray)
     assert M.fid_from_features(a, b) == pytest.approx(M.fid_from_features(b, a), rel=1e-9)
+
+
+def test_fid_features_must_be_an_inception_layer():
+    with pytest.raises(BoLIDError, match="FID features must be one of"):
+        M.random_inception(fid_features=100)
