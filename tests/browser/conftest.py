@@ -22,6 +22,8 @@ def comfy_server(tmp_path_factory):
     if missing:
         pytest.skip(f"browser tier: {missing}")
     base = browserlib.make_base_dir(tmp_path_factory.mktemp("comfy_served"), browserlib.sample_files())
+    # A random-init YOLO11n-pose under the name the example workflows use (a real ultralytics .pt).
+    hostlib.save_yolo(base / "models" / "ultralytics" / "pose" / "yolo11n-pose.pt")
     server = browserlib.ComfyServer(root, base)
     try:
         server.start()

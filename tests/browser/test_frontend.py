@@ -102,3 +102,76 @@ def test_workflow_opens_from_template_browser(name, app_page, tmp_path):
     assert px.std() > 5, "the canvas screenshot is blank"
     if UPDATE:
         browserlib.write_pictures(name, png, MAX_PICTURE_BYTES)
+
+
+def _queue_and_wait(page, server, timeout_s: float = 300) -> dict:
+    """Queue the graph on the canvas as the Run button does (the frontend's graphToPrompt, POST /prompt)
+    and wait until the server has run it; returns its history entry."""
+    import time
+
+    answer = page.evaluate("""async () => {
+        const p = await window.app.graphToPrompt();
+        const r = await fetch('/prompt', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                  body: JSON.stringify({prompt: p.output, client_id: window.app.api.clientId, extra_data: {extra_pnginfo: {workflow: p.workflow}}})});
+        return {status: r.status, body: await r.json()};
+    }""")
+    assert answer["status"] == 200, json.dumps(answer["body"])[:3000]
+    prompt_id = answer["body"]["prompt_id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        entry = server.get_json(f"/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
+            assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+            return entry
+        time.sleep(1.0)
+    raise AssertionError(f"prompt {prompt_id} did not finish in {timeout_s} s:\n{server.log_tail()}")
+
+
+POSE_GRAPH = {
+    "nodes": [
+        {"key": "image", "type": "LoadImage", "widgets": {"image": "bolid_reference.png"}, "col": 0},
+        {"key": "pose_model", "type": "BoLIDPoseModelLoader", "widgets": {"model_name": "pose/yolo11n-pose.pt"}, "col": 0},
+        # Random weights score every detection about 2e-4: a tiny conf and visibility 0 keep a "person".
+        {"key": "pose", "type": "BoLIDPoseKeypoints", "widgets": {"conf": 0.0001, "visibility": 0.0}, "col": 1},
+        {"key": "weighting", "type": "BoLIDGaussianWeighting",
+         "widgets": {"sigma": 0.03, "sigma_mode": "relative", "alpha": 0.1}, "col": 2, "height": 520},
+    ],
+    "links": [["image", "IMAGE", "pose", "image"], ["pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"],
+              ["image", "IMAGE", "weighting", "image"], ["pose", "BOLID_POSE", "weighting", "pose"]],
+    "groups": [],
+}
+
+
+def test_weighting_preview_redraws_when_sigma_changes(comfy_server, app_page, tmp_path):
+    """Issue 3: once the weighting node has run, moving sigma redraws its preview in the browser, without
+    queueing the graph: the preview's pixels differ before and after, and no new prompt reaches the server."""
+    page = app_page
+    browserlib.close_dialogs(page)
+    built = browserlib.build_graph(page, POSE_GRAPH)
+    assert not built["problems"], built["problems"]
+    _queue_and_wait(page, comfy_server)
+    node_js = "window.app.graph._nodes.find(n => n.type === 'BoLIDGaussianWeighting')"
+    page.wait_for_function(f"() => {{ const n = {node_js}; return n.bolidLivePreview && n.bolidLivePreview.renderCount > 0; }}",
+                           timeout=60_000)
+    browserlib.fit_view(page)
+    preview = page.locator("canvas.bolid-live-preview")
+    before_png = preview.screenshot()
+    history_before = len(comfy_server.get_json("/history"))
+    # What dragging the sigma widget does: the value changes and the widget's callback runs.
+    page.evaluate(f"""() => {{ const n = {node_js}; const w = n.widgets.find(w => w.name === 'sigma');
+                               w.value = 0.25; w.callback && w.callback(0.25, window.app.canvas, n); }}""")
+    page.wait_for_timeout(500)
+    after_png = preview.screenshot()
+    (tmp_path / "sigma_before.png").write_bytes(before_png)
+    (tmp_path / "sigma_after.png").write_bytes(after_png)
+    a, b = _pixels(before_png), _pixels(after_png)
+    assert a.shape == b.shape
+    changed = (abs(a - b).max(axis=-1) > 8).mean()
+    assert changed > 0.05, f"only {changed:.1%} of the preview's pixels changed when sigma went 0.03 -> 0.25"
+    assert len(comfy_server.get_json("/history")) == history_before, "changing sigma queued the graph"
+    # And back: the same sigma gives the same picture (the preview is a function of the widgets).
+    page.evaluate(f"""() => {{ const n = {node_js}; const w = n.widgets.find(w => w.name === 'sigma');
+                               w.value = 0.03; w.callback && w.callback(0.03, window.app.canvas, n); }}""")
+    page.wait_for_timeout(500)
+    again = _pixels(preview.screenshot())
+    assert (abs(again - a).max(axis=-1) > 8).mean() < 0.01

@@ -219,69 +219,6 @@ def all_workflows() -> list[Workflow]:
 
 # --- building in the browser ---------------------------------------------------------------------
 
-BUILD_JS = r"""
-async (spec) => {
-  const app = window.app, LG = window.LiteGraph;
-  app.graph.clear();
-  const made = {};
-  const problems = [];
-  for (const s of spec.nodes) {
-    const node = LG.createNode(s.type);
-    if (!node) { problems.push(`unknown node type ${s.type}`); continue; }
-    if (s.title) node.title = s.title;
-    app.graph.add(node);
-    for (const [name, value] of Object.entries(s.widgets)) {
-      const w = (node.widgets || []).find(w => w.name === name);
-      if (!w) { problems.push(`${s.type} has no widget ${name} (has ${(node.widgets || []).map(w => w.name)})`); continue; }
-      w.value = value;
-    }
-    const size = node.computeSize();
-    node.size = [Math.max(size[0], s.width || 0, 300), Math.max(size[1], s.height || 0)];
-    if (s.color) { node.color = s.color; node.bgcolor = '#653'; }
-    made[s.key] = node;
-  }
-  for (const [a, out, b, inp] of spec.links) {
-    const src = made[a], dst = made[b];
-    if (!src || !dst) { problems.push(`link ${a}.${out} -> ${b}.${inp}: node missing`); continue; }
-    const oi = src.outputs.findIndex(o => o.name === out || o.type === out);
-    const ii = (dst.inputs || []).findIndex(i => i.name === inp);
-    if (oi < 0 || ii < 0) {
-      problems.push(`link ${a}.${out} -> ${b}.${inp}: outputs ${src.outputs.map(o => o.name + ':' + o.type)} ` +
-                    `inputs ${(dst.inputs || []).map(i => i.name + ':' + i.type)}`);
-      continue;
-    }
-    if (!src.connect(oi, dst, ii)) problems.push(`link ${a}.${out} -> ${b}.${inp}: refused by the frontend`);
-  }
-  // Columns left to right, nodes stacked top to bottom in declaration order.
-  const cols = {};
-  for (const s of spec.nodes) if (made[s.key]) (cols[s.col] = cols[s.col] || []).push(made[s.key]);
-  let x = 0;
-  for (const c of Object.keys(cols).map(Number).sort((p, q) => p - q)) {
-    let y = 0, wmax = 0;
-    for (const node of cols[c]) {
-      node.pos = [x, y];
-      y += node.size[1] + 90;
-      wmax = Math.max(wmax, node.size[0]);
-    }
-    x += wmax + 70;
-  }
-  for (const [title, keys, color] of spec.groups) {
-    const members = keys.map(k => made[k]).filter(Boolean);
-    if (!members.length) continue;
-    const pad = 14, head = 46;
-    const x0 = Math.min(...members.map(n => n.pos[0])) - pad;
-    const y0 = Math.min(...members.map(n => n.pos[1])) - head - pad;
-    const x1 = Math.max(...members.map(n => n.pos[0] + n.size[0])) + pad;
-    const y1 = Math.max(...members.map(n => n.pos[1] + n.size[1])) + pad;
-    const g = new LG.LGraphGroup(title, color);
-    g.pos = [x0, y0];
-    g.size = [x1 - x0, y1 - y0];
-    app.graph.add(g);
-  }
-  app.graph.setDirtyCanvas(true, true);
-  return {problems, graph: app.graph.serialize()};
-}
-"""
 
 
 class BuildError(Exception):
@@ -295,7 +232,7 @@ def build(page, wf: Workflow) -> dict:
         "links": [list(link) for link in wf.links],
         "groups": [list(g) for g in wf.groups],
     }
-    result = page.evaluate(BUILD_JS, spec)
+    result = browserlib.build_graph(page, spec)
     if result["problems"]:
         raise BuildError(f"{wf.name}:\n  " + "\n  ".join(result["problems"]))
     graph = result["graph"]
