@@ -173,8 +173,10 @@ class BodyVAE(nn.Module):
         self.config = cfg = config
         k, g = NUM_KEYPOINTS, cfg.groups
         # --- encoder: (3 + K, R, R) -> (F,)
-        layers: list[nn.Module] = [nn.Conv2d(3 + k, cfg.widths[0], 3, padding=1), nn.SiLU()]
-        c = cfg.widths[0]
+        # No full-resolution stem: the first stage reads the 20 input channels with a stride-2 conv, which
+        # keeps the cost per view low at R = 256 (and on CPUs).
+        layers: list[nn.Module] = []
+        c = 3 + k
         for w in cfg.widths:
             layers.append(_block(c, w, g, stride=2))
             c = w

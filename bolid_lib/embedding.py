@@ -184,3 +184,22 @@ def load_body(path: str | os.PathLike, *, expected_dim: int | None = None) -> Bo
         if not torch.isfinite(t).all():
             raise BoLIDError(f"{path.name}: the Body-ID's {name} holds NaN or infinite values; encode the views again")
     return BodyEmbedding(mean, logvar, {k: config[k] for k in _META_FIELDS if k in config})
+
+
+ON_EXISTS = ("increment", "refuse")
+
+
+def save_body_in(embedding: BodyEmbedding, folder: str | os.PathLike, name: str, *, on_exists: str = "increment") -> Path:
+    """Save under ``folder`` with a user-given ``name`` (sub-folders allowed, never outside ``folder``).
+
+    on_exists: "increment" writes name_00001.safetensors (and so on) next to an existing file; "refuse" raises.
+    An existing file is never overwritten.
+    """
+    if on_exists not in ON_EXISTS:
+        raise BoLIDError(f"on_exists must be one of {ON_EXISTS}; got {on_exists!r}")
+    path = files.resolve_inside(folder, name, suffix=".safetensors")
+    if path.exists():
+        if on_exists == "refuse":
+            raise BoLIDError(f"a Body-ID named {path.name} exists already in {path.parent}: choose another name, or set 'if exists' to increment")
+        path = files.next_free_path(path)
+    return save_body(embedding, path, overwrite=False)

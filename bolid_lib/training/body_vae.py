@@ -1,0 +1,469 @@
+"""Train the Body-ID VAE: ``python -m bolid_lib.train body-vae --data DIR`` (or ``--synthetic N``).
+
+DIR holds one folder per person (the paper's "grouped by unique user IDs"). The trainer runs the pose
+model and the Gaussian weighting itself, once, and caches the prepared views (weighted, letterboxed to R,
+uint8) with their keypoints per person as .safetensors, so no later epoch or run calls YOLO again.
+
+Objective per step, for each of P sampled people (DESIGN.md "Body-ID VAE"):
+  z ~ q(z | a random subset of their views)     (confidence-weighted pooling, reparameterised)
+  L = MSE(decoder(z, pose of OTHER views), those views) + beta * KL(q || N(0, I)) + limb_weight * limb MSE
+Reconstructing views the encoder did not see is what makes z an identity rather than a summary.
+
+Every step draws its randomness from a generator seeded by (seed, step, rank), so a run resumed from a
+checkpoint continues exactly as the uninterrupted run would have.
+
+Several GPUs: ``accelerate launch -m bolid_lib.train body-vae ...`` or ``torchrun ... -m bolid_lib.train
+body-vae ...``: when accelerate is importable the model and optimiser go through its Accelerator (DDP);
+each process draws different people (its rank enters the seed).
+
+Legend: N views in the set, P persons per step, R side, D latent width, L limbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import files
+from ..body_vae import NUM_LIMBS, BodyVAE, BodyVAEConfig, letterbox, limb_ratios_from_keypoints, save_body_vae, view_weights
+from ..errors import BoLIDError
+
+log = logging.getLogger("bolid")
+
+CHECKPOINT_FORMAT = "bolid.body_vae_checkpoint"
+CACHE_FORMAT = "bolid.body_vae_cache"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the model's sizes are in BodyVAEConfig)."""
+
+    steps: int = 20000
+    batch_persons: int = 16
+    context_views: tuple[int, int] = (1, 4)   # min, max views pooled into z per person and step
+    target_views: int = 2                     # other views reconstructed from z
+    lr: float = 1e-3
+    warmup: int = 200
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+
+
+@dataclass
+class ViewSet:
+    """Prepared training views: views (N, 3, R, R) uint8 weighted images, keypoints (N, 17, 3) px at R,
+    weights (N,), person (N,) long, limbs (P, L) float (NaN where unknown), names (P,)."""
+
+    views: torch.Tensor
+    keypoints: torch.Tensor
+    weights: torch.Tensor
+    person: torch.Tensor
+    limbs: torch.Tensor
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        n = self.views.shape[0]
+        if self.keypoints.shape != (n, 17, 3) or self.weights.shape != (n,) or self.person.shape != (n,):
+            raise BoLIDError("a ViewSet needs views (N,3,R,R), keypoints (N,17,3), weights (N,), person (N,)")
+        self.person = self.person.long()
+        counts = torch.bincount(self.person, minlength=len(self.names))
+        self.by_person = [torch.nonzero(self.person == p).flatten() for p in range(len(self.names))]
+        self.trainable = [p for p in range(len(self.names)) if int(counts[p]) >= 2]
+        if not self.trainable:
+            raise BoLIDError("training needs people with at least 2 usable views each (one to encode, one to reconstruct); "
+                             f"got view counts {counts.tolist()}: add photos, or check that the pose model finds the people")
+
+    @property
+    def size(self) -> int:
+        return self.views.shape[-1]
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def make_viewset(images: torch.Tensor, keypoints: torch.Tensor, person: torch.Tensor, size: int,
+                 names: list[str] | None = None, *, sigma: float = 0.1, alpha: float = 0.1, chunk: int = 256) -> ViewSet:
+    """Weight (paper 4.1), letterbox to ``size`` and pack raw views: images (N, 3, H, W), keypoints (N, 17, 3) px."""
+    from ..weighting import apply_weighting
+
+    views, kps = [], []
+    for s in range(0, images.shape[0], chunk):
+        w, _ = apply_weighting(images[s:s + chunk].float(), keypoints[s:s + chunk], sigma=sigma, alpha=alpha)
+        v, k = letterbox(w, keypoints[s:s + chunk], size)
+        views.append(to_uint8(v))
+        kps.append(k)
+    kp = torch.cat(kps)
+    person = person.long()
+    n_persons = int(person.max()) + 1
+    limbs = torch.stack([limb_ratios_from_keypoints(kp[person == p]) if (person == p).any()
+                         else torch.full((NUM_LIMBS,), float("nan")) for p in range(n_persons)])
+    return ViewSet(torch.cat(views), kp, view_weights(kp), person, limbs, names or [f"person_{p:04d}" for p in range(n_persons)])
+
+
+def synthetic_viewset(n_persons: int, views_per_person: int, size: int, seed: int, *, pose_range=(0.0, 1.0),
+                      render_size: int | None = None, shapes: torch.Tensor | None = None, sigma: float = 0.1,
+                      alpha: float = 0.1) -> ViewSet:
+    """Procedural people (bolid_lib.synthetic) with exact keypoints: no pose model needed."""
+    from .. import synthetic
+
+    shapes = synthetic.random_shapes(n_persons, seed) if shapes is None else shapes
+    data = synthetic.make_views(shapes, views_per_person, seed + 1,
+                                synthetic.RenderSettings(size=render_size or size, pose_range=tuple(pose_range)))
+    return make_viewset(data.images, data.keypoints, data.person, size, sigma=sigma, alpha=alpha)
+
+
+# --- folders of photos -------------------------------------------------------------------------------
+
+def _load_image(path: Path) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        arr = np.asarray(im, dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+
+
+def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, size: int, *, cache_dir: str | os.PathLike | None = None,
+                   sigma: float = 0.1, alpha: float = 0.1, conf: float = 0.25, visibility: float = 0.5,
+                   device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> ViewSet:
+    """Run pose + weighting over DIR/<person>/<images>, caching each person's prepared views on disk.
+
+    A person's cache is reused when its image list (names, sizes, mtimes), the pose model file and the
+    settings are unchanged; otherwise that person is prepared again.
+    """
+    from ..pose import PoseModel
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise BoLIDError(f"--data {root} is not a folder: give a folder with one sub-folder of photos per person")
+    people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not people:
+        raise BoLIDError(f"{root} has no sub-folders: put each person's photos in a folder of their own (DIR/alice/*.jpg)")
+    cache = Path(cache_dir) if cache_dir else root / ".bolid_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    pm_stat = os.stat(pose_model_path)
+    settings = json.dumps({"size": size, "sigma": sigma, "alpha": alpha, "conf": conf, "visibility": visibility,
+                           "pose_model": [os.path.abspath(pose_model_path), pm_stat.st_size, pm_stat.st_mtime_ns]}, sort_keys=True)
+    model = None
+    views, kps, owner, names = [], [], [], []
+    for i, person_dir in enumerate(people):
+        imgs = sorted(f for f in person_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        listing = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in imgs]
+        key = hashlib.sha256((settings + json.dumps(listing)).encode()).hexdigest()[:24]
+        cache_file = cache / f"{person_dir.name}.safetensors"
+        got = None
+        if cache_file.is_file():
+            tensors, meta = files.read_safetensors(cache_file)
+            if meta.get(files.FORMAT_KEY) == CACHE_FORMAT and meta.get("bolid.cache_key") == key:
+                got = tensors["views"], tensors["keypoints"]
+        if got is None:
+            if model is None:
+                model = PoseModel.load(pose_model_path, device)
+            pv, pk = [], []
+            for f in imgs:
+                img = _load_image(f)[None]                                        # (1, 3, H, W)
+                pose = model.predict(img, conf=conf, visibility=visibility, on_missing="skip")
+                if not bool(pose.found[0]):
+                    log.info("no person found in %s: skipped", f)
+                    continue
+                v, k = _prepare_one(img, pose.keypoints, size, sigma, alpha)
+                pv.append(v)
+                pk.append(k)
+            v_t = torch.cat(pv) if pv else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+            k_t = torch.cat(pk) if pk else torch.zeros(0, 17, 3)
+            files.save_safetensors_atomic({"views": v_t, "keypoints": k_t}, cache_file, fmt=CACHE_FORMAT, version=1,
+                                          metadata={"bolid.cache_key": key})
+            got = v_t, k_t
+        if got[0].shape[0]:
+            views.append(got[0])
+            kps.append(got[1])
+            owner.append(torch.full((got[0].shape[0],), len(names), dtype=torch.long))
+            names.append(person_dir.name)
+        if progress is not None:
+            progress(i + 1, len(people))
+    if not views:
+        raise BoLIDError(f"the pose model found nobody in the photos under {root}: check the photos or lower --conf")
+    kp = torch.cat(kps)
+    person = torch.cat(owner)
+    limbs = torch.stack([limb_ratios_from_keypoints(kp[person == p]) for p in range(len(names))])
+    return ViewSet(torch.cat(views), kp, view_weights(kp), person, limbs, names)
+
+
+def _prepare_one(img: torch.Tensor, keypoints: torch.Tensor, size: int, sigma: float, alpha: float):
+    from ..weighting import apply_weighting
+
+    w, _ = apply_weighting(img, keypoints, sigma=sigma, alpha=alpha)
+    v, k = letterbox(w, keypoints, size)
+    return to_uint8(v), k
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio * lr (a pure function of the step)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def sample_batch(data: ViewSet, cfg: TrainConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Draw P people; for each, a context subset of its views and other views as targets."""
+    pool = data.trainable
+    p = cfg.batch_persons
+    order = torch.randperm(len(pool), generator=g)
+    picks = [pool[int(order[i % len(pool)])] for i in range(p)]
+    ctx, ctx_owner, tgt, tgt_owner = [], [], [], []
+    for slot, person in enumerate(picks):
+        idx = data.by_person[person]
+        perm = idx[torch.randperm(idx.numel(), generator=g)]
+        lo, hi = cfg.context_views
+        k = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        k = max(1, min(k, perm.numel() - 1))
+        m = max(1, min(cfg.target_views, perm.numel() - k))
+        ctx.append(perm[:k])
+        tgt.append(perm[k:k + m])
+        ctx_owner.append(torch.full((k,), slot))
+        tgt_owner.append(torch.full((m,), slot))
+    ctx_i, tgt_i = torch.cat(ctx), torch.cat(tgt)
+    return {
+        "ctx_views": data.views[ctx_i].float() / 255.0, "ctx_keypoints": data.keypoints[ctx_i],
+        "ctx_weights": data.weights[ctx_i], "ctx_owner": torch.cat(ctx_owner),
+        "tgt_views": data.views[tgt_i].float() / 255.0, "tgt_keypoints": data.keypoints[tgt_i],
+        "tgt_owner": torch.cat(tgt_owner), "limbs": data.limbs[torch.tensor(picks)],
+    }
+
+
+def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noise: torch.Tensor, device) -> tuple[torch.Tensor, dict]:
+    out = model(batch["ctx_views"].to(device), batch["ctx_keypoints"], batch["ctx_weights"], batch["ctx_owner"], n_persons,
+                batch["tgt_keypoints"], batch["tgt_owner"], noise.to(device))
+    recon = F.mse_loss(out["recon"], batch["tgt_views"].to(device))
+    mean, logvar = out["mean"], out["logvar"]
+    kl = (-0.5 * (1 + logvar - mean.square() - logvar.exp())).mean()
+    loss = recon + vae_cfg.beta * kl
+    parts = {"recon": float(recon.detach()), "kl": float(kl.detach())}
+    if "limbs" in out:
+        target = batch["limbs"].to(device)
+        known = torch.isfinite(target)
+        limb = F.mse_loss(out["limbs"][known], target[known]) if bool(known.any()) else out["limbs"].sum() * 0
+        loss = loss + vae_cfg.limb_weight * limb
+        parts["limb"] = float(limb.detach())
+    parts["loss"] = float(loss.detach())
+    return loss, parts
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for key, v in info["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(path: str | os.PathLike, model: BodyVAE, opt: torch.optim.Optimizer, step: int, train_cfg: TrainConfig) -> Path:
+    """Weights + optimiser state as safetensors; step and settings in its metadata (and a .json beside it)."""
+    opt_tensors, opt_info = _flatten_optimizer(opt)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
+    info = {"step": step, "train": dataclasses.asdict(train_cfg), "optimizer": opt_info}
+    path = files.save_safetensors_atomic(tensors, path, fmt=CHECKPOINT_FORMAT, version=1, config=model.config.to_dict(),
+                                         metadata={"bolid.train_state": json.dumps(info)})
+    path.with_suffix(".json").write_text(json.dumps({"step": step, "train": dataclasses.asdict(train_cfg)}, indent=2))
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[BodyVAE, dict, dict]:
+    """(model, optimizer state dict, info with 'step') from a checkpoint file or the newest in a folder."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("step_*.safetensors"))
+        if not found:
+            raise BoLIDError(f"no checkpoint (step_*.safetensors) in {path}: point --resume at a checkpoint file or folder")
+        path = found[-1]
+    tensors, meta = files.read_safetensors(path)
+    if meta.get(files.FORMAT_KEY) != CHECKPOINT_FORMAT:
+        raise BoLIDError(f"{path.name} is not a Body-ID VAE training checkpoint: it looks like {files.describe_safetensors(path)}")
+    _, config = files.read_format(meta, path, fmt=CHECKPOINT_FORMAT, max_version=1)
+    model = BodyVAE(BodyVAEConfig.from_dict(config))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    info = json.loads(meta["bolid.train_state"])
+    return model, _unflatten_optimizer(tensors, info["optimizer"]), info
+
+
+def _accelerator(use: bool):
+    if not use:
+        return None
+    try:
+        from accelerate import Accelerator
+    except ImportError as e:
+        raise BoLIDError("--accelerate needs the 'accelerate' package: pip install accelerate") from e
+    return Accelerator()
+
+
+def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet, *, model: BodyVAE | None = None,
+                   checkpoint_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+                   device: str | torch.device = "cpu", accelerator=None,
+                   progress: Callable[[int, int], None] | None = None,
+                   time_limit_s: float | None = None) -> tuple[BodyVAE, list[dict]]:
+    """Train (or continue training) a Body-ID VAE on ``data``; returns the model and per-step loss parts.
+
+    resume: a checkpoint file or folder; training continues at its step with its optimiser state.
+    accelerator: an accelerate.Accelerator (DDP on several processes); None runs on ``device``.
+    time_limit_s: stop (and checkpoint) after the step that crosses this wall time.
+    """
+    if data.size != vae_cfg.input_size:
+        raise BoLIDError(f"the prepared views are {data.size} px but the VAE's input_size is {vae_cfg.input_size}: prepare them at that size")
+    start = 0
+    opt_state = None
+    if resume is not None:
+        model, opt_state, info = load_checkpoint(resume)
+        if model.config != vae_cfg:
+            raise BoLIDError(f"the checkpoint's VAE config {model.config} differs from the requested {vae_cfg}: resume with the same sizes")
+        start = int(info["step"])
+        log.info("resuming from step %d", start)
+    if model is None:
+        torch.manual_seed(train_cfg.seed)  # a fresh model's initialisation is part of the seeded run
+        model = BodyVAE(vae_cfg)
+    rank = 0
+    if accelerator is not None:
+        device = accelerator.device
+        rank = accelerator.process_index
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    wrapped = model
+    if accelerator is not None:
+        wrapped, opt = accelerator.prepare(model, opt)
+    history: list[dict] = []
+    t0 = time.time()
+    main_process = accelerator is None or accelerator.is_main_process
+    for step in range(start, train_cfg.steps):
+        g = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + step * 101 + rank)
+        batch = sample_batch(data, train_cfg, g)
+        noise = torch.randn(train_cfg.batch_persons, vae_cfg.latent_dim, generator=g)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, train_cfg)
+        loss, parts = compute_loss(wrapped, batch, vae_cfg, train_cfg.batch_persons, noise, device)
+        opt.zero_grad(set_to_none=True)
+        if accelerator is not None:
+            accelerator.backward(loss)
+            if train_cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(wrapped.parameters(), train_cfg.grad_clip)
+        else:
+            loss.backward()
+            if train_cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        opt.step()
+        if not all(math.isfinite(v) for v in parts.values()):
+            raise BoLIDError(f"the loss became NaN/inf at step {step} ({parts}): lower --lr or resume from an earlier checkpoint")
+        parts["step"] = step
+        history.append(parts)
+        done = step + 1
+        if main_process and (done % train_cfg.log_every == 0 or done == train_cfg.steps):
+            log.info("step %d/%d loss %.4f recon %.4f kl %.3f%s lr %.2e (%.1f s)", done, train_cfg.steps, parts["loss"],
+                     parts["recon"], parts["kl"], f" limb {parts['limb']:.4f}" if "limb" in parts else "", lr_at(step, train_cfg),
+                     time.time() - t0)
+        if progress is not None and main_process:
+            progress(done, train_cfg.steps)
+        out_of_time = time_limit_s is not None and time.time() - t0 > time_limit_s
+        if checkpoint_dir is not None and main_process and (done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or out_of_time):
+            save_checkpoint(Path(checkpoint_dir) / f"step_{done:08d}.safetensors", _unwrap(model, accelerator), opt, done, train_cfg)
+        if out_of_time:
+            log.info("time limit of %.0f s reached after step %d", time_limit_s, done)
+            break
+    return _unwrap(model, accelerator).eval(), history
+
+
+def _unwrap(model, accelerator):
+    return accelerator.unwrap_model(model) if accelerator is not None else model
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder with one sub-folder of photos per person")
+    src.add_argument("--synthetic", type=int, metavar="N", help="train on N procedural identities instead (no pose model needed)")
+    parser.add_argument("--pose-model", help="YOLO pose .pt for --data (e.g. models/ultralytics/pose/yolo11x-pose.pt)")
+    parser.add_argument("--cache", help="cache folder for prepared views (default DIR/.bolid_cache)")
+    parser.add_argument("--views-per-person", type=int, default=64, help="with --synthetic: views rendered per identity")
+    parser.add_argument("--out", required=True, help="output folder: checkpoints and the final body_vae.safetensors")
+    parser.add_argument("--resume", help="checkpoint file or folder to continue from")
+    parser.add_argument("--input-size", type=int, default=BodyVAEConfig.input_size)
+    parser.add_argument("--latent-dim", type=int, default=BodyVAEConfig.latent_dim)
+    parser.add_argument("--widths", default=",".join(map(str, BodyVAEConfig.widths)), help="encoder stage widths, comma separated")
+    parser.add_argument("--feature-dim", type=int, default=BodyVAEConfig.feature_dim)
+    parser.add_argument("--beta", type=float, default=BodyVAEConfig.beta)
+    parser.add_argument("--no-limb-head", action="store_true", help="train without the limb-ratio head")
+    parser.add_argument("--sigma", type=float, default=0.1, help="weighting sigma, relative to the short side (paper eq. 11)")
+    parser.add_argument("--alpha", type=float, default=0.1, help="weighting alpha (paper 4.1)")
+    parser.add_argument("--conf", type=float, default=0.25, help="pose detection confidence")
+    parser.add_argument("--visibility", type=float, default=0.5, help="keypoint visibility threshold")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("context_views",):
+            continue
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    parser.add_argument("--context-views", default="1,4", help="min,max views pooled into z per person and step")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--accelerate", action="store_true",
+                        help="use accelerate's Accelerator (implied when launched by accelerate launch / torchrun with WORLD_SIZE > 1)")
+
+
+def main(args: argparse.Namespace) -> int:
+    vae_cfg = BodyVAEConfig(input_size=args.input_size, latent_dim=args.latent_dim,
+                            widths=tuple(int(w) for w in args.widths.split(",")), feature_dim=args.feature_dim,
+                            beta=args.beta, limb_head=not args.no_limb_head)
+    lo, hi = (int(x) for x in args.context_views.split(","))
+    train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "context_views"},
+                            context_views=(lo, hi))
+    accelerator = _accelerator(args.accelerate or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    device = accelerator.device if accelerator is not None else args.device
+    if args.synthetic:
+        data = synthetic_viewset(args.synthetic, args.views_per_person, vae_cfg.input_size, train_cfg.seed, sigma=args.sigma, alpha=args.alpha)
+    else:
+        if not args.pose_model:
+            raise BoLIDError("--data needs --pose-model PATH (a YOLO pose .pt); or use --synthetic N")
+        data = folder_viewset(args.data, args.pose_model, vae_cfg.input_size, cache_dir=args.cache, sigma=args.sigma,
+                              alpha=args.alpha, conf=args.conf, visibility=args.visibility, device=str(device))
+    log.info("%d views of %d people (%d trainable)", data.views.shape[0], len(data.names), len(data.trainable))
+    out = Path(args.out)
+    model, _ = train_body_vae(vae_cfg, train_cfg, data, checkpoint_dir=out / "checkpoints", resume=args.resume,
+                              device=device, accelerator=accelerator)
+    if accelerator is None or accelerator.is_main_process:
+        path = save_body_vae(model, out / "body_vae.safetensors")
+        log.info("saved %s (fingerprint %s)", path, model.fingerprint())
+    return 0
