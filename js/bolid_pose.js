@@ -17,21 +17,23 @@ class PoseOverlay {
     this.data = null;
     this.renderCount = 0;
     this.canvas = document.createElement("canvas");
-    Object.assign(this.canvas.style, { width: "100%", height: "100%", objectFit: "contain", display: "block" });
+    Object.assign(this.canvas.style, { width: "100%", flex: "1 1 auto", minHeight: "0", objectFit: "contain", display: "block" });
+    this.label = document.createElement("div");
+    Object.assign(this.label.style, { font: "11px sans-serif", padding: "2px 4px", flex: "0 0 auto" });
     this.widget = null;
   }
 
   ensureWidget() {
     if (this.widget) return;
     const container = document.createElement("div");
-    Object.assign(container.style, { width: "100%", height: "100%", background: "#111" });
-    container.appendChild(this.canvas);
+    Object.assign(container.style, { width: "100%", height: "100%", background: "#111", display: "flex", flexDirection: "column" });
+    container.append(this.label, this.canvas);
     this.widget = this.node.addDOMWidget(WIDGET_NAME, "bolid_pose_overlay", container, {
       serialize: false,
       hideOnZoom: false,
       getValue: () => "",
       setValue: () => {},
-      getMinHeight: () => 120,
+      getMinHeight: () => 180,
     });
     this.widget.serialize = false;
   }
@@ -49,22 +51,21 @@ class PoseOverlay {
     const n = Math.min(d.keypoints.length, MAX_SHOWN);
     const cols = Math.min(n, 4);
     const rows = Math.ceil(n / cols);
-    const cell = 160;
+    const cell = n === 1 ? 320 : 200;
     const cw = cell, ch = Math.max(40, Math.round((cell * H) / W));
-    const header = 22;
     this.canvas.width = cols * cw;
-    this.canvas.height = header + rows * ch;
+    this.canvas.height = rows * ch;
     const ctx = this.canvas.getContext("2d");
     ctx.fillStyle = "#111";
     ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    ctx.font = "13px sans-serif";
     const missing = d.found.map((f, i) => (f ? null : i)).filter((i) => i !== null);
-    ctx.fillStyle = missing.length ? "#ff8080" : "#9f9";
-    ctx.font = "12px sans-serif";
     const list = missing.slice(0, 8).join(", ") + (missing.length > 8 ? ", ..." : "");
-    ctx.fillText(`person found in ${d.found.length - missing.length}/${d.found.length}` +
-      (missing.length ? `; none in #${list}` : ""), 6, 15);
+    this.label.style.color = missing.length ? "#ff8080" : "#9f9";
+    this.label.textContent = `person found in ${d.found.length - missing.length}/${d.found.length} images` +
+      (missing.length ? `; none in #${list}` : "") + (d.found.length > n ? ` (first ${n} shown)` : "");
     for (let i = 0; i < n; i++) {
-      const ox = (i % cols) * cw, oy = header + Math.floor(i / cols) * ch;
+      const ox = (i % cols) * cw, oy = Math.floor(i / cols) * ch;
       const s = Math.min(cw / W, ch / H);
       ctx.strokeStyle = "#333";
       ctx.strokeRect(ox + 0.5, oy + 0.5, cw - 1, ch - 1);

@@ -66,21 +66,23 @@ class LivePreview {
     this.ready = Promise.resolve();
     this.canvas = document.createElement("canvas");
     this.canvas.className = "bolid-live-preview";
-    Object.assign(this.canvas.style, { width: "100%", height: "100%", objectFit: "contain", display: "block" });
+    Object.assign(this.canvas.style, { width: "100%", flex: "1 1 auto", minHeight: "0", objectFit: "contain", display: "block" });
+    this.label = document.createElement("div");
+    Object.assign(this.label.style, { font: "11px sans-serif", color: "#ddd", padding: "2px 4px", flex: "0 0 auto" });
     this.widget = null;
   }
 
   ensureWidget() {
     if (this.widget) return;
     const container = document.createElement("div");
-    Object.assign(container.style, { width: "100%", height: "100%", background: "#111" });
-    container.appendChild(this.canvas);
+    Object.assign(container.style, { width: "100%", height: "100%", background: "#111", display: "flex", flexDirection: "column" });
+    container.append(this.label, this.canvas);
     this.widget = this.node.addDOMWidget(WIDGET_NAME, "bolid_preview", container, {
       serialize: false,
       hideOnZoom: false,
       getValue: () => "",
       setValue: () => {},
-      getMinHeight: () => 160,
+      getMinHeight: () => 220,
     });
     this.widget.serialize = false;
     const [w, h] = this.node.size;
@@ -150,11 +152,7 @@ class LivePreview {
       }
       ctx.putImageData(out, i * w, 0);
     }
-    ctx.fillStyle = "rgba(0,0,0,0.55)";
-    ctx.fillRect(0, 0, Math.min(w * n, 230), 20);
-    ctx.fillStyle = "#fff";
-    ctx.font = "12px sans-serif";
-    ctx.fillText(`live: sigma=${sigma} (${mode}), alpha=${a}`, 6, 14);
+    this.label.textContent = `live preview: sigma ${sigma} (${mode}), alpha ${a}`;
     this.lastKey = key;
     this.renderCount += 1;
     this.node.setDirtyCanvas?.(true, true);
