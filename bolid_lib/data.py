@@ -275,6 +275,8 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, *, config: PrepareCo
     count_persons: images (B, 3, S, S) float [0, 1] -> persons per image; required unless
         ``config.person_filter`` is False. detect_watermark: same images -> bool per image; None = no filter.
     progress(done, total) after each file.
+    With ``config.workers > 1`` the workers are *spawned* processes, which import the calling script again:
+    a script that calls ``prepare`` must do so under ``if __name__ == "__main__":`` (the CLI does).
     """
     config.check()
     if config.person_filter and count_persons is None:
