@@ -49,7 +49,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -190,6 +190,9 @@ def inspect_file(path: str, rel: str, person: str, min_side: int, imgsz: int) ->
         im = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError) as e:
         info.status, info.detail = "not_image", f"not an image format Pillow reads ({type(e).__name__})"
+        return info
+    except Image.DecompressionBombError as e:  # a header claiming more pixels than Pillow will allocate
+        info.status, info.detail = "corrupt", str(e)
         return info
     info.width, info.height = im.size
     if min(im.size) < min_side:

@@ -48,7 +48,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -216,3 +216,23 @@ def test_yolo_watermark_detector_refuses_a_pose_model(yolo_pose_pt, yolo_detect_
     detect = D.yolo_watermark_detector(yolo_detect_pt, conf=0.5)
     marks = detect(torch.rand(2, 3, 64, 64))
     assert len(marks) == 2 and all(isinstance(m, bool) for m in marks)
+
+
+def test_cli_with_a_random_yolo_and_two_workers(tmp_path, yolo_pose_pt):
+    """The whole CLI path with the real YOLO counter and worker processes. A random model's person counts
+    are arbitrary, so only the person-stage files are allowed any of kept / no_person / several_persons;
+    every other file must get exactly its reason."""
+    src = tmp_path / "src"
+    expected = build_tree(src)
+    before = snapshot(src)
+    rc = D.main(["prepare", "--src", str(src), "--out", str(tmp_path / "o"), "--min-side", "64", "--imgsz", "64",
+                 "--workers", "2", "--pose", str(yolo_pose_pt), "--person-conf", "0.5"])
+    assert rc == 0 and snapshot(src) == before
+    report = json.loads((tmp_path / "o" / D.REPORT_JSON).read_text())
+    got = {k["file"]: None for k in report["kept"]} | {d["file"]: d["reason"] for d in report["dropped"]}
+    person_stage = {None, "no_person", "several_persons", "watermark"}
+    for rel, reason in expected.items():
+        if reason in person_stage:
+            assert got[rel] in {None, "no_person", "several_persons"}, rel
+        else:
+            assert got[rel] == reason, rel
