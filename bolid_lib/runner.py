@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -336,6 +337,73 @@ def format_execution_error(messages: list) -> str:
     return "  (no error message in the history)"
 
 
+# --- progress over the websocket ---------------------------------------------------------------
+
+class ProgressFollower(threading.Thread):
+    """Prints which node runs and its step count, from ComfyUI's websocket (``/ws?clientId=``).
+
+    Cosmetic: when aiohttp is missing or the socket fails, the run goes on with history polling only.
+    """
+
+    def __init__(self, base_url: str, client_id: str, say: Callable[[str], None], min_interval: float = 2.0):
+        super().__init__(name="bolid-progress", daemon=True)
+        self.ws_url = "ws" + base_url[len("http"):] + f"/ws?clientId={client_id}"
+        self.say = say
+        self.min_interval = min_interval
+        self.prompt: dict = {}
+        self.prompt_id: str | None = None
+        self.connected = threading.Event()
+        self.done = threading.Event()
+        self._last_node = None
+        self._last_note = 0.0
+
+    def run(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run(self._follow())
+        except Exception as e:  # noqa: BLE001 - progress display must never break a run; logged
+            log.debug("progress websocket ended: %s", e)
+        finally:
+            self.connected.set()
+
+    async def _follow(self) -> None:
+        import asyncio
+
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(self.ws_url, heartbeat=30) as ws:
+                self.connected.set()
+                while not self.done.is_set():
+                    try:
+                        msg = await ws.receive(timeout=0.5)
+                    except asyncio.TimeoutError:
+                        continue
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        self._handle(json.loads(msg.data))
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                        return
+
+    def _describe(self, node_id: Any) -> str:
+        kind = (self.prompt.get(str(node_id)) or {}).get("class_type", "?")
+        return f"node {node_id} ({kind})"
+
+    def _handle(self, message: dict) -> None:
+        kind, data = message.get("type"), message.get("data") or {}
+        if self.prompt_id and data.get("prompt_id") not in (None, self.prompt_id):
+            return
+        if kind == "executing" and data.get("node") is not None and data["node"] != self._last_node:
+            self._last_node = data["node"]
+            self.say(f"  running {self._describe(data['node'])}")
+        elif kind == "progress":
+            now = time.monotonic()
+            value, total = data.get("value"), data.get("max")
+            if value == total or now - self._last_note >= self.min_interval:
+                self._last_note = now
+                self.say(f"  {self._describe(data.get('node'))}: {value}/{total}")
+
+
 # --- the job -----------------------------------------------------------------------------------
 
 @dataclass
@@ -445,6 +513,19 @@ def _run_prompt(client: Client, workflow: dict, object_info: dict, opts: RunOpti
     body: dict[str, Any] = {"prompt": prompt, "client_id": client_id}
     if is_ui_workflow(workflow):
         body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}  # as the frontend does: PNGs embed it
+    follower = ProgressFollower(client.base, client_id, say)
+    follower.prompt = prompt
+    follower.start()
+    follower.connected.wait(5)  # connect before queueing, so no event is missed
+    try:
+        return _queue_and_wait(client, body, prompt, opts, log_path, say, follower)
+    finally:
+        follower.done.set()
+        follower.join(timeout=5)
+
+
+def _queue_and_wait(client: Client, body: dict, prompt: dict, opts: RunOptions, log_path: Path | None,
+                    say: Callable[[str], None], follower: ProgressFollower) -> RunResult:
     status, answer = client.post_json("/prompt", body)
     if status != 200 or not isinstance(answer, dict) or "prompt_id" not in answer:
         details = format_node_errors((answer or {}).get("node_errors") or {}, prompt) if isinstance(answer, dict) else ""
@@ -452,6 +533,7 @@ def _run_prompt(client: Client, workflow: dict, object_info: dict, opts: RunOpti
         message = error.get("message") if isinstance(error, dict) else str(error)
         raise RunError(f"ComfyUI refused the workflow: {message}" + (f"\n{details}" if details else ""), log_path)
     prompt_id = answer["prompt_id"]
+    follower.prompt_id = prompt_id
     say(f"queued prompt {prompt_id} ({len(prompt)} nodes)")
     entry = _wait_for_history(client, prompt_id, opts.timeout, say, log_path)
     state = entry.get("status") or {}

@@ -97,9 +97,12 @@ def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("runner_server")
     base = work / "base"
     (base / "custom_nodes").mkdir(parents=True)
+    # The pack is loaded the way the runner loads it when it is not in ComfyUI/custom_nodes.
+    pack_args = runner.prepare_pack_loading(comfyui, base, work)
+    assert pack_args, "the pack unexpectedly sits in the temp base's custom_nodes"
     proc = runner.ServerProcess(comfyui, runner.free_port(), work / "comfyui.log",
                                 ["--listen", "127.0.0.1", "--port", "0", "--disable-api-nodes", "--cpu",
-                                 "--base-directory", str(base)])
+                                 "--base-directory", str(base), *pack_args])
     proc.args[proc.args.index("--port") + 1] = str(proc.port)
     proc.start()
     try:
@@ -121,6 +124,7 @@ def test_run_writes_the_image_and_stops_its_server(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     images = sorted(out.glob("bolid_runner_test_*.png"))
     assert len(images) == 1 and str(images[0]) in done.stdout
+    assert "running node 2 (ImageInvert)" in done.stdout  # progress followed over the websocket
     from PIL import Image
 
     with Image.open(images[0]) as im:
@@ -218,3 +222,50 @@ def test_interrupt_stops_the_server(tmp_path):
             cli.kill()
     assert cli.returncode == runner.EXIT_INTERRUPTED, rest
     assert _pid_gone(child)
+
+
+def _pose_workflow(model_name: str) -> dict:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "person.png"}},
+        "2": {"class_type": "BoLIDPoseModelLoader", "inputs": {"model_name": model_name}},
+        "3": {"class_type": "BoLIDPoseKeypoints",
+              "inputs": {"image": ["1", 0], "pose_model": ["2", 0], "conf": 0.0, "visibility": 0.5,
+                         "person": "largest", "person_index": 0, "on_missing": "skip"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 2], "filename_prefix": "bolid_pose"}},
+    }
+
+
+def test_pack_nodes_run_with_a_model_file_in_the_models_folder(server, tmp_path, yolo_pose_pt):
+    """The pack loads in the server the runner starts; with its model file present the job writes images."""
+    proc, base = server
+    info = runner.Client(proc.url).get_json("/object_info")[1]
+    if "BoLIDPoseKeypoints" not in info:
+        pytest.fail(f"the pack's pose nodes did not load; server log:\n{proc.log_tail(40)}")
+    import shutil
+
+    from PIL import Image
+
+    (base / "models" / "ultralytics" / "pose").mkdir(parents=True, exist_ok=True)
+    shutil.copy(yolo_pose_pt, base / "models" / "ultralytics" / "pose" / "random-pose.pt")
+    (base / "input").mkdir(exist_ok=True)
+    Image.new("RGB", (96, 128), (120, 90, 60)).save(base / "input" / "person.png")
+    wf = tmp_path / "pose.json"
+    wf.write_text(json.dumps(_pose_workflow("pose/random-pose.pt")), encoding="utf-8")
+    out = tmp_path / "out"
+    done = _cli(str(wf), "--server", proc.url, "--out", str(out), "--timeout", "300")
+    assert done.returncode == 0, done.stdout + done.stderr + proc.log_tail(40)
+    images = sorted(out.glob("bolid_pose_*.png"))
+    assert len(images) == 1
+    with Image.open(images[0]) as im:
+        assert im.size == (96, 128)
+
+
+def test_missing_pose_model_is_in_the_checklist(server, tmp_path):
+    proc, base = server
+    wf = tmp_path / "pose_missing.json"
+    wf.write_text(json.dumps(_pose_workflow("pose/yolo11n-pose.pt")), encoding="utf-8")
+    done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "[ ] pose/yolo11n-pose.pt" in done.stdout
+    assert str(base / "models" / "ultralytics") in done.stdout
+    assert "ultralytics/assets" in done.stdout

@@ -441,3 +441,18 @@ def test_prefixed_adapter_choice_resolves_to_the_ipadapter_folder(oi):
         ("BoLIDAdapterLoader", "adapter_name", "bolid_adapter_sdxl.safetensors", "bolid"),
     ]
     assert [p.split(":")[0] for p in W.check_workflow(ui.json(), info)] == ["missing model file"] * 2
+
+
+def test_check_command_reports_problems_without_comfyui(oi, tmp_path, capsys):
+    from bolid_lib.__main__ import main
+
+    ui = sampler_graph(oi)
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(ui.json()), encoding="utf-8")
+    assert main(["check", str(path), "--ignore-missing-files"]) == 0
+    assert main(["check", str(path)]) == 1
+    assert "missing model file" in capsys.readouterr().out
+    ui.node(3)["widgets_values"][2] = 0
+    path.write_text(json.dumps(ui.json()), encoding="utf-8")
+    assert main(["check", str(path), "--ignore-missing-files"]) == 1
+    assert "out of range: node 3 (KSampler) input 'steps'" in capsys.readouterr().out
