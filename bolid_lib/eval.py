@@ -383,12 +383,12 @@ def _tqdm_factory(label: str, total: int) -> Callable[[int], None]:
     return update
 
 
-def pose_from_path(path: str | os.PathLike, *, conf: float = 0.25, device=None) -> PoseFn:
+def pose_from_path(path: str | os.PathLike, *, conf: float = 0.25, visibility: float = 0.5, device=None) -> PoseFn:
     """Body-fidelity pose function from a YOLO pose .pt via ``bolid_lib.pose.PoseModel``."""
     from .pose import PoseModel
 
     model = PoseModel.load(str(path), device)
-    return lambda image: model.predict(image, conf=conf, on_missing="skip")
+    return lambda image: model.predict(image, conf=conf, visibility=visibility, on_missing="skip")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="local Hugging Face CLIP folder (safetensors) for CLIP-T / CLIP-I")
     p.add_argument("--pose", help="YOLO pose .pt for body fidelity")
     p.add_argument("--pose-conf", type=float, default=0.25, help="person detection threshold for body fidelity")
+    p.add_argument("--visibility", type=float, default=0.5, help="keypoints below this confidence are not compared")
     p.add_argument("--is-splits", type=int, default=10, help="IS splits (lowered to the image count when larger)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="torch device for the networks")
@@ -435,7 +436,8 @@ def main(argv: Sequence[str] | None = None, *, features: FeatureFn | None = None
             raise BoLIDError("--pose was given but no --references: body fidelity compares generated bodies with "
                              "reference bodies; add --references DIR")
         clip = M.ClipScorer.load(args.clip, device=args.device) if args.clip else None
-        pose = pose_from_path(args.pose, conf=args.pose_conf, device=args.device) if args.pose else None
+        pose = pose_from_path(args.pose, conf=args.pose_conf, visibility=args.visibility,
+                                     device=args.device) if args.pose else None
         report = evaluate(args.real, runs, references=args.references, prompts=args.prompts, features=features,
                           pose=pose, clip=clip, is_splits=args.is_splits, batch_size=args.batch_size,
                           progress=_tqdm_factory)

@@ -192,3 +192,17 @@ def test_pairing_and_prompts_rules(tmp_path):
                                         ("LAMBDA-B-2", 2.0), ("run_bulb3", None), ("baseline", None)])
 def test_lambda_b_from_folder_name(name, value):
     assert E.lambda_b_from_name(name) == value
+
+
+def test_cli_body_fidelity_with_a_random_yolo(tmp_path, yolo_pose_pt):
+    """--pose through bolid_lib.pose with a random-init model: the same picture as generated image and
+    reference measures ~0 (conf 0 so the random model reports someone; its keypoints mean nothing)."""
+    _save(tmp_path / "refs" / "bob.png", 5, size=(64, 96), bar_x=20)
+    _save(tmp_path / "gen" / "bob_1.png", 5, size=(64, 96), bar_x=20)
+    _save(tmp_path / "gen" / "bob_2.png", 5, size=(64, 96), bar_x=20)
+    rc = E.main(["--real", str(tmp_path / "refs"), "--generated", str(tmp_path / "gen"), "--references",
+                 str(tmp_path / "refs"), "--pose", str(yolo_pose_pt), "--pose-conf", "0", "--visibility", "0",
+                 "--no-fid", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    run = json.loads((tmp_path / "out" / E.REPORT_JSON).read_text())["runs"][0]
+    assert run["body_missing"] == 0 and run["body_distance"] == pytest.approx(0.0, abs=1e-4)
