@@ -262,3 +262,23 @@ def person_body_ids(names: list[str], items: list[Item], data_dir: str | Path, c
         if progress is not None:
             progress(pid + 1, len(names))
     return torch.stack(out)
+
+
+def write_synthetic_dataset(folder: str | Path, people: int = 2, views: int = 3, size: int = 64, seed: int = 0) -> Path:
+    """A dataset folder of procedural people (``bolid_lib.synthetic``) with captions, for smoke runs and tests:
+    ``folder/person_i/view_j.png`` + ``.txt``. Returns ``folder``."""
+    from PIL import Image
+
+    from ..synthetic import RenderSettings, make_views, random_shapes
+
+    folder = Path(folder)
+    views_set = make_views(random_shapes(people, seed), views, seed, RenderSettings(size=size))
+    words = ("standing", "walking", "posing", "waving")
+    for i in range(views_set.images.shape[0]):
+        p, j = int(views_set.person[i]), i % views
+        d = folder / f"person_{p}"
+        d.mkdir(parents=True, exist_ok=True)
+        arr = (views_set.images[i].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(d / f"view_{j}.png")
+        (d / f"view_{j}.txt").write_text(f"a photo of person {p} {words[(p + j) % len(words)]}", encoding="utf-8")
+    return folder

@@ -1,0 +1,246 @@
+"""Adapter training (issue 7) on tiny random models of the real classes: diffusers UNet2DConditionModel with SDXL's
+70 attn2 sites and 2048-wide context, AutoencoderKL + AutoencoderTiny, CLIPModel, CLIP vision, YOLO11n-pose, the
+Body-ID VAE. CPU only."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from bolid_lib.adapter import load_adapter
+from bolid_lib.errors import BoLIDError
+from bolid_lib.training import data as D
+from bolid_lib.training import losses as L
+from bolid_lib.training.adapter import (AdapterTrainConfig, StepContext, add_arguments, build_adapter, compute_losses,
+                                        config_from_args, prepare_data, train)
+from bolid_lib.training.host import AdapterTrainingModule
+from bolid_lib.training.models import tiny_models
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # 2 shared cores: OpenMP spinning across busy cores makes small ops ~8x slower than one thread
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return D.write_synthetic_dataset(tmp_path_factory.mktemp("data"), people=2, views=2, size=64, seed=0)
+
+
+def make_cfg(data_dir, out, **kw) -> AdapterTrainConfig:
+    base = dict(data_dir=str(data_dir), output_dir=str(out), tiny=True, resolution=64, batch_size=2, max_steps=1,
+                pose_imgsz=64, pose_conf=1e-6, visibility=0.0, preview_timesteps=(0, 999), lr=1e-3,
+                alpha_id=1e-3, beta_clip=0.5, save_every=0, log_every=1, tensorboard=False)
+    base.update(kw)
+    return AdapterTrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def models(data_dir, tmp_path_factory):
+    return tiny_models(make_cfg(data_dir, tmp_path_factory.mktemp("m")))
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_one_step_changes_only_adapter(models, data_dir, tmp_path):
+    cfg = make_cfg(data_dir, tmp_path)
+    frozen = {name: snapshot(m) for name, m in models.frozen_modules().items()}
+    before, _ = build_adapter(cfg, models, 16)           # the same seeded initialisation train() makes
+    before = snapshot(before)
+    result = train(cfg, models=models)
+    after = result["adapter_module"].state_dict()
+    for name, m in models.frozen_modules().items():
+        assert not any(p.requires_grad for p in m.parameters()), name
+        now = m.state_dict()
+        assert set(now) == set(frozen[name])
+        changed = [k for k in now if not torch.equal(now[k], frozen[name][k])]
+        assert not changed, f"{name} changed: {changed[:3]}"
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    # every trained weight matrix moves (AdamW moves each parameter with a non-zero gradient by ~lr)
+    for branch in ("ref.", "body."):
+        assert any(k.startswith(branch + "attn.") for k in moved), branch
+        assert any(k.startswith(branch) and "proj" in k for k in moved), branch
+
+
+def test_only_trained_branch_moves(models, data_dir, tmp_path):
+    cfg = make_cfg(data_dir, tmp_path, branches="body", init_adapter=None)
+    with pytest.raises(BoLIDError, match="ref"):
+        # an adapter with a body branch only cannot take a ref image; ask for ref training without an encoder
+        build_adapter(dataclasses.replace(cfg, branches="ref"), dataclasses.replace(models, image_encoder=None), 16)
+    adapter, trainable = build_adapter(cfg, models, 16)
+    assert adapter.ref is None and adapter.body is not None
+    assert {id(p) for p in trainable} == {id(p) for p in adapter.body.parameters()}
+
+
+@pytest.fixture(scope="module")
+def step_setup(models, data_dir, tmp_path_factory):
+    cfg = make_cfg(data_dir, tmp_path_factory.mktemp("s"), dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0,
+                   alpha_id=1.0, beta_clip=1.0)
+    adapter, trainable = build_adapter(cfg, models, 16)
+    module = AdapterTrainingModule(adapter, models.unet)
+    ds = prepare_data(cfg, models, True)
+    batch = D.collate([ds[(i, 1000 + i)] for i in range(2)])
+    ctx = StepContext(cfg, models, module, torch.device("cpu"), "epsilon")
+    return cfg, adapter, trainable, ctx, batch
+
+
+def test_gradients_reach_adapter_from_each_term(step_setup):
+    cfg, adapter, trainable, ctx, batch = step_setup
+    terms = compute_losses(ctx, batch)
+    ref_params = list(adapter.ref.parameters())
+    body_params = list(adapter.body.parameters())
+    for name in ("l_diff", "l_id", "l_clip"):
+        assert terms[name].requires_grad and float(terms[name].detach()) > 0, name
+        grads = torch.autograd.grad(terms[name], ref_params + body_params, retain_graph=True, allow_unused=True)
+        g_ref = sum(float(g.abs().sum()) for g in grads[:len(ref_params)] if g is not None)
+        g_body = sum(float(g.abs().sum()) for g in grads[len(ref_params):] if g is not None)
+        assert math.isfinite(g_ref) and math.isfinite(g_body), name
+        assert g_ref > 0 and g_body > 0, f"{name}: ref {g_ref} body {g_body}"
+
+
+def test_no_image_terms_without_weights(step_setup):
+    cfg, adapter, trainable, ctx, batch = step_setup
+    ctx0 = dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, alpha_id=0.0, beta_clip=0.0))
+    terms = compute_losses(ctx0, batch)
+    assert float(terms["l_id"]) == 0 and float(terms["l_clip"]) == 0
+    assert torch.equal(terms["loss"], terms["l_diff"])
+
+
+@pytest.mark.slow
+def test_thirty_steps_lower_total_loss(models, data_dir, tmp_path):
+    # the random pose net puts joints hundreds of pixels apart: a small α_id keeps the three terms comparable
+    cfg = make_cfg(data_dir, tmp_path, dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0, alpha_id=1e-5, beta_clip=0.5)
+    adapter, trainable = build_adapter(cfg, models, 16)
+    module = AdapterTrainingModule(adapter, models.unet)
+    ds = prepare_data(cfg, models, True)
+    batch = D.collate([ds[(i, 7 + i)] for i in range(2)])          # fixed images, noise and timesteps
+    ctx = StepContext(cfg, models, module, torch.device("cpu"), "epsilon")
+    opt = torch.optim.Adam(trainable, lr=3e-3)
+    losses = []
+    for _ in range(30):
+        terms = compute_losses(ctx, batch)
+        losses.append({k: float(v.detach()) for k, v in terms.items()})
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+    first, last = losses[0]["loss"], losses[-1]["loss"]
+    assert last < 0.9 * first, [(round(x["l_diff"], 4), round(x["l_id"], 1), round(x["l_clip"], 4)) for x in losses]
+
+
+def test_written_file_loads_and_resume_repeats(models, data_dir, tmp_path):
+    full = train(make_cfg(data_dir, tmp_path / "full", max_steps=4), models=models)
+    part = train(make_cfg(data_dir, tmp_path / "part", max_steps=2, save_every=2), models=models)
+    assert (tmp_path / "part" / "checkpoints" / "step_0000002" / "optimizer.safetensors").is_file()
+    rest = train(make_cfg(data_dir, tmp_path / "part", max_steps=4, resume="latest"), models=models)
+    assert [h["step"] for h in rest["history"]] == [3, 4]
+    for a, b in zip(full["history"][2:], rest["history"]):
+        for k in ("loss", "l_diff", "l_id", "l_clip"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
+    # the written adapter loads with the adapter loader, equal to the trained one
+    loaded = load_adapter(rest["adapter"])
+    assert loaded.config == rest["adapter_module"].config
+    sd_a, sd_b = full["adapter_module"].state_dict(), loaded.state_dict()
+    assert set(sd_a) == set(sd_b)
+    for k in sd_a:
+        torch.testing.assert_close(sd_b[k], sd_a[k], rtol=1e-5, atol=1e-6)
+    assert part["step"] == 2 and rest["step"] == 4
+    log = (tmp_path / "part" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss,l_diff,l_id,l_clip") and len(log) == 5
+
+
+def test_config_file_and_flags(tmp_path, data_dir):
+    import argparse
+
+    (tmp_path / "c.yaml").write_text(f"data_dir: {data_dir}\nalpha_id: 0.3\npreview_timesteps: [10, 500]\ntiny: true\n")
+    (tmp_path / "c.toml").write_text(f'data_dir = "{data_dir}"\nbeta_clip = 0.2\n')
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = config_from_args(p.parse_args(["--config", str(tmp_path / "c.yaml"), "--beta-clip", "0.7", "--preview-timesteps", "5", "9"]))
+    assert (cfg.alpha_id, cfg.beta_clip, cfg.preview_timesteps, cfg.tiny) == (0.3, 0.7, (5, 9), True)
+    assert config_from_args(p.parse_args(["--config", str(tmp_path / "c.toml")])).beta_clip == 0.2
+    (tmp_path / "bad.json").write_text('{"alpha": 1}')
+    with pytest.raises(BoLIDError, match="unknown settings"):
+        config_from_args(p.parse_args(["--config", str(tmp_path / "bad.json")]))
+    with pytest.raises(BoLIDError, match="preview"):
+        make_cfg(data_dir, tmp_path, preview="lookahead")
+
+
+def test_condition_dropout_is_independent_and_keyed():
+    seeds = torch.tensor([D.sample_seed(0, p) for p in range(4000)])
+    keep = D.draw_dropout(seeds, D.Dropout(0.05, 0.05, 0.05))
+    for k in ("text", "ref", "body"):
+        rate = 1 - keep[k].float().mean().item()
+        assert 0.03 < rate < 0.07, (k, rate)
+    both = (~keep["text"] & ~keep["body"]).float().mean().item()
+    assert both < 0.01                                            # independent: about 0.05², not 0.05
+    again = D.draw_dropout(seeds[:10], D.Dropout(0.05, 0.05, 0.05))
+    assert all(torch.equal(again[k], keep[k][:10]) for k in keep)
+
+
+def test_keyed_sampler_splits_global_batch():
+    one = D.KeyedSampler(10, 3, batch_size=4, world=1, rank=0, accumulation=1, start_step=0, max_steps=3)
+    two = [D.KeyedSampler(10, 3, batch_size=2, world=2, rank=r, accumulation=1, start_step=0, max_steps=3) for r in (0, 1)]
+    acc = D.KeyedSampler(10, 3, batch_size=1, world=2, rank=0, accumulation=2, start_step=0, max_steps=3)
+    a = list(one)
+    r0, r1 = list(two[0]), list(two[1])
+    for s in range(3):
+        assert sorted(a[4 * s:4 * s + 4]) == sorted(r0[2 * s:2 * s + 2] + r1[2 * s:2 * s + 2])
+    assert set(list(acc)) <= set(a)
+    resumed = list(D.KeyedSampler(10, 3, batch_size=4, world=1, rank=0, accumulation=1, start_step=1, max_steps=3))
+    assert resumed == a[4:]
+
+
+def test_losses_formulas():
+    torch.manual_seed(0)
+    x0, eps = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    acp = torch.tensor([0.9, 0.5, 0.1])
+    a = acp.reshape(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    torch.testing.assert_close(L.predict_x0(xt, eps, acp, "epsilon"), x0, atol=1e-5, rtol=1e-5)
+    v = L.diffusion_target(x0, eps, acp, "v_prediction")
+    torch.testing.assert_close(L.predict_x0(xt, v, acp, "v_prediction"), x0, atol=1e-5, rtol=1e-5)
+    kp = torch.rand(2, 17, 3) * 64
+    kp[..., 2] = 1.0
+    moved = kp.clone()
+    moved[0, 3, 0] += 6.4                                          # one joint off by a tenth of the width
+    assert float(L.keypoint_loss(moved, kp, (64, 64))) == pytest.approx(0.01 / 2, rel=1e-4)
+    kp_hidden = kp.clone()
+    kp_hidden[0, 3, 2] = 0.0                                       # invisible in the target: masked
+    assert float(L.keypoint_loss(moved, kp_hidden, (64, 64))) == 0.0
+    f = torch.randn(2, 8)
+    assert float(L.clip_loss(f, f)) == pytest.approx(0.0, abs=1e-6)
+    assert float(L.clip_loss(f, -f)) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_soft_and_box_keypoint_decode_agree_on_a_sharp_peak():
+    b, a = 2, 5
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [0, 0, 1, 1], [5, 5, 6, 6]]).T
+    boxes = boxes[None].expand(b, 4, a)
+    scores = torch.full((b, a), 0.01)
+    scores[:, 2] = 0.99
+    kps = torch.randn(b, 17, 3, a, requires_grad=True)
+    dense = L.DenseKeypoints(boxes, scores, kps)
+    soft = L.reduce_keypoints(dense, "soft", temperature=0.05)
+    box = L.reduce_keypoints(dense, "target_box", target_boxes=torch.tensor([[39.0, 39, 51, 51]] * b))
+    torch.testing.assert_close(soft, kps[..., 2].detach(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(box, kps[..., 2])
+    box.sum().backward()
+    assert kps.grad[..., 2].abs().sum() > 0 and kps.grad[..., :2].abs().sum() == 0
+
+
+def test_dense_keypoints_differentiable_no_nms(models):
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    dense = L.dense_keypoints(models.pose_net, x)
+    assert dense.keypoints.shape[:3] == (2, 17, 3) and dense.scores.shape == (2, dense.keypoints.shape[-1])
+    kp = L.reduce_keypoints(dense, "soft")
+    kp[..., :2].sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
