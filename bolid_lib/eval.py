@@ -306,7 +306,8 @@ def to_markdown(report: dict) -> str:
     lines += ["", "| run | λ_b | images | " + " | ".join(t for _, t in cols) + " |",
               "|---|---|---|" + "---|" * len(cols)]
     for r in report["runs"]:
-        cells = [_fmt(r.get(k)) + (f" ± {r['is_std']:.3g}" if k == "is_mean" and r.get("is_std") else "") for k, _ in cols]
+        cells = [_fmt(r.get(k)) + (f" ± {r['is_std']:.3g}" if k == "is_mean" and (r.get("is_std") or 0) > 1e-9 else "")
+                 for k, _ in cols]
         lines.append(f"| {r['name']} | {_fmt(r['lambda_b'])} | {r['images']} | " + " | ".join(cells) + " |")
     if report["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items())]
@@ -340,12 +341,16 @@ def plot(report: dict, path: str | os.PathLike) -> Path:
         ax.set_title(title, fontsize=9)
     if lam_metrics:
         ax = axes[len(cols)]
+        handles = []
         for i, (key, title) in enumerate(lam_metrics):
-            target = ax if i == 0 else ax.twinx()
+            target = ax if i == 0 else ax.twinx()   # FID and the body distance have unrelated scales
+            color, style, marker = (("#c44e52", "-", "o"), ("#55a868", "--", "s"))[i]
             pts = [(r["lambda_b"], r[key]) for r in with_lambda if r.get(key) is not None]
-            target.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=("#c44e52", "#55a868")[i],
-                        label=title)
-            target.set_ylabel(title, fontsize=8)
+            handles += target.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=style, marker=marker,
+                                   color=color, label=title)
+            target.set_ylabel(title, fontsize=8, color=color)
+            target.tick_params(axis="y", labelsize=7, colors=color)
+        ax.legend(handles=handles, fontsize=7, loc="best")
         ax.set_xlabel("λ_b", fontsize=8)
         ax.set_title(" and ".join(t for _, t in lam_metrics) + " vs λ_b", fontsize=9)
     if not cols and not lam_metrics:
