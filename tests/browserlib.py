@@ -38,8 +38,10 @@ FRONTEND_SETTINGS = {
     "Comfy.Workflow.ShowMissingNodesWarning": True,
     "Comfy.Workflow.ShowMissingModelsWarning": True,
     "Comfy.Validation.Workflows": True,
-    "Comfy.NodeBadge.NodeSourceBadgeMode": "Hide all",
-    "Comfy.NodeBadge.NodeIdBadgeMode": "Hide all",
+    "Comfy.NodeBadge.NodeSourceBadgeMode": "Hide built-in",
+    "Comfy.NodeBadge.NodeIdBadgeMode": "None",
+    "Comfy.Graph.CanvasInfo": False,
+    "LiteGraph.Canvas.MinFontSizeForLOD": 0,  # full drawing when zoomed out (pictures of whole workflows)
     "Comfy.Minimap.Visible": False,
     "Comfy.UseNewMenu": "Top",
 }
@@ -84,7 +86,7 @@ def write_pictures(name: str, png: bytes, max_bytes: int = 300_000) -> list[Path
 
     img = Image.open(io.BytesIO(png)).convert("RGB")
     doc = img.copy()
-    doc.thumbnail((1400, 1000))
+    doc.thumbnail((1800, 1200))
     for colours in (256, 128, 64, 32):
         buf = io.BytesIO()
         doc.quantize(colours, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", optimize=True)
@@ -233,7 +235,8 @@ GRAPH_REPORT_JS = """
   const dialogs = [...document.querySelectorAll('.p-dialog, [role=dialog]')]
     .filter(d => d.offsetParent !== null || d.getClientRects().length)
     .map(d => d.innerText.slice(0, 400));
-  return {nodeCount: nodes.length, linkCount: links.length, missingTypes, broken, dialogs,
+  const toasts = [...document.querySelectorAll('.p-toast-message')].map(t => t.innerText.slice(0, 400));
+  return {nodeCount: nodes.length, linkCount: links.length, missingTypes, broken, dialogs, toasts,
           types: nodes.map(n => n.type)};
 }
 """
@@ -251,8 +254,10 @@ def load_workflow(page, workflow: dict, name: str) -> dict:
 
 
 def close_dialogs(page) -> None:
+    """Close open dialogs and toasts (so that a report only sees what the next action brings up)."""
     page.keyboard.press("Escape")
-    page.wait_for_timeout(200)
+    page.evaluate("() => document.querySelectorAll('.p-toast-close-button, .p-toast-icon-close').forEach(b => b.click())")
+    page.wait_for_timeout(300)
 
 
 def fit_view(page) -> None:
@@ -265,7 +270,44 @@ def fit_view(page) -> None:
     page.wait_for_timeout(500)
 
 
-def canvas_screenshot(page, path: Path, *, jpeg_quality: int | None = None) -> bytes:
+PICTURE_VIEWPORT = (2400, 1350)
+
+# JS: the graph's bounding box (nodes with their title bars, groups) in canvas-element pixels.
+BOUNDS_JS = """
+() => {
+  const c = window.app.canvas, ds = c.ds, g = window.app.graph;
+  const boxes = g._nodes.map(n => [n.pos[0], n.pos[1] - 32, n.pos[0] + n.size[0], n.pos[1] + n.size[1]])
+    .concat((g._groups || g.groups || []).map(gr => [gr.pos[0], gr.pos[1], gr.pos[0] + gr.size[0], gr.pos[1] + gr.size[1]]));
+  const x0 = Math.min(...boxes.map(b => b[0])), y0 = Math.min(...boxes.map(b => b[1]));
+  const x1 = Math.max(...boxes.map(b => b[2])), y1 = Math.max(...boxes.map(b => b[3]));
+  const s = ds.scale, [ox, oy] = ds.offset;
+  return [(x0 + ox) * s, (y0 + oy) * s, (x1 + ox) * s, (y1 + oy) * s];
+}
+"""
+
+
+def workflow_picture(page) -> bytes:
+    """The workflow now on the canvas, fitted into a large window (so LiteGraph draws text, not its
+    low-quality zoomed-out shapes), as PNG bytes; the window size is restored afterwards."""
+    old = page.viewport_size
+    page.set_viewport_size({"width": PICTURE_VIEWPORT[0], "height": PICTURE_VIEWPORT[1]})
+    page.wait_for_timeout(500)
+    try:
+        fit_view(page)
+        page.wait_for_timeout(700)
+        box = page.evaluate(BOUNDS_JS)
+        canvas = page.locator("#graph-canvas").bounding_box()
+        pad = 24
+        x0 = max(canvas["x"], canvas["x"] + box[0] - pad)
+        y0 = max(canvas["y"], canvas["y"] + box[1] - pad)
+        x1 = min(canvas["x"] + canvas["width"], canvas["x"] + box[2] + pad)
+        y1 = min(canvas["y"] + canvas["height"], canvas["y"] + box[3] + pad)
+        return page.screenshot(type="png", clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0})
+    finally:
+        page.set_viewport_size(old)
+
+
+def canvas_screenshot(page, path: Path | None, *, jpeg_quality: int | None = None) -> bytes:
     """A picture of the graph canvas (only the canvas element, without menus)."""
     kwargs = {"type": "jpeg", "quality": jpeg_quality} if jpeg_quality else {"type": "png"}
     loc = page.locator("#graph-canvas")
@@ -333,13 +375,15 @@ async (spec) => {
     const y0 = Math.min(...members.map(n => n.pos[1])) - head - pad;
     const x1 = Math.max(...members.map(n => n.pos[0] + n.size[0])) + pad;
     const y1 = Math.max(...members.map(n => n.pos[1] + n.size[1])) + pad;
-    const g = new LG.LGraphGroup(title, color);
+    const g = new LG.LGraphGroup(title);
+    g.color = color;
     g.pos = [x0, y0];
     g.size = [x1 - x0, y1 - y0];
     app.graph.add(g);
   }
   app.graph.setDirtyCanvas(true, true);
-  return {problems, graph: app.graph.serialize()};
+  // Through JSON, as the frontend saves a file (drops undefined fields instead of turning them into null).
+  return {problems, graph: JSON.parse(JSON.stringify(app.graph.serialize()))};
 }
 """
 

@@ -95,9 +95,10 @@ def test_workflow_opens_from_template_browser(name, app_page, tmp_path):
     assert report["nodeCount"] == len(wf["nodes"]), (report["nodeCount"], len(wf["nodes"]))
     assert report["linkCount"] == len(wf["links"]), (report["linkCount"], len(wf["links"]))
     assert not report["dialogs"], f"{name}: a dialog came up on load: {report['dialogs']}"
+    assert not report["toasts"], f"{name}: the frontend warned on load: {report['toasts']}"
 
-    browserlib.fit_view(page)
-    png = browserlib.canvas_screenshot(page, tmp_path / f"{name}.png")
+    png = browserlib.workflow_picture(page)
+    (tmp_path / f"{name}.png").write_bytes(png)
     px = _pixels(png)
     assert px.std() > 5, "the canvas screenshot is blank"
     if UPDATE:

@@ -172,7 +172,7 @@ def test_image_reference_mode_feeds_both_branches_from_one_image(object_info):
 def test_build_body_id_saves_and_shows_previews():
     wf = load("bolid_build_body_id")
     kinds = [n["type"] for n in wf["nodes"]]
-    for kind in ("BoLIDPoseKeypoints", "BoLIDGaussianWeighting", "BoLIDEncodeBody", "BoLIDSaveBody"):
+    for kind in ("BoLIDPoseKeypoints", "BoLIDGaussianWeighting", "BoLIDBodyEncode", "BoLIDSaveBody"):
         assert kind in kinds
     for kind in ("BoLIDPoseKeypoints", "BoLIDGaussianWeighting"):  # tall enough to show their previews
         assert _one(wf, kind)["size"][1] >= 400

@@ -99,7 +99,7 @@ def _sampler(steps, cfg, sampler, scheduler, col=4):
 def _generation_tail(prefix: str, col: int) -> list[N]:
     return [
         N("decode", "VAEDecode", col=col + 1),
-        N("save", "SaveImage", {"filename_prefix": prefix}, col=col + 2, width=420, height=560),
+        N("save", "SaveImage", {"filename_prefix": prefix}, col=col + 1, width=420, height=560),
     ]
 
 
@@ -134,7 +134,7 @@ def text_only(lightning: bool) -> Workflow:
         N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": ckpt}, col=0),
         N("body", "BoLIDLoadBody", {"body_name": BODY}, col=0),
         N("adapter", "BoLIDAdapterLoader", {"adapter_name": ADAPTER}, col=0),
-        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=460, height=330, color="#432"),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=330, color="#432"),
         *_prompts(),
         N("apply", "BoLIDApply", {"lambda_ref": 0.0, "lambda_body": 0.8, "start_at": 0.0, "end_at": 1.0}, col=2),
         sampler,
@@ -157,12 +157,12 @@ def image_reference() -> Workflow:
         f"Put your photo in ComfyUI/input/ (or upload it in Load Image).")
     nodes = [
         N("image", "LoadImage", {"image": REFERENCE_IMAGE}, col=0, height=420),
-        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=460, height=380, color="#432"),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=380, color="#432"),
         N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=1),
         N("pose", "BoLIDPoseKeypoints", {"on_missing": "error"}, col=1),
         N("weighting", "BoLIDGaussianWeighting", {}, col=2),
         N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=2),
-        N("encode", "BoLIDEncodeBody", {}, col=3),
+        N("encode", "BoLIDBodyEncode", {}, col=3),
         N("clip_vision", "CLIPVisionLoader", {"clip_name": CLIP_VISION_H}, col=3),
         N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": SDXL}, col=3),
         N("adapter", "BoLIDAdapterLoader", {"adapter_name": ADAPTER}, col=3),
@@ -174,8 +174,8 @@ def image_reference() -> Workflow:
     links = GEN_LINKS + [
         ("image", "IMAGE", "pose", "image"), ("pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"),
         ("image", "IMAGE", "weighting", "image"), ("pose", "BOLID_POSE", "weighting", "pose"),
-        ("weighting", "weighted", "encode", "image"), ("pose", "BOLID_POSE", "encode", "pose"),
-        ("vae", "BOLID_BODY_VAE", "encode", "vae"),
+        ("weighting", "weighted", "encode", "views"), ("pose", "BOLID_POSE", "encode", "pose"),
+        ("vae", "BOLID_BODY_VAE", "encode", "body_vae"),
         ("ckpt", "MODEL", "apply", "model"), ("adapter", "BOLID_ADAPTER", "apply", "adapter"),
         ("encode", "BOLID_BODY", "apply", "body"), ("clip_vision", "CLIP_VISION", "apply", "clip_vision"),
         ("image", "IMAGE", "apply", "image"), ("apply", "MODEL", "sampler", "model"),
@@ -193,20 +193,20 @@ def build_body_id() -> Workflow:
         f"The Body-ID is saved to ComfyUI/models/bolid/bodies/ and appears in BoLID Load Body-ID.")
     nodes = [
         N("photos", "LoadImageSetFromFolderNode", {"folder": PHOTO_FOLDER, "resize_method": "None"}, col=0),
-        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=460, height=330, color="#432"),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=330, color="#432"),
         N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=0),
         N("pose", "BoLIDPoseKeypoints", {"on_missing": "skip"}, col=1, height=520),
         N("weighting", "BoLIDGaussianWeighting", {}, col=2, height=520),
         N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=3),
-        N("encode", "BoLIDEncodeBody", {}, col=3),
-        N("save", "BoLIDSaveBody", {}, col=4),
-        N("preview", "BoLIDPreviewBody", {}, col=4),
+        N("encode", "BoLIDBodyEncode", {}, col=3),
+        N("save", "BoLIDSaveBody", {"name": "my_person", "if_exists": "increment"}, col=4),
+        N("preview", "BoLIDBodyPreview", {}, col=4),
     ]
     links = [
         ("photos", "IMAGE", "pose", "image"), ("pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"),
         ("photos", "IMAGE", "weighting", "image"), ("pose", "BOLID_POSE", "weighting", "pose"),
-        ("weighting", "weighted", "encode", "image"), ("pose", "BOLID_POSE", "encode", "pose"),
-        ("vae", "BOLID_BODY_VAE", "encode", "vae"), ("encode", "BOLID_BODY", "save", "body"),
+        ("weighting", "weighted", "encode", "views"), ("pose", "BOLID_POSE", "encode", "pose"),
+        ("vae", "BOLID_BODY_VAE", "encode", "body_vae"), ("encode", "BOLID_BODY", "save", "body"),
         ("encode", "BOLID_BODY", "preview", "body"),
     ]
     groups = [("Read me: model files", ["note"], "#a1309b")]
@@ -244,9 +244,13 @@ def build(page, wf: Workflow) -> dict:
 def take_picture(page, server, name: str, shots: Path) -> bytes:
     """Open the saved workflow as the template browser does, fit it, and screenshot the canvas."""
     wf = server.get_json(f"/api/workflow_templates/{browserlib.PACK_NAME}/{name}.json")
-    browserlib.load_workflow(page, wf, name)
-    browserlib.fit_view(page)
-    return browserlib.canvas_screenshot(page, shots / f"{name}.png")
+    browserlib.close_dialogs(page)
+    report = browserlib.load_workflow(page, wf, name)
+    if report["missingTypes"] or report["broken"] or report["dialogs"] or report["toasts"]:
+        raise BuildError(f"{name} did not open cleanly: {report}")
+    png = browserlib.workflow_picture(page)
+    (shots / f"{name}.png").write_bytes(png)
+    return png
 
 
 def serve_and_open(base: Path):

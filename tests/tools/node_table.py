@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- node-table:begin -->", "<!-- node-table:end -->"
 # The order a user meets the nodes; nodes not listed follow in alphabetical order.
 ORDER = ["BoLIDPoseModelLoader", "BoLIDPoseKeypoints", "BoLIDGaussianWeighting", "BoLIDBodyVAELoader",
-         "BoLIDEncodeBody", "BoLIDSaveBody", "BoLIDLoadBody", "BoLIDBlendBody", "BoLIDPreviewBody",
+         "BoLIDBodyEncode", "BoLIDSaveBody", "BoLIDLoadBody", "BoLIDBlendBodies", "BoLIDBodyPreview",
          "BoLIDAdapterLoader", "BoLIDApply"]
 
 
