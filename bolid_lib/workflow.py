@@ -288,6 +288,8 @@ class _Graph:
             self.nodes[int(node["id"])] = node
         self.links: dict[int, Link] = {}
         for raw in workflow.get("links") or []:
+            if raw is None:  # LiteGraph can leave holes where links were deleted
+                continue
             link = _parse_link(raw)
             self.links[link.id] = link
 
@@ -390,7 +392,8 @@ def _primitive_values(graph: _Graph) -> dict[tuple[int, str], Any]:
     """(target node id, widget name) -> value, for widgets fed by a PrimitiveNode (through Reroutes)."""
     out: dict[tuple[int, str], Any] = {}
     for node_id, node in graph.nodes.items():
-        if node.get("type") != PRIMITIVE_TYPE or node.get("mode", 0) == MODE_NEVER:
+        # graphToPrompt applies every virtual node, whatever its mode: a muted Primitive still sets its targets.
+        if node.get("type") != PRIMITIVE_TYPE:
             continue
         values = node.get("widgets_values") or []
         if not values:
