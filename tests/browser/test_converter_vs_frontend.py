@@ -102,3 +102,59 @@ def test_headless_conversion_equals_graph_to_prompt(app_page, comfy_server):
                 differences.append(f"{path.name} node {node_id}: ours {a} != frontend {b}")
     assert compared >= 5
     assert differences == [], "\n".join(differences[:30])
+
+
+def _modes_workflow() -> dict:
+    """Bypassed, muted, Reroute, PrimitiveNode and a converted widget in one hand-written UI workflow."""
+    def node(node_id, kind, inputs, outputs, widgets, mode=0, **extra):
+        return {"id": node_id, "type": kind, "pos": [node_id * 220, 100], "size": [200, 120], "flags": {},
+                "order": node_id, "mode": mode, "inputs": inputs, "outputs": outputs, "properties": {},
+                "widgets_values": widgets, **extra}
+
+    def inp(name, kind, link=None, widget=False):
+        entry = {"name": name, "type": kind, "link": link}
+        if widget:
+            entry["widget"] = {"name": name}
+        return entry
+
+    def out(name, kind, links):
+        return {"name": name, "type": kind, "links": links}
+
+    nodes = [
+        node(1, "EmptyImage", [inp("width", "INT", 1, True), inp("height", "INT", None, True),
+                               inp("batch_size", "INT", None, True), inp("color", "INT", None, True)],
+             [out("IMAGE", "IMAGE", [2, 6])], [64, 48, 1, 255]),
+        node(2, "PrimitiveNode", [], [{"name": "INT", "type": "INT", "links": [1], "widget": {"name": "width"}}],
+             [96, "fixed"], title="width"),
+        node(3, "ImageInvert", [inp("image", "IMAGE", 2)], [out("IMAGE", "IMAGE", [3])], [], mode=4),
+        node(4, "Reroute", [inp("", "*", 3)], [out("", "IMAGE", [4])], []),
+        node(5, "SaveImage", [inp("images", "IMAGE", 4), inp("filename_prefix", "STRING", None, True)], [],
+             ["modes"]),
+        node(6, "ImageBlur", [inp("image", "IMAGE", 6), inp("blur_radius", "INT", None, True),
+                              inp("sigma", "FLOAT", None, True)], [out("IMAGE", "IMAGE", [7])], [3, 1.5], mode=2),
+        node(7, "PreviewImage", [inp("images", "IMAGE", 7)], [], []),
+        node(8, "ImageScale", [inp("image", "IMAGE", 8), inp("upscale_method", "COMBO", None, True),
+                               inp("width", "INT", 9, True), inp("height", "INT", None, True),
+                               inp("crop", "COMBO", None, True)], [out("IMAGE", "IMAGE", [])],
+             ["bilinear", 512, 40, "center"]),
+        node(9, "PrimitiveInt", [inp("value", "INT", None, True)], [out("INT", "INT", [9])], [80, "fixed"]),
+        node(10, "Note", [], [], ["hand-made"]),
+    ]
+    links = [[1, 2, 0, 1, 0, "INT"], [2, 1, 0, 3, 0, "IMAGE"], [3, 3, 0, 4, 0, "IMAGE"], [4, 4, 0, 5, 0, "IMAGE"],
+             [6, 1, 0, 6, 0, "IMAGE"], [7, 6, 0, 7, 0, "IMAGE"], [8, 4, 0, 8, 0, "IMAGE"], [9, 9, 0, 8, 2, "INT"]]
+    nodes[3]["outputs"][0]["links"].append(8)
+    return {"last_node_id": 10, "last_link_id": 9, "nodes": nodes, "links": links, "groups": [], "config": {},
+            "extra": {}, "version": 0.4}
+
+
+def test_modes_reroute_primitive_match_the_frontend(app_page, comfy_server):
+    object_info = comfy_server.get_json("/object_info")
+    wf = _modes_workflow()
+    ours = _normalise(W.ui_to_api(json.loads(json.dumps(wf)), object_info), object_info)
+    theirs = _normalise(app_page.evaluate(GRAPH_TO_PROMPT_JS, wf), object_info)
+    assert ours == theirs
+    # and what both say, spelled out
+    assert ours["1"]["inputs"]["width"] == 96                   # the Primitive's value
+    assert ours["5"]["inputs"]["images"] == ["1", 0]            # through the bypassed invert and the Reroute
+    assert "6" not in ours and "images" not in ours["7"]["inputs"]  # muted blur: its consumer loses the input
+    assert ours["8"]["inputs"]["width"] == ["9", 0] and ours["8"]["inputs"]["height"] == 40
