@@ -269,3 +269,28 @@ def test_missing_pose_model_is_in_the_checklist(server, tmp_path):
     assert "[ ] pose/yolo11n-pose.pt" in done.stdout
     assert str(base / "models" / "ultralytics") in done.stdout
     assert "ultralytics/assets" in done.stdout
+
+
+EXAMPLES = sorted((PACK / "example_workflows").glob("*.json"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES or [None], ids=[p.stem for p in EXAMPLES] or ["none"])
+def test_example_workflow_without_models_prints_its_checklist(server, tmp_path, example):
+    """README: `python -m bolid_lib run example_workflows/<x>.json` lists every file it needs, exit 2."""
+    if example is None:
+        pytest.skip("no example_workflows/*.json yet")
+    from bolid_lib import workflow as W
+
+    proc, base = server
+    info = runner.Client(proc.url).get_json("/object_info")[1]
+    wf = json.loads(example.read_text(encoding="utf-8"))
+    needed = {name for (_, _, name, _) in W.required_models(wf, info)}
+    present = {p.relative_to(d).as_posix() for d in (base / "models").glob("*") if d.is_dir() for p in d.rglob("*")
+               if p.is_file()} | {p.name for p in (base / "input").glob("*")}
+    done = _cli(str(example), "--server", proc.url, "--out", str(tmp_path / "out"))
+    if not needed - present:
+        pytest.skip(f"every file {example.name} needs is present on this test server")
+    assert done.returncode == 2, done.stdout + done.stderr
+    for name in needed - present:
+        assert f"[ ] {name}" in done.stdout, done.stdout
+    assert "queued" not in done.stdout
