@@ -305,8 +305,10 @@ def format_checklist(missing: list[MissingFile]) -> str:
             continue
         seen.add(key)
         source = m.file.url or where_to_get(m.file.file_name, m.file.folder)
+        subfolder = os.path.dirname(m.file.file_name.replace("\\", "/"))  # e.g. pose/ of pose/yolo11n-pose.pt
+        folder = os.path.join(m.folder_path, *subfolder.split("/")) if subfolder and m.file.folder else m.folder_path
         lines.append(f"  [ ] {m.file.file_name}")
-        lines.append(f"        folder : {m.folder_path}")
+        lines.append(f"        folder : {folder}")
         lines.append(f"        used by: {m.file.node_type}.{m.file.input_name} (node {m.file.node_id})")
         lines.append(f"        get it : {source}")
     return "\n".join(lines)

@@ -267,7 +267,7 @@ def test_missing_pose_model_is_in_the_checklist(server, tmp_path):
     done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "[ ] pose/yolo11n-pose.pt" in done.stdout
-    assert str(base / "models" / "ultralytics") in done.stdout
+    assert f"folder : {base / 'models' / 'ultralytics' / 'pose'}" in done.stdout
     assert "ultralytics/assets" in done.stdout
 
 
