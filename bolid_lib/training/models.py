@@ -201,8 +201,12 @@ def _text_config(hidden: int, projection: int = 16):
                           bos_token_id=512, eos_token_id=513, pad_token_id=513)
 
 
-def tiny_unet(seed: int = 0, cross_attention_dim: int = CONTEXT_DIM) -> nn.Module:
-    """A diffusers UNet2DConditionModel with SDXL's layout (70 attn2 sites, text_time conditioning), tiny widths."""
+def tiny_unet(seed: int = 0, cross_attention_dim: int = CONTEXT_DIM, blocks: tuple[int, int, int] = TINY_BLOCKS,
+              norm_groups: int = 8) -> nn.Module:
+    """A diffusers UNet2DConditionModel with SDXL's layout (70 attn2 sites, text_time conditioning), tiny widths.
+
+    blocks: widths of the three levels (SDXL: 320, 640, 1280); heads of TINY_HEAD_DIM channels.
+    """
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -210,9 +214,9 @@ def tiny_unet(seed: int = 0, cross_attention_dim: int = CONTEXT_DIM) -> nn.Modul
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=TINY_BLOCKS, transformer_layers_per_block=(1, 2, 10),
-        attention_head_dim=tuple(c // TINY_HEAD_DIM for c in TINY_BLOCKS),   # diffusers' legacy name: heads
-        cross_attention_dim=cross_attention_dim, norm_num_groups=8, use_linear_projection=True,
+        block_out_channels=tuple(blocks), transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=tuple(c // TINY_HEAD_DIM for c in blocks),        # diffusers' legacy name: heads
+        cross_attention_dim=cross_attention_dim, norm_num_groups=norm_groups, use_linear_projection=True,
         addition_embed_type="text_time", addition_time_embed_dim=TINY_TIME_EMBED,
         projection_class_embeddings_input_dim=TINY_POOLED + 6 * TINY_TIME_EMBED,
     ))

@@ -1,0 +1,108 @@
+"""What is trained is what runs, inside ComfyUI's real SDXL UNet code: the diffusers training host and ComfyUI's UNet
+hold the same weights at the same sites, and at each of the 70 sites the BoLID patch that ComfyUI calls (through the
+pack's apply_bolid, ComfyUI's optimized_attention, a real UNet forward) gives what the training processor gives on
+the same q, k, v with the same adapter weights."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+import hostlib
+from bolid_lib.adapter import AdapterConfig, BoLIDAdapter
+from bolid_lib.sdxl_layers import NUM_SITES, SITES, find_attn2
+from bolid_lib.training.host import BoLIDAttnProcessor, BranchTokens
+from bolid_lib.training.models import TINY_HEAD_DIM, tiny_unet
+
+pytestmark = pytest.mark.host
+
+# ComfyUI's UNet normalises with 32 groups, so its smallest SDXL layout has model_channels 32
+BLOCKS = (32, 64, 128)
+
+
+@pytest.fixture(scope="module")
+def pack(comfy):
+    node_mod = sys.modules[comfy.node("BoLIDApply").__module__]
+    root = node_mod.__name__.rsplit(".nodes.", 1)[0]
+
+    class Pack:
+        nodes = node_mod
+        patch = sys.modules[root + ".bolid_lib.patch"]
+        adapter = sys.modules[root + ".bolid_lib.adapter"]
+
+    return Pack
+
+
+class Recorder:
+    """Wraps the patch ComfyUI installed at one site and records (q, k, v, out) of each call."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, q, k, v, extra_options):
+        out = self.fn(q, k, v, extra_options)
+        self.calls.append((q.detach().clone(), k.detach().clone(), v.detach().clone(), out.detach().clone(),
+                           extra_options["n_heads"]))
+        return out
+
+
+def test_training_host_matches_comfy_unet(comfy, pack):
+    comfy_utils = importlib.import_module("comfy.utils")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # the same UNet weights in both hosts, mapped with ComfyUI's own diffusers <-> ComfyUI key table
+        dunet = tiny_unet(seed=0, blocks=BLOCKS, norm_groups=32)
+        patcher = hostlib.build_sdxl_model(model_channels=BLOCKS[0], head_channels=TINY_HEAD_DIM, seed=0)
+        cunet = patcher.model.diffusion_model
+        mapping = comfy_utils.unet_to_diffusers(hostlib.sdxl_unet_config(BLOCKS[0], TINY_HEAD_DIM))
+        dsd, csd = dunet.state_dict(), cunet.state_dict()
+        with torch.no_grad():
+            for dk, ck in mapping.items():
+                if dk in dsd and ck in csd and dsd[dk].shape == csd[ck].shape:
+                    csd[ck].copy_(dsd[dk])
+        dmods = dict(dunet.named_modules())
+        for s in SITES:       # canonical site i is the same layer in both hosts
+            c, d = find_attn2(cunet, s), dmods[s.diffusers]
+            for name in ("to_q", "to_k", "to_v"):
+                assert torch.equal(getattr(c, name).weight, getattr(d, name).weight), (s.key, s.diffusers, name)
+            assert c.heads == d.heads
+
+        # the same adapter weights: one copy from the pack ComfyUI loaded, one from the training side
+        kw = dict(widths=(BLOCKS[1], BLOCKS[2]), ref_kind="plain", ref_tokens=4, clip_embed_dim=32,
+                  body_dim=16, body_tokens=3, body_hidden=32)
+        torch.manual_seed(3)
+        comfy_adapter = pack.adapter.BoLIDAdapter(pack.adapter.AdapterConfig(**kw)).eval()
+        train_adapter = BoLIDAdapter(AdapterConfig(**kw)).eval()
+        train_adapter.load_state_dict(comfy_adapter.state_dict())
+        ref, body = torch.randn(1, 32), torch.randn(1, 16)
+
+        model = pack.nodes.apply_bolid(patcher, comfy_adapter, pack.patch.PatchSettings(lambda_ref=0.8, lambda_body=1.2),
+                                       ref_features=ref, body=body)
+        replaces = model.model_options["transformer_options"]["patches_replace"]["attn2"]
+        recorders = {}
+        for s in SITES:
+            recorders[s.index] = Recorder(replaces[s.key])
+            replaces[s.key] = recorders[s.index]
+        x = torch.randn(1, 4, 8, 8)
+        with torch.no_grad():
+            cunet(x, timesteps=torch.tensor([500.0]), context=torch.randn(1, 77, 2048), y=torch.randn(1, 2816),
+                  transformer_options=model.model_options["transformer_options"])
+        assert all(len(r.calls) == 1 for r in recorders.values()), "every one of the 70 sites is called once"
+
+        with torch.no_grad():
+            tokens = BranchTokens(ref=train_adapter.ref_tokens(ref), body=train_adapter.body_tokens(body),
+                                  scale_ref=0.8, scale_body=1.2)
+        checked = 0
+        for s in SITES:
+            q, k, v, out, heads = recorders[s.index].calls[0]
+            with torch.no_grad():
+                host = BoLIDAttnProcessor(s.index, train_adapter, tokens).attend(q, k, v, heads)
+            torch.testing.assert_close(host, out, rtol=1e-4, atol=1e-5, msg=lambda m, s=s: f"site {s.key}: {m}")
+            checked += 1
+        assert checked == NUM_SITES
+    finally:
+        torch.set_num_threads(threads)
