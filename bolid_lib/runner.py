@@ -479,14 +479,37 @@ def run(opts: RunOptions, say: Callable[[str], None]) -> RunResult:
         status, object_info = client.get_json("/object_info")
         if status != 200 or not isinstance(object_info, dict):
             raise RunError(f"GET {url}/object_info answered {status}", log_path)
-        return _run_prompt(client, workflow, object_info, opts, base_hint, log_path, say)
+        result = _run_prompt(client, workflow, object_info, opts, base_hint, log_path, say)
     except RunError as e:
         if e.log_path is None:
             e.log_path = log_path
         raise
+    except KeyboardInterrupt:
+        if server is not None:
+            server.stop()
+            server = None
+        _remove_workdir(workdir)
+        raise
     finally:
         if server is not None:
             server.stop()
+    # Success or checklist: the log is not needed; on errors the folder stays for the log it holds.
+    _remove_workdir(workdir)
+    result.log_path = None
+    return result
+
+
+def _remove_workdir(workdir: Path) -> None:
+    """Delete the run's temp folder; the link to the pack is unlinked first, never followed."""
+    import shutil
+
+    link = workdir / "custom_nodes" / "ComfyUI-BoLID"
+    if link.is_symlink():
+        link.unlink()
+    try:
+        shutil.rmtree(workdir)
+    except OSError as e:
+        log.warning("could not remove the temporary folder %s: %s", workdir, e)
 
 
 def _run_prompt(client: Client, workflow: dict, object_info: dict, opts: RunOptions, base_hint: str,
