@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--ids", type=int, default=ProofConfig.ids)
     p.add_argument("--steps", type=int, default=ProofConfig.steps)
     p.add_argument("--time-limit", type=float, default=ProofConfig.time_limit_s)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (on a machine shared with other jobs, 1 thread beats 2: no spinning OpenMP workers)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
