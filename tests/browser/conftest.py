@@ -24,6 +24,15 @@ def comfy_server(tmp_path_factory):
     base = browserlib.make_base_dir(tmp_path_factory.mktemp("comfy_served"), browserlib.sample_files())
     # A random-init YOLO11n-pose under the name the example workflows use (a real ultralytics .pt).
     hostlib.save_yolo(base / "models" / "ultralytics" / "pose" / "yolo11n-pose.pt")
+    # A Body-ID file under the name the text-only workflows use (random numbers, real format).
+    import torch
+    from bolid_lib.embedding import BodyEmbedding, save_body
+
+    g = torch.Generator().manual_seed(0)
+    body = BodyEmbedding(torch.randn(756, generator=g), torch.full((756,), -2.0),
+                         {"vae_fingerprint": "f00dcafe12345678", "views_used": 12, "views_skipped": 1,
+                          "mean_confidence": 0.83, "source": "encode"})
+    save_body(body, base / "models" / "bolid" / "bodies" / "my_person.safetensors")
     server = browserlib.ComfyServer(root, base)
     try:
         server.start()
@@ -43,9 +52,9 @@ def browser_context(comfy_server, tmp_path_factory):
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def app_page(browser_context, comfy_server):
-    """The ComfyUI page, opened once; tests put their own workflow on the canvas."""
+    """A fresh ComfyUI page per test (no DOM widgets or dialogs left over from another test's graph)."""
     page = browserlib.open_app(browser_context, comfy_server.url)
     yield page
     page.close()

@@ -176,3 +176,35 @@ def test_weighting_preview_redraws_when_sigma_changes(comfy_server, app_page, tm
     page.wait_for_timeout(500)
     again = _pixels(preview.screenshot())
     assert (abs(again - a).max(axis=-1) > 8).mean() < 0.01
+
+
+def test_body_summary_drawn_on_body_nodes(comfy_server, app_page):
+    """js/bolid_body.js: after Load Body-ID -> Body-ID Preview has run, both nodes carry the summary
+    (D, norm, views, confidence, VAE fingerprint) and draw it: the node's pixels change."""
+    page = app_page
+    browserlib.close_dialogs(page)
+    built = browserlib.build_graph(page, {
+        "nodes": [{"key": "load", "type": "BoLIDLoadBody", "widgets": {"body_name": "my_person.safetensors"}, "col": 0},
+                  {"key": "preview", "type": "BoLIDBodyPreview", "widgets": {}, "col": 1}],
+        "links": [["load", "BOLID_BODY", "preview", "body"]], "groups": []})
+    assert not built["problems"], built["problems"]
+    browserlib.fit_view(page)
+    rect_js = """() => { const n = window.app.graph._nodes.find(n => n.type === 'BoLIDBodyPreview');
+        const ds = window.app.canvas.ds, s = ds.scale, [ox, oy] = ds.offset;
+        const c = document.querySelector('#graph-canvas').getBoundingClientRect();
+        return {x: c.x + (n.pos[0] + ox) * s, y: c.y + (n.pos[1] - 30 + oy) * s, width: (n.size[0] + 40) * s, height: (n.size[1] + 200) * s}; }"""
+    before = _pixels(page.screenshot(clip=page.evaluate(rect_js)))
+    _queue_and_wait(page, comfy_server)
+    page.wait_for_function(
+        "() => window.app.graph._nodes.filter(n => n.type.startsWith('BoLID') && n.bolidBodySummary).length === 2",
+        timeout=30_000)
+    lines = page.evaluate("() => window.app.graph._nodes.find(n => n.type === 'BoLIDBodyPreview').bolidBodySummary")
+    text = "\n".join(lines)
+    assert "D=756" in text and "12 used" in text and "1 skipped" in text and "0.83" in text, text
+    assert "f00dcafe" in text, text
+    page.wait_for_timeout(500)
+    after = _pixels(page.screenshot(clip=page.evaluate(rect_js)))
+    h = min(before.shape[0], after.shape[0])
+    w = min(before.shape[1], after.shape[1])
+    changed = (abs(before[:h, :w] - after[:h, :w]).max(axis=-1) > 20).mean()
+    assert changed > 0.01, f"the node looks the same after it ran ({changed:.2%} of pixels changed)"
