@@ -1,0 +1,88 @@
+"""bolid_lib.runner pieces that need no ComfyUI: finding it, the loopback rule, messages, pack loading."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bolid_lib import runner
+from bolid_lib.workflow import RequiredFile
+
+
+def _fake_comfyui(root: Path) -> Path:
+    (root / "comfy").mkdir(parents=True)
+    (root / "main.py").write_text("")
+    (root / "nodes.py").write_text("")
+    (root / "custom_nodes").mkdir()
+    return root
+
+
+def test_find_comfyui_order_and_errors(tmp_path, monkeypatch):
+    a, b = _fake_comfyui(tmp_path / "a"), _fake_comfyui(tmp_path / "b")
+    monkeypatch.setenv("COMFYUI_PATH", str(b))
+    assert runner.find_comfyui(str(a)) == a.resolve()      # --comfyui wins
+    assert runner.find_comfyui(None) == b.resolve()        # then COMFYUI_PATH
+    monkeypatch.setenv("COMFYUI_PATH", str(tmp_path))
+    with pytest.raises(runner.RunError, match="not a ComfyUI folder"):
+        runner.find_comfyui(None)
+    monkeypatch.delenv("COMFYUI_PATH")
+    if runner.PACK_ROOT.parent.name != "custom_nodes":
+        with pytest.raises(runner.RunError, match="no ComfyUI found"):
+            runner.find_comfyui(None)
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("http://127.0.0.1:8188", True), ("127.0.0.1:8188", True), ("http://localhost:8188/", True),
+    ("http://[::1]:8188", True), ("http://192.168.1.5:8188", False), ("https://127.0.0.1:8188", False),
+    ("http://example.com", False),
+])
+def test_only_loopback_servers(url, ok):
+    if ok:
+        assert runner.check_loopback(url).startswith("http://")
+    else:
+        with pytest.raises(runner.RunError, match="on this machine"):
+            runner.check_loopback(url)
+
+
+def test_pack_is_linked_when_not_installed(tmp_path):
+    comfyui = _fake_comfyui(tmp_path / "ComfyUI")
+    args = runner.prepare_pack_loading(comfyui, None, tmp_path / "work")
+    assert args[0] == "--extra-model-paths-config"
+    link = tmp_path / "work" / "custom_nodes" / "ComfyUI-BoLID"
+    assert link.is_symlink() and link.resolve() == runner.PACK_ROOT
+    assert str(tmp_path / "work" / "custom_nodes") in Path(args[1]).read_text()
+    # installed (as a link inside custom_nodes): nothing to add
+    os.symlink(runner.PACK_ROOT, comfyui / "custom_nodes" / "ComfyUI-BoLID")
+    assert runner.prepare_pack_loading(comfyui, None, tmp_path / "work2") == []
+    runner._remove_workdir(tmp_path / "work")
+    assert not (tmp_path / "work").exists() and runner.PACK_ROOT.is_dir()  # the link was not followed
+
+
+def test_node_errors_read_like_the_ui():
+    prompt = {"3": {"class_type": "KSampler", "inputs": {}, "_meta": {"title": "Sampler"}}}
+    errors = {"3": {"class_type": "KSampler", "errors": [
+        {"type": "value_smaller_than_min", "message": "Value 0 smaller than min of 1", "details": "steps",
+         "extra_info": {"input_name": "steps"}}]}}
+    assert runner.format_node_errors(errors, prompt) == (
+        "  node 3 (KSampler, 'Sampler') input 'steps': Value 0 smaller than min of 1: steps")
+
+
+def test_checklist_names_file_folder_and_source():
+    missing = [runner.MissingFile(RequiredFile("CheckpointLoaderSimple", "ckpt_name", "sd_xl_base_1.0.safetensors",
+                                               "checkpoints", 4), "/x/models/checkpoints"),
+               runner.MissingFile(RequiredFile("BoLIDPoseModelLoader", "model_name", "pose/yolo11n-pose.pt",
+                                               "ultralytics", 5), "/x/models/ultralytics")]
+    text = runner.format_checklist(missing)
+    assert "[ ] sd_xl_base_1.0.safetensors" in text and "folder : /x/models/checkpoints" in text
+    assert "stabilityai/stable-diffusion-xl-base-1.0" in text
+    assert f"folder : {os.path.join('/x/models/ultralytics', 'pose')}" in text
+
+
+def test_bad_workflow_files_are_user_errors(tmp_path):
+    with pytest.raises(runner.RunError, match="no workflow file"):
+        runner.load_workflow(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(runner.RunError, match="not valid JSON"):
+        runner.load_workflow(tmp_path / "bad.json")
