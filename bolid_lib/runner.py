@@ -330,12 +330,17 @@ def format_node_errors(node_errors: dict, prompt: dict) -> str:
 
 
 def format_execution_error(messages: list) -> str:
+    """The ``execution_error`` of a history entry: node, exception type and message; the traceback's end
+    only for unexpected errors (a BoLIDError is a user error and its message says the fix)."""
     for item in messages or []:
         if isinstance(item, (list, tuple)) and len(item) == 2 and item[0] == "execution_error":
             e = item[1]
+            kind = str(e.get("exception_type", "")).rsplit(".", 1)[-1]
+            text = f"  node {e.get('node_id')} ({e.get('node_type')}): {kind}: {str(e.get('exception_message', '')).strip()}"
             tb = "".join(e.get("traceback") or [])[-1500:]
-            return (f"  node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type', '')}: "
-                    f"{e.get('exception_message', '').strip()}" + (f"\n  traceback (end):\n{tb}" if tb else ""))
+            if tb and kind != "BoLIDError":
+                text += f"\n  traceback (end):\n{tb}"
+            return text
     return "  (no error message in the history)"
 
 

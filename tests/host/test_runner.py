@@ -294,3 +294,36 @@ def test_example_workflow_without_models_prints_its_checklist(server, tmp_path, 
     for name in needed - present:
         assert f"[ ] {name}" in done.stdout, done.stdout
     assert "queued" not in done.stdout
+
+
+def test_runtime_error_is_reported_with_node_and_message(server, tmp_path):
+    """SaveImage refuses a prefix leaving the output folder only when it runs (validation passes)."""
+    proc, _ = server
+    api = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "../../escape"}}}
+    wf = tmp_path / "escape.json"
+    wf.write_text(json.dumps(api), encoding="utf-8")
+    done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the workflow failed while running" in done.stdout
+    assert "node 2 (SaveImage)" in done.stdout and "outside the output folder" in done.stdout
+
+
+def test_pack_user_error_reaches_the_terminal(server, tmp_path, yolo_pose_pt):
+    """A BoLIDError raised by a pack node (no person found, on_missing=error) is printed, not hidden."""
+    proc, base = server
+    import shutil
+
+    from PIL import Image
+
+    (base / "models" / "ultralytics" / "pose").mkdir(parents=True, exist_ok=True)
+    shutil.copy(yolo_pose_pt, base / "models" / "ultralytics" / "pose" / "random-pose.pt")
+    (base / "input").mkdir(exist_ok=True)
+    Image.new("RGB", (96, 128), (120, 90, 60)).save(base / "input" / "person.png")
+    api = _pose_workflow("pose/random-pose.pt")
+    api["3"]["inputs"].update(conf=1.0, on_missing="error")  # nobody scores 1.0 at random weights
+    wf = tmp_path / "nobody.json"
+    wf.write_text(json.dumps(api), encoding="utf-8")
+    done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"), "--timeout", "300")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "node 3 (BoLIDPoseKeypoints)" in done.stdout and "BoLIDError" in done.stdout

@@ -86,3 +86,13 @@ def test_bad_workflow_files_are_user_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(runner.RunError, match="not valid JSON"):
         runner.load_workflow(tmp_path / "bad.json")
+
+
+def test_execution_error_message():
+    msg = ["execution_error", {"node_id": "3", "node_type": "BoLIDPoseKeypoints",
+                               "exception_type": "custom_nodes.x.bolid_lib.errors.BoLIDError",
+                               "exception_message": "no person found in image 1: lower conf", "traceback": ["tb"]}]
+    text = runner.format_execution_error([["execution_start", {}], msg])
+    assert text == "  node 3 (BoLIDPoseKeypoints): BoLIDError: no person found in image 1: lower conf"
+    msg[1]["exception_type"] = "RuntimeError"
+    assert "traceback (end):\ntb" in runner.format_execution_error([msg])
