@@ -325,14 +325,22 @@ class BodyVAE(nn.Module):
         mean, logvar = self.heads(pooled.float()[None])
         return mean[0].cpu(), logvar[0].cpu()
 
-    def fingerprint(self) -> str:
-        """A short hex hash of the config and every weight: which VAE made a Body-ID."""
+    def fingerprint(self, *, refresh: bool = False) -> str:
+        """A short hex hash of the config and every weight: which VAE made a Body-ID.
+
+        Hashing every weight of a full-size VAE takes a moment, so the value is kept after the first call;
+        pass refresh=True after changing the weights (training computes it afresh when it saves).
+        """
+        cached = getattr(self, "_fingerprint", None)
+        if cached is not None and not refresh:
+            return cached
         h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
         for key, t in sorted(self.state_dict().items()):
             h.update(key.encode())
             h.update(str(tuple(t.shape)).encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()[:16]
+        self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
 
 # --- files -----------------------------------------------------------------------------------------
@@ -341,7 +349,7 @@ def save_body_vae(model: BodyVAE, path: str | os.PathLike, *, overwrite: bool = 
     """Write the VAE as one .safetensors: weights, config and format version in the metadata."""
     return files.save_safetensors_atomic(
         dict(model.state_dict()), path, fmt=FORMAT, version=VERSION, config=model.config.to_dict(),
-        metadata={FINGERPRINT_KEY: model.fingerprint()}, overwrite=overwrite)
+        metadata={FINGERPRINT_KEY: model.fingerprint(refresh=True)}, overwrite=overwrite)
 
 
 def load_body_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BodyVAE:

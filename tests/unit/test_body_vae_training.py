@@ -123,6 +123,15 @@ def test_command_line_trains_and_writes_a_loadable_vae(tmp_path):
     assert (tmp_path / "checkpoints" / "step_00000002.safetensors").is_file()
 
 
+def test_accelerate_path_trains(data):
+    """The multi-GPU path (accelerate's Accelerator, DDP when launched on several processes) on one CPU process."""
+    accelerate = pytest.importorskip("accelerate")
+    acc = accelerate.Accelerator(cpu=True)
+    model, hist = train_body_vae(TINY, TrainConfig(steps=3, batch_persons=2, warmup=1, log_every=100), data, accelerator=acc)
+    assert len(hist) == 3 and all(torch.isfinite(p).all() for p in model.parameters())
+    assert type(model).__name__ == "BodyVAE"
+
+
 @pytest.mark.slow
 def test_learns_body_identity_small_seeded():
     """6 procedural identities, about 40 s: Body-IDs of unseen 4-view sets find their identity far above chance."""
