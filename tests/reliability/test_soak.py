@@ -107,7 +107,7 @@ def good_prompt(k: int) -> dict:
     apply -> 1-step sampler. Widgets vary with k so ComfyUI re-runs the nodes instead of serving its cache."""
     g = cat.G()
     img = cat.load(g)
-    pose = cat.pose_chain(g, img)
+    pose = cat.pose_chain(g, img, person_index=k % 100)   # ignored with "largest", but a new cache key: YOLO runs again
     w = cat.weighting(g, img, pose=g[pose], sigma=round(0.05 + 0.001 * k, 4), alpha=0.2)
     enc = cat.encode(g, g[w, 0], g[pose])
     cat.preview_body(g, g[enc])
