@@ -39,15 +39,16 @@ def boot(comfyui: str) -> list[str]:
 
     args.cpu = True
     args.disable_api_nodes = True
+    # An empty base directory: model-file and input-file combos come out empty on every machine, so the
+    # dump does not depend on what the machine that made it had installed.
+    tmp = tempfile.mkdtemp(prefix="bolid_dump_")
+    for sub in ("temp", "output", "input", "models", "custom_nodes", "user"):  # nodes list some while loading
+        os.makedirs(os.path.join(tmp, sub), exist_ok=True)
+    args.base_directory = tmp
     import utils.extra_config  # noqa: F401  (must come before `nodes`, see HOST_NOTES.md)
     import folder_paths
 
-    tmp = tempfile.mkdtemp(prefix="bolid_dump_")
-    for sub in ("temp", "output", "input"):  # nodes list these folders while they load
-        os.makedirs(os.path.join(tmp, sub), exist_ok=True)
-    folder_paths.set_temp_directory(os.path.join(tmp, "temp"))
-    folder_paths.set_output_directory(os.path.join(tmp, "output"))
-    folder_paths.set_input_directory(os.path.join(tmp, "input"))
+    assert folder_paths.models_dir.startswith(tmp), "folder_paths was imported before the base directory was set"
     import nodes
 
     asyncio.run(nodes.init_public_apis())
