@@ -120,7 +120,9 @@ def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_featu
     existing = out.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     stacked = 0
     for s in SITES:
-        previous = existing.get(s.key) or existing.get((s.block, s.block_id))
+        previous = existing.get(s.key)
+        if previous is None:    # ComfyUI falls back to the (block, id) key when no 3-part key is set
+            previous = existing.get((s.block, s.block_id))
         stacked += previous is not None
         out.set_model_attn2_replace(patch.site(s.index, previous), s.block, s.block_id, s.transformer_index)
     if stacked:
