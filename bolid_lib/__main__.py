@@ -20,13 +20,33 @@ from . import runner
 DEFAULT_OBJECT_INFO = Path(__file__).resolve().parent.parent / "tests" / "data" / "object_info_core.json"
 
 
+PACK_SCHEMAS = Path(__file__).resolve().parent.parent / "tests" / "standin" / "dump_pack_info.py"
+
+
+def _pack_object_info() -> dict:
+    """This pack's node schemas without ComfyUI, from the test stand-in (a checkout only), else {}."""
+    import subprocess
+
+    if not PACK_SCHEMAS.is_file():
+        return {}
+    done = subprocess.run([sys.executable, str(PACK_SCHEMAS)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        sys.stderr.write(f"warning: could not read this pack's node schemas:\n{done.stderr[-2000:]}\n")
+        return {}
+    return json.loads(done.stdout).get("nodes", {})
+
+
 def _check(args: argparse.Namespace) -> int:
     from .workflow import check_workflow
 
     workflow = runner.load_workflow(args.workflow)
-    with open(args.object_info, encoding="utf-8") as f:
-        info = json.load(f)
-    info = info.get("nodes", info)
+    info: dict = {}
+    for path in args.object_info or [DEFAULT_OBJECT_INFO]:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        info.update(data.get("nodes", data))
+    if not args.object_info:
+        info.update(_pack_object_info())
     ignore = {"missing model file", "missing input file"} if args.ignore_missing_files else set()
     problems = check_workflow(workflow, info, ignore=ignore)
     for line in problems:
@@ -48,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_arguments(run_p)
     check_p = sub.add_parser("check", help="check a workflow against an /object_info dump, without ComfyUI")
     check_p.add_argument("workflow", type=Path)
-    check_p.add_argument("--object-info", type=Path, default=DEFAULT_OBJECT_INFO,
-                         help="an /object_info JSON (default: the committed core dump)")
+    check_p.add_argument("--object-info", type=Path, action="append",
+                         help="an /object_info JSON, repeatable (default: the committed core dump plus this "
+                              "pack's schemas read through the test stand-in)")
     check_p.add_argument("--ignore-missing-files", action="store_true",
                          help="do not report model files and input images absent from the dump")
     sub.add_parser("train", help="train the Body-ID VAE or the adapter (python -m bolid_lib train -h)")
