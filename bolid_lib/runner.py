@@ -60,6 +60,10 @@ class RunError(BoLIDError):
         self.exit_code = exit_code
 
 
+class ServerUnreachable(RunError):
+    """No answer from the ComfyUI server (not started yet, stopped, or crashed)."""
+
+
 # --- finding ComfyUI ---------------------------------------------------------------------------
 
 def is_comfyui(path: Path) -> bool:
@@ -131,6 +135,10 @@ class Client:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
+        except (urllib.error.URLError, OSError) as e:  # refused, reset, timed out
+            reason = getattr(e, "reason", e)
+            raise ServerUnreachable(f"cannot reach ComfyUI at {self.base} ({reason}): is it running? "
+                                    "(with --server, start ComfyUI first; without it, read the server log)") from None
 
     def get_json(self, path: str) -> tuple[int, Any]:
         status, raw = self._request("GET", path)
@@ -198,8 +206,8 @@ class ServerProcess:
                 status, _ = client.get_json("/system_stats")
                 if status == 200:
                     return
-            except (urllib.error.URLError, ConnectionError, socket.timeout, OSError):
-                pass
+            except ServerUnreachable:
+                pass  # not listening yet
             if time.monotonic() > next_note:
                 say(f"  ... still starting ComfyUI (log: {self.log_path})")
                 next_note = time.monotonic() + 15
@@ -452,7 +460,7 @@ def run(opts: RunOptions, say: Callable[[str], None]) -> RunResult:
     """Run one workflow; returns the exit code and the written images. Never leaves a server running."""
     workflow = load_workflow(opts.workflow)
     server: ServerProcess | None = None
-    workdir = Path(tempfile.mkdtemp(prefix="bolid_run_"))
+    workdir: Path | None = None  # only when we start a server: its log and the link to the pack
     log_path: Path | None = None
     try:
         if opts.server:
@@ -461,6 +469,7 @@ def run(opts: RunOptions, say: Callable[[str], None]) -> RunResult:
             say(f"using the running ComfyUI at {url}")
         else:
             comfyui = find_comfyui(opts.comfyui)
+            workdir = Path(tempfile.mkdtemp(prefix="bolid_run_"))
             port = opts.port or free_port()
             args = ["--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes"]
             use_cpu = opts.cpu if opts.cpu is not None else not _gpu_available()
@@ -488,6 +497,8 @@ def run(opts: RunOptions, say: Callable[[str], None]) -> RunResult:
     except RunError as e:
         if e.log_path is None:
             e.log_path = log_path
+        if server is None:  # failed before starting anything: no log worth keeping
+            _remove_workdir(workdir)
         raise
     except KeyboardInterrupt:
         if server is not None:
@@ -504,10 +515,12 @@ def run(opts: RunOptions, say: Callable[[str], None]) -> RunResult:
     return result
 
 
-def _remove_workdir(workdir: Path) -> None:
+def _remove_workdir(workdir: Path | None) -> None:
     """Delete the run's temp folder; the link to the pack is unlinked first, never followed."""
     import shutil
 
+    if workdir is None:
+        return
     link = workdir / "custom_nodes" / "ComfyUI-BoLID"
     if link.is_symlink():
         link.unlink()

@@ -96,3 +96,18 @@ def test_execution_error_message():
     assert text == "  node 3 (BoLIDPoseKeypoints): BoLIDError: no person found in image 1: lower conf"
     msg[1]["exception_type"] = "RuntimeError"
     assert "traceback (end):\ntb" in runner.format_execution_error([msg])
+
+
+def test_unreachable_server_is_a_user_error(tmp_path, capsys):
+    import argparse
+    import json
+
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
+    port = runner.free_port()  # nothing listens there
+    args = argparse.Namespace(workflow=wf, comfyui=None, out=tmp_path / "out", port=None, timeout=5,
+                              start_timeout=5, cpu=True, server=f"http://127.0.0.1:{port}", base_directory=None,
+                              comfy_args=[])
+    assert runner.main_run(args) == runner.EXIT_ERROR
+    out = capsys.readouterr().out
+    assert "cannot reach ComfyUI" in out and "Traceback" not in out
