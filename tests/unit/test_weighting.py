@@ -290,3 +290,24 @@ def test_js_live_preview_matches_python():
     torch.testing.assert_close(js[1].reshape(10, 15), direct_w_norm(half, 10, 15, 2.0)[0], atol=1e-6, rtol=1e-6)  # Float32Array
     assert not js[2].any()
     torch.testing.assert_close(js[3].reshape(20, 30), wt.weight_map(kp[:1], 20, 30, 0.0, "pixels")[0].double())
+
+
+@pytest.mark.parametrize("tile", [3, 8, 32])
+@pytest.mark.parametrize("sigma_px", [0.7, 5.0, 40.0])
+def test_tile_pruning_is_exact(tile, sigma_px):
+    """Only the keypoints that can win a tile are evaluated there: the result equals the full max (eq. 12)."""
+    g = torch.Generator().manual_seed(int(sigma_px * 10) + tile)
+    h, w = 61, 90
+    kp = random_keypoints(4, 17, h, w, seed=tile, margin=15)
+    kp[1, :5, :2] = torch.tensor([40.0, 20.0]) + torch.randn(5, 2, generator=g)  # a tight cluster (a face)
+    kp[2, :, 2] = 0
+    kp[3, 1:, 2] = 0  # a single visible keypoint
+    old = wt._TILE
+    try:
+        wt._TILE = tile
+        got = wt.weight_map(kp, h, w, sigma_px, "pixels")
+    finally:
+        wt._TILE = old
+    torch.testing.assert_close(got.double(), direct_w_norm(kp, h, w, sigma_px), atol=2e-7, rtol=1e-6)
+    need = wt._tile_candidates(kp, h, w, tile)
+    assert need.sum(1).float().mean() < (kp[..., 2] > 0).sum(1).float().mean()  # something was pruned
