@@ -3,8 +3,9 @@
 The paper stacks all weighted views (100 of 1024 x 1024) in one tensor and feeds it to "a VAE encoder";
 it says nothing more. Our reading:
 
-- Each view enters as its Gaussian-weighted image (paper 4.1), letterboxed to a square and resized to
-  R x R, plus 17 keypoint heat maps (eq. 11 per keypoint) at R x R: 20 channels.
+- Each view enters as its Gaussian-weighted image (paper 4.1), cut to a square around the person's
+  keypoints (or letterboxed whole) and resized to R x R, plus 17 keypoint heat maps (eq. 11 per keypoint)
+  at R x R: 20 channels; and, in a small MLP branch, the keypoints' scale-free geometry (proportions).
 - A convolutional encoder maps each view j to a feature f_j (F). Views are pooled by a confidence-weighted
   mean, w_j = mean confidence of the view's visible keypoints ("weighted by pose confidence"):
       f = sum_j w_j f_j / sum_j w_j
@@ -55,6 +56,12 @@ LIMBS: tuple[tuple[int, int], ...] = (
     (0, 5), (0, 6),              # nose to shoulders (head and neck)
 )
 NUM_LIMBS = len(LIMBS)
+# Pairs whose 2D distance (relative to the torso) the keypoint branch sees: the limbs plus spans across the body.
+GEOMETRY_PAIRS: tuple[tuple[int, int], ...] = LIMBS + (
+    (5, 11), (6, 12), (5, 12), (6, 11), (11, 15), (12, 16), (5, 9), (6, 10), (3, 4), (1, 2), (0, 11), (0, 12),
+)
+GEOMETRY_DIM = NUM_KEYPOINTS * 3 + 2 * len(GEOMETRY_PAIRS)
+CROPS = ("person", "image")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,11 @@ class BodyVAEConfig:
     stride-2 stages (the decoder mirrors them). feature_dim: F, the per-view feature. pool_size: the
     encoder's final spatial grid. heatmap_sigma: heat-map sigma as a fraction of R. beta: weight of the
     KL term. limb_head: train/predict limb ratios. groups: GroupNorm groups (divides every width).
+    crop: "person" cuts a square around the view's visible keypoints (plus crop_margin of its side on each
+    side) before resizing to R, so a person small in a large photo still fills the input; "image" letterboxes
+    the whole image. keypoint_branch: add an MLP over scale-free keypoint geometry (torso-relative
+    coordinates and distances) to each view's feature: body proportions are read off the keypoints directly
+    instead of being left for the convolutions to infer from heat maps.
     """
 
     input_size: int = 256
@@ -77,6 +89,9 @@ class BodyVAEConfig:
     limb_head: bool = True
     limb_weight: float = 1.0
     groups: int = 8
+    crop: str = "person"
+    crop_margin: float = 0.15
+    keypoint_branch: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -90,6 +105,8 @@ class BodyVAEConfig:
             raise BoLIDError(f"heatmap_sigma must be > 0; got {self.heatmap_sigma}")
         if self.beta < 0:
             raise BoLIDError(f"beta must be >= 0; got {self.beta}")
+        if self.crop not in CROPS:
+            raise BoLIDError(f"crop must be one of {CROPS}; got {self.crop!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,6 +156,76 @@ def letterbox(images: torch.Tensor, keypoints: torch.Tensor, size: int) -> tuple
     return x, kp
 
 
+def person_crop(images: torch.Tensor, keypoints: torch.Tensor, size: int, margin: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a square around each view's visible keypoints and resize it to size x size (antialiased).
+
+    images (V, 3, H, W); keypoints (V, 17, 3) px. The square is centred on the keypoints' box, its side the
+    box's longer side times (1 + 2 margin); parts outside the image are zero. A view without visible keypoints
+    is letterboxed whole. Returns ((V, 3, size, size) float32, (V, 17, 3) keypoints in pixels of the crops).
+    """
+    from torchvision.ops import roi_align
+
+    v, _, h, w = images.shape
+    kp = keypoints.float().to(images.device)
+    vis = kp[..., 2] > 0                                                     # (V, K)
+    big = torch.tensor(1e9, device=kp.device)
+    x0 = torch.where(vis, kp[..., 0], big).amin(1)
+    y0 = torch.where(vis, kp[..., 1], big).amin(1)
+    x1 = torch.where(vis, kp[..., 0], -big).amax(1)
+    y1 = torch.where(vis, kp[..., 1], -big).amax(1)
+    any_vis = vis.any(1)
+    side = torch.maximum(x1 - x0, y1 - y0).clamp(min=8.0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    whole = float(max(h, w))
+    side = torch.where(any_vis, side, torch.full_like(side, whole))
+    cx = torch.where(any_vis, cx, torch.full_like(cx, w / 2))
+    cy = torch.where(any_vis, cy, torch.full_like(cy, h / 2))
+    bx0, by0 = cx - side / 2, cy - side / 2
+    boxes = torch.stack([torch.arange(v, device=kp.device, dtype=torch.float32), bx0, by0, bx0 + side, by0 + side], 1)  # (V, 5)
+    crops = roi_align(images.float(), boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    out = kp.clone()
+    scale = (size / side)[:, None]
+    out[..., 0] = (kp[..., 0] - bx0[:, None]) * scale
+    out[..., 1] = (kp[..., 1] - by0[:, None]) * scale
+    out = torch.where(vis[..., None], out, torch.zeros((), device=out.device))
+    return crops, out.cpu()
+
+
+def prepare_views(images: torch.Tensor, keypoints: torch.Tensor, config: "BodyVAEConfig") -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's view preparation: (V, 3, H, W) + (V, 17, 3) px -> (V, 3, R, R) + keypoints in px of R."""
+    if config.crop == "person":
+        return person_crop(images, keypoints, config.input_size, config.crop_margin)
+    return letterbox(images, keypoints, config.input_size)
+
+
+def keypoint_geometry(keypoints: torch.Tensor) -> torch.Tensor:
+    """Scale-free keypoint geometry of each view: (V, 17, 3) -> (V, GEOMETRY_DIM).
+
+    Coordinates relative to the hip centre divided by the torso length (mean shoulder-hip distance), their
+    visibility, and the distances of GEOMETRY_PAIRS divided by the torso length with a mask of which are
+    known. Missing points give zeros. Where the torso is not visible the keypoints' box size is the scale.
+    """
+    kp = keypoints.float()
+    xy, vis = kp[..., :2], kp[..., 2] > 0
+    visf = vis.float()
+    torso_ok = vis[:, 5] & vis[:, 6] & vis[:, 11] & vis[:, 12]
+    torso = ((xy[:, 5] - xy[:, 11]).norm(dim=-1) + (xy[:, 6] - xy[:, 12]).norm(dim=-1)) / 2
+    big = torch.tensor(1e9, device=kp.device)
+    lo = torch.where(vis[..., None], xy, big).amin(1)
+    hi = torch.where(vis[..., None], xy, -big).amax(1)
+    extent = (hi - lo).amax(-1).clamp(min=1e-3) / 3
+    scale = torch.where(torso_ok & (torso > 1e-3), torso, extent).clamp(min=1e-3)          # (V,)
+    hips_ok = vis[:, 11] & vis[:, 12]
+    centre = torch.where(hips_ok[:, None], (xy[:, 11] + xy[:, 12]) / 2,
+                         (xy * visf[..., None]).sum(1) / visf.sum(1, keepdim=True).clamp(min=1))
+    coords = (xy - centre[:, None]) / scale[:, None, None] * visf[..., None]             # (V, K, 2)
+    a = torch.tensor([p[0] for p in GEOMETRY_PAIRS], device=kp.device)
+    b = torch.tensor([p[1] for p in GEOMETRY_PAIRS], device=kp.device)
+    pair_ok = (vis[:, a] & vis[:, b]).float()
+    dist = (xy[:, a] - xy[:, b]).norm(dim=-1) / scale[:, None] * pair_ok                 # (V, pairs)
+    return torch.cat([coords.flatten(1), visf, dist, pair_ok], 1)
+
+
 def view_weights(keypoints: torch.Tensor) -> torch.Tensor:
     """(V, 17, 3) -> (V,) mean confidence of each view's visible keypoints (0 when none is visible)."""
     conf = keypoints[..., 2]
@@ -182,6 +269,8 @@ class BodyVAE(nn.Module):
             c = w
         layers += [nn.AdaptiveAvgPool2d(cfg.pool_size), nn.Flatten(), nn.Linear(c * cfg.pool_size ** 2, cfg.feature_dim), nn.SiLU()]
         self.encoder = nn.Sequential(*layers)
+        self.geometry = (nn.Sequential(nn.Linear(GEOMETRY_DIM, cfg.feature_dim), nn.SiLU(), nn.Linear(cfg.feature_dim, cfg.feature_dim))
+                         if cfg.keypoint_branch else None)
         # --- after pooling: (F,) -> mu, logvar (D,)
         self.trunk = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.feature_dim), nn.SiLU())
         self.to_mean = nn.Linear(cfg.feature_dim, cfg.latent_dim)
@@ -219,7 +308,10 @@ class BodyVAE(nn.Module):
     def view_features(self, views: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
         """Per-view features. views (V, 3, R, R) weighted images; keypoints (V, 17, 3) px at R -> (V, F)."""
         x = torch.cat([views.to(self.device, torch.float32), self.heatmaps(keypoints)], 1)  # (V, 3 + K, R, R)
-        return self.encoder(x)
+        f = self.encoder(x)                                                                   # (V, F)
+        if self.geometry is not None:
+            f = f + self.geometry(keypoint_geometry(keypoints).to(self.device))
+        return f
 
     def heads(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, F) pooled features -> mean (P, D), logvar (P, D)."""
@@ -286,7 +378,7 @@ class BodyVAE(nn.Module):
                      chunk: int = 8, progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Body-ID of one person from V views, streaming: memory does not grow with V.
 
-        images (V, 3, H, W) weighted views in [0, 1] (any H, W; letterboxed to R here), keypoints (V, 17, 3) in
+        images (V, 3, H, W) weighted views in [0, 1] (any H, W; cropped or letterboxed to R here), keypoints (V, 17, 3) in
         pixels of the images, weights (V,) per view (default: mean keypoint confidence). Views are read
         ``chunk`` at a time; only sum_j w_j f_j (F) and sum_j w_j are kept between chunks.
         Returns mean (D,), logvar (D,) on the CPU, float32.
@@ -302,7 +394,7 @@ class BodyVAE(nn.Module):
             wc = w[start:stop]
             keep = wc > 0  # a view of weight 0 cannot change the mean: do not spend time on it
             if keep.any():
-                views, kp = letterbox(images[start:stop][keep.to(images.device)], keypoints[start:stop][keep.to(keypoints.device)].cpu(), self.config.input_size)
+                views, kp = prepare_views(images[start:stop][keep.to(images.device)], keypoints[start:stop][keep.to(keypoints.device)].cpu(), self.config)
                 f = self.view_features(views, kp)                                  # (c, F)
                 acc += (f.double() * wc[keep].to(f.device, torch.float64)[:, None]).sum(0)
                 total += float(wc[keep].double().sum())
@@ -318,7 +410,7 @@ class BodyVAE(nn.Module):
         Memory grows with V; kept as the reference the streaming path is tested and benchmarked against.
         """
         w = self._check_views(images, keypoints, weights)
-        views, kp = letterbox(images, keypoints.cpu(), self.config.input_size)   # (V, 3, R, R)
+        views, kp = prepare_views(images, keypoints.cpu(), self.config)         # (V, 3, R, R)
         f = self.view_features(views, kp)                                        # (V, F)
         wd = w.to(f.device, torch.float64)
         pooled = (f.double() * wd[:, None]).sum(0) / wd.sum()

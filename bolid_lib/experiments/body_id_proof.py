@@ -106,10 +106,10 @@ def run_proof(cfg: ProofConfig = ProofConfig(), checkpoint_dir=None) -> dict:
     """Train on procedural identities, evaluate retrieval; returns the figures and timings."""
     t0, c0 = time.time(), time.process_time()
     shapes = synthetic.random_shapes(cfg.ids, cfg.seed)
-    data = synthetic_viewset(cfg.ids, cfg.train_views, cfg.size, cfg.seed, pose_range=TRAIN_POSES, shapes=shapes,
+    vae_cfg = BodyVAEConfig(input_size=cfg.size, latent_dim=cfg.latent_dim, widths=cfg.widths, feature_dim=cfg.feature_dim)
+    data = synthetic_viewset(cfg.ids, cfg.train_views, vae_cfg, cfg.seed, pose_range=TRAIN_POSES, shapes=shapes,
                              render_size=cfg.render_size, sigma=cfg.sigma, alpha=cfg.alpha)
     t_data = time.time() - t0
-    vae_cfg = BodyVAEConfig(input_size=cfg.size, latent_dim=cfg.latent_dim, widths=cfg.widths, feature_dim=cfg.feature_dim)
     train_cfg = TrainConfig(steps=cfg.steps, batch_persons=cfg.batch_persons, lr=cfg.lr, warmup=min(50, cfg.steps // 10 + 1),
                             seed=cfg.seed, log_every=50, checkpoint_every=10 ** 9)
     model, history = train_body_vae(vae_cfg, train_cfg, data, checkpoint_dir=checkpoint_dir, time_limit_s=cfg.time_limit_s)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import files
-from ..body_vae import NUM_LIMBS, BodyVAE, BodyVAEConfig, letterbox, limb_ratios_from_keypoints, save_body_vae, view_weights
+from ..body_vae import NUM_LIMBS, BodyVAE, BodyVAEConfig, limb_ratios_from_keypoints, prepare_views, save_body_vae, view_weights
 from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
@@ -98,15 +98,16 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def make_viewset(images: torch.Tensor, keypoints: torch.Tensor, person: torch.Tensor, size: int,
+def make_viewset(images: torch.Tensor, keypoints: torch.Tensor, person: torch.Tensor, vae_cfg: BodyVAEConfig,
                  names: list[str] | None = None, *, sigma: float = 0.1, alpha: float = 0.1, chunk: int = 256) -> ViewSet:
-    """Weight (paper 4.1), letterbox to ``size`` and pack raw views: images (N, 3, H, W), keypoints (N, 17, 3) px."""
+    """Weight (paper 4.1), prepare as the VAE does (crop/letterbox to R) and pack raw views:
+    images (N, 3, H, W), keypoints (N, 17, 3) px."""
     from ..weighting import apply_weighting
 
     views, kps = [], []
     for s in range(0, images.shape[0], chunk):
         w, _ = apply_weighting(images[s:s + chunk].float(), keypoints[s:s + chunk], sigma=sigma, alpha=alpha)
-        v, k = letterbox(w, keypoints[s:s + chunk], size)
+        v, k = prepare_views(w, keypoints[s:s + chunk], vae_cfg)
         views.append(to_uint8(v))
         kps.append(k)
     kp = torch.cat(kps)
@@ -117,7 +118,7 @@ def make_viewset(images: torch.Tensor, keypoints: torch.Tensor, person: torch.Te
     return ViewSet(torch.cat(views), kp, view_weights(kp), person, limbs, names or [f"person_{p:04d}" for p in range(n_persons)])
 
 
-def synthetic_viewset(n_persons: int, views_per_person: int, size: int, seed: int, *, pose_range=(0.0, 1.0),
+def synthetic_viewset(n_persons: int, views_per_person: int, vae_cfg: BodyVAEConfig, seed: int, *, pose_range=(0.0, 1.0),
                       render_size: int | None = None, shapes: torch.Tensor | None = None, sigma: float = 0.1,
                       alpha: float = 0.1) -> ViewSet:
     """Procedural people (bolid_lib.synthetic) with exact keypoints: no pose model needed."""
@@ -125,8 +126,8 @@ def synthetic_viewset(n_persons: int, views_per_person: int, size: int, seed: in
 
     shapes = synthetic.random_shapes(n_persons, seed) if shapes is None else shapes
     data = synthetic.make_views(shapes, views_per_person, seed + 1,
-                                synthetic.RenderSettings(size=render_size or size, pose_range=tuple(pose_range)))
-    return make_viewset(data.images, data.keypoints, data.person, size, sigma=sigma, alpha=alpha)
+                                synthetic.RenderSettings(size=render_size or vae_cfg.input_size, pose_range=tuple(pose_range)))
+    return make_viewset(data.images, data.keypoints, data.person, vae_cfg, sigma=sigma, alpha=alpha)
 
 
 # --- folders of photos -------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ def _load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0  # (3, H, W)
 
 
-def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, size: int, *, cache_dir: str | os.PathLike | None = None,
+def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, vae_cfg: BodyVAEConfig, *, cache_dir: str | os.PathLike | None = None,
                    sigma: float = 0.1, alpha: float = 0.1, conf: float = 0.25, visibility: float = 0.5,
                    device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> ViewSet:
     """Run pose + weighting over DIR/<person>/<images>, caching each person's prepared views on disk.
@@ -160,7 +161,8 @@ def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, size: int,
     cache = Path(cache_dir) if cache_dir else root / ".bolid_cache"
     cache.mkdir(parents=True, exist_ok=True)
     pm_stat = os.stat(pose_model_path)
-    settings = json.dumps({"size": size, "sigma": sigma, "alpha": alpha, "conf": conf, "visibility": visibility,
+    size = vae_cfg.input_size
+    settings = json.dumps({"size": size, "crop": vae_cfg.crop, "crop_margin": vae_cfg.crop_margin, "sigma": sigma, "alpha": alpha, "conf": conf, "visibility": visibility,
                            "pose_model": [os.path.abspath(pose_model_path), pm_stat.st_size, pm_stat.st_mtime_ns]}, sort_keys=True)
     model = None
     views, kps, owner, names = [], [], [], []
@@ -184,7 +186,7 @@ def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, size: int,
                 if not bool(pose.found[0]):
                     log.info("no person found in %s: skipped", f)
                     continue
-                v, k = _prepare_one(img, pose.keypoints, size, sigma, alpha)
+                v, k = _prepare_one(img, pose.keypoints, vae_cfg, sigma, alpha)
                 pv.append(v)
                 pk.append(k)
             v_t = torch.cat(pv) if pv else torch.zeros(0, 3, size, size, dtype=torch.uint8)
@@ -207,11 +209,11 @@ def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, size: int,
     return ViewSet(torch.cat(views), kp, view_weights(kp), person, limbs, names)
 
 
-def _prepare_one(img: torch.Tensor, keypoints: torch.Tensor, size: int, sigma: float, alpha: float):
+def _prepare_one(img: torch.Tensor, keypoints: torch.Tensor, vae_cfg: BodyVAEConfig, sigma: float, alpha: float):
     from ..weighting import apply_weighting
 
     w, _ = apply_weighting(img, keypoints, sigma=sigma, alpha=alpha)
-    v, k = letterbox(w, keypoints, size)
+    v, k = prepare_views(w, keypoints, vae_cfg)
     return to_uint8(v), k
 
 
@@ -429,6 +431,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-dim", type=int, default=BodyVAEConfig.feature_dim)
     parser.add_argument("--beta", type=float, default=BodyVAEConfig.beta)
     parser.add_argument("--no-limb-head", action="store_true", help="train without the limb-ratio head")
+    parser.add_argument("--no-keypoint-branch", action="store_true", help="no MLP over keypoint geometry (image + heat maps only)")
+    parser.add_argument("--crop", choices=["person", "image"], default="person",
+                        help="person: a square around the keypoints; image: the whole image letterboxed")
     parser.add_argument("--sigma", type=float, default=0.1, help="weighting sigma, relative to the short side (paper eq. 11)")
     parser.add_argument("--alpha", type=float, default=0.1, help="weighting alpha (paper 4.1)")
     parser.add_argument("--conf", type=float, default=0.25, help="pose detection confidence")
@@ -446,18 +451,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     vae_cfg = BodyVAEConfig(input_size=args.input_size, latent_dim=args.latent_dim,
                             widths=tuple(int(w) for w in args.widths.split(",")), feature_dim=args.feature_dim,
-                            beta=args.beta, limb_head=not args.no_limb_head)
+                            beta=args.beta, limb_head=not args.no_limb_head, crop=args.crop,
+                            keypoint_branch=not args.no_keypoint_branch)
     lo, hi = (int(x) for x in args.context_views.split(","))
     train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "context_views"},
                             context_views=(lo, hi))
     accelerator = _accelerator(args.accelerate or int(os.environ.get("WORLD_SIZE", "1")) > 1)
     device = accelerator.device if accelerator is not None else args.device
     if args.synthetic:
-        data = synthetic_viewset(args.synthetic, args.views_per_person, vae_cfg.input_size, train_cfg.seed, sigma=args.sigma, alpha=args.alpha)
+        data = synthetic_viewset(args.synthetic, args.views_per_person, vae_cfg, train_cfg.seed, sigma=args.sigma, alpha=args.alpha)
     else:
         if not args.pose_model:
             raise BoLIDError("--data needs --pose-model PATH (a YOLO pose .pt); or use --synthetic N")
-        data = folder_viewset(args.data, args.pose_model, vae_cfg.input_size, cache_dir=args.cache, sigma=args.sigma,
+        data = folder_viewset(args.data, args.pose_model, vae_cfg, cache_dir=args.cache, sigma=args.sigma,
                               alpha=args.alpha, conf=args.conf, visibility=args.visibility, device=str(device))
     log.info("%d views of %d people (%d trainable)", data.views.shape[0], len(data.names), len(data.trainable))
     out = Path(args.out)

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import save_file
 
 from bolid_lib import files
-from bolid_lib.body_vae import (BodyVAE, BodyVAEConfig, encode_body, letterbox, limb_ratios_from_keypoints,
-                                load_body_vae, save_body_vae, view_weights)
+from bolid_lib.body_vae import (GEOMETRY_DIM, BodyVAE, BodyVAEConfig, encode_body, keypoint_geometry, letterbox,
+                                limb_ratios_from_keypoints, load_body_vae, person_crop, prepare_views, save_body_vae,
+                                view_weights)
 from bolid_lib.embedding import BodyEmbedding, save_body
 from bolid_lib.errors import BoLIDError
 from bolid_lib.keypoints import PoseBatch
@@ -56,7 +57,7 @@ def test_aggregation_is_the_confidence_weighted_mean_of_view_features():
     model = tiny_model()
     images, kp = random_views(4)
     w = torch.tensor([0.9, 0.1, 0.5, 0.7])
-    views, kpr = letterbox(images, kp, TINY.input_size)
+    views, kpr = prepare_views(images, kp, TINY)
     with torch.no_grad():
         f = model.view_features(views, kpr)                     # (V, F)
         pooled = (f * w[:, None]).sum(0) / w.sum()
@@ -112,6 +113,43 @@ def test_letterbox_keeps_proportions_and_moves_keypoints():
     small, kps = letterbox(img, kp, 20)              # halve: keypoints scale with the image
     assert kps[0, 0, :2].tolist() == pytest.approx([15.25, 7.75])
     assert small.shape == (1, 3, 20, 20)
+
+
+def test_person_crop_follows_the_keypoints():
+    img = torch.zeros(2, 3, 200, 300)
+    kp = torch.zeros(2, 17, 3)
+    kp[:, 5:, 2] = 1.0
+    g = torch.Generator().manual_seed(0)
+    kp[0, 5:, 0] = 100 + 60 * torch.rand(12, generator=g)         # a person in x 100..160, y 40..160
+    kp[0, 5:, 1] = 40 + 120 * torch.rand(12, generator=g)
+    kp[1, 5:, 0] = 250 + 40 * torch.rand(12, generator=g)         # near the right edge: the crop pads with zeros
+    kp[1, 5:, 1] = 10 + 50 * torch.rand(12, generator=g)
+    for b in range(2):
+        x, y = int(kp[b, 8, 0]), int(kp[b, 8, 1])
+        img[b, :, y - 2:y + 3, x - 2:x + 3] = 1.0                  # a bright 5x5 square at keypoint 8
+        kp[b, 8, :2] = torch.tensor([x + 0.5, y + 0.5])
+    out, kpo = person_crop(img, kp, 64, margin=0.15)
+    assert out.shape == (2, 3, 64, 64)
+    for b in range(2):
+        vis = kpo[b, 5:, :2]
+        lo, hi = vis.min(0).values, vis.max(0).values
+        assert float(lo.min()) >= 64 * 0.15 / 1.3 - 0.01 and float(hi.max()) <= 64 - 64 * 0.15 / 1.3 + 0.01
+        assert float((hi - lo).max()) == pytest.approx(64 / 1.3, rel=1e-4)   # the longer side fills 1 / (1 + 2 margin)
+        m = out[b, 0]
+        centres = torch.arange(64, dtype=torch.float32) + 0.5
+        cx, cy = float((m.sum(0) * centres).sum() / m.sum()), float((m.sum(1) * centres).sum() / m.sum())
+        assert abs(cx - float(kpo[b, 8, 0])) <= 0.25 and abs(cy - float(kpo[b, 8, 1])) <= 0.25
+    assert kpo[:, :5].abs().sum() == 0                                # invisible stays zero
+
+
+def test_keypoint_geometry_is_scale_and_shift_free():
+    _, kp = random_views(3)
+    moved = kp.clone()
+    moved[..., :2] = kp[..., :2] * 2.5 + torch.tensor([17.0, -4.0])
+    moved = torch.where(kp[..., 2:3] > 0, moved, torch.zeros(()))
+    a, b = keypoint_geometry(kp), keypoint_geometry(moved)
+    assert a.shape == (3, GEOMETRY_DIM)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_limb_ratios_use_a_high_quantile_over_views():

@@ -20,7 +20,7 @@ TINY = BodyVAEConfig(input_size=32, latent_dim=16, widths=(8, 16), feature_dim=3
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic_viewset(4, 6, 32, seed=0, render_size=48)
+    return synthetic_viewset(4, 6, TINY, seed=0, render_size=48)
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def test_refuses_views_of_the_wrong_size(data):
 
 def test_people_need_two_views():
     with pytest.raises(BoLIDError, match="at least 2 usable views"):
-        synthetic_viewset(3, 1, 32, seed=0)
+        synthetic_viewset(3, 1, TINY, seed=0)
 
 
 def test_folder_dataset_runs_pose_once_and_caches(tmp_path, yolo_pose_pt):
@@ -95,17 +95,17 @@ def test_folder_dataset_runs_pose_once_and_caches(tmp_path, yolo_pose_pt):
             Image.fromarray((im.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(root / f"p{p}" / f"{i}.png")
     (root / "p0" / "notes.txt").write_text("not an image")
     kw = dict(cache_dir=tmp_path / "cache", conf=0.0001, visibility=0.0)
-    first = folder_viewset(root, str(yolo_pose_pt), 32, **kw)
+    first = folder_viewset(root, str(yolo_pose_pt), TINY, **kw)
     assert first.names == ["p0", "p1"] and first.views.shape[1:] == (3, 32, 32)
     cache_files = sorted((tmp_path / "cache").glob("*.safetensors"))
     assert [c.name for c in cache_files] == ["p0.safetensors", "p1.safetensors"]
     stamps = [(c.stat().st_ino, c.stat().st_mtime_ns) for c in cache_files]
-    second = folder_viewset(root, str(yolo_pose_pt), 32, **kw)
+    second = folder_viewset(root, str(yolo_pose_pt), TINY, **kw)
     assert torch.equal(first.views, second.views) and torch.equal(first.keypoints, second.keypoints)
     assert [(c.stat().st_ino, c.stat().st_mtime_ns) for c in cache_files] == stamps  # not re-run, not rewritten
     # A new photo invalidates that person's cache only.
     shutil.copyfile(root / "p1" / "0.png", root / "p1" / "3.png")
-    third = folder_viewset(root, str(yolo_pose_pt), 32, **kw)
+    third = folder_viewset(root, str(yolo_pose_pt), TINY, **kw)
     assert (cache_files[0].stat().st_ino, cache_files[0].stat().st_mtime_ns) == stamps[0]
     assert cache_files[1].stat().st_ino != stamps[1][0]
     assert third.views.shape[0] == first.views.shape[0] + 1
