@@ -370,7 +370,7 @@ async (spec) => {
   for (const [title, keys, color] of spec.groups) {
     const members = keys.map(k => made[k]).filter(Boolean);
     if (!members.length) continue;
-    const pad = 14, head = 46;
+    const pad = 14, head = 72;
     const x0 = Math.min(...members.map(n => n.pos[0])) - pad;
     const y0 = Math.min(...members.map(n => n.pos[1])) - head - pad;
     const x1 = Math.max(...members.map(n => n.pos[0] + n.size[0])) + pad;

@@ -8,7 +8,7 @@ live node registry), accepted by ComfyUI's own ``validate_prompt``, and run by i
 - SDXL workflows (marker ``slow``; set BOLID_SDXL_RUN=1): run for real with a full-size random-weight
   SDXL checkpoint (cached outside the repo, made by tests/tools/make_random_sdxl.py), a random ViT-H CLIP
   vision model and a random BoLID adapter of the real layout, down to saved images. Loading a full SDXL
-  on CPU needs ~13 GiB: one such process at a time.
+  on CPU in bfloat16 (ComfyUI's --bf16-unet, set for these tests) peaks near 14 GiB: one such process at a time.
 
 Overrides, because the models are random and the machine is a CPU: the pose node's ``conf`` and
 ``visibility`` go to ~0 (random weights score every detection about 2e-4), and the SDXL runs sample one
@@ -178,7 +178,7 @@ def _ensure_sdxl() -> Path:
 def sdxl_files(tmp_path_factory):
     """(checkpoint, clip vision, adapter) paths: full-size random SDXL, ViT-H, BoLID adapter (ref + body)."""
     if os.environ.get("BOLID_SDXL_RUN") != "1":
-        pytest.skip("full-size SDXL runs are opt-in (BOLID_SDXL_RUN=1): ~13 GiB of RAM and minutes on CPU")
+        pytest.skip("full-size SDXL runs are opt-in (BOLID_SDXL_RUN=1): ~14 GiB of RAM and minutes on CPU")
     import hostlib
     import torch
     from bolid_lib.adapter import AdapterConfig
@@ -195,7 +195,13 @@ def sdxl_files(tmp_path_factory):
     del cv
     adapter = save_bolid_adapter(folder / "bolid_adapter_sdxl.safetensors",
                                  AdapterConfig(ref_kind="plain", clip_embed_dim=1024, body_dim=756))
-    return ckpt, clip, adapter
+    # ComfyUI's own --bf16-unet: the full UNet in bfloat16 (5 GB) instead of float32 (10 GB) on this CPU.
+    from comfy.cli_args import args
+
+    old = args.bf16_unet
+    args.bf16_unet = True
+    yield ckpt, clip, adapter
+    args.bf16_unet = old
 
 
 SDXL_WORKFLOWS = [w for w in WORKFLOWS if w != "bolid_build_body_id"]
@@ -220,3 +226,10 @@ def test_sdxl_workflow_runs_to_saved_images(name, comfy, live_info, photos, plac
              for img in out["images"]]
     assert saved and all((comfy.output_dir / i["subfolder"] / i["filename"]).is_file() for i in saved)
     assert ksampler["widgets_values"][2] >= 4  # the shipped workflow keeps its own step count
+    import gc
+
+    import comfy.model_management
+
+    comfy.executor.reset()  # drop this run's cached models before the next workflow loads its own
+    comfy.model_management.unload_all_models()
+    gc.collect()

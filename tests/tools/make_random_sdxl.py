@@ -48,7 +48,7 @@ def write_safetensors_streaming(tensors: dict, path: Path, metadata: dict | None
         f.write(raw)
         for k in order:
             t = tensors[k].detach().contiguous().cpu()
-            f.write(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            f.write(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     os.replace(tmp, path)
 
 

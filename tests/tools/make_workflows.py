@@ -144,7 +144,7 @@ def text_only(lightning: bool) -> Workflow:
         ("ckpt", "MODEL", "apply", "model"), ("adapter", "BOLID_ADAPTER", "apply", "adapter"),
         ("body", "BOLID_BODY", "apply", "body"), ("apply", "MODEL", "sampler", "model"),
     ]
-    groups = [("Body identity (BoLID)", ["body", "adapter", "apply"], "#3f789e"),
+    groups = [("Body-ID and adapter (BoLID)", ["body", "adapter"], "#3f789e"),
               ("Read me: model files", ["note"], "#a1309b")]
     return Workflow(name, nodes, links, groups)
 
@@ -163,13 +163,13 @@ def image_reference() -> Workflow:
         N("weighting", "BoLIDGaussianWeighting", {}, col=2),
         N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=2),
         N("encode", "BoLIDBodyEncode", {}, col=3),
-        N("clip_vision", "CLIPVisionLoader", {"clip_name": CLIP_VISION_H}, col=3),
-        N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": SDXL}, col=3),
-        N("adapter", "BoLIDAdapterLoader", {"adapter_name": ADAPTER}, col=3),
-        N("apply", "BoLIDApply", {"lambda_ref": 0.6, "lambda_body": 0.8, "start_at": 0.0, "end_at": 1.0}, col=4),
-        *_prompts(col=4),
-        _sampler(30, 6.0, "dpmpp_2m", "karras", col=5),
-        *_generation_tail("BoLID/image_reference", 5),
+        N("clip_vision", "CLIPVisionLoader", {"clip_name": CLIP_VISION_H}, col=4),
+        N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": SDXL}, col=4),
+        N("adapter", "BoLIDAdapterLoader", {"adapter_name": ADAPTER}, col=4),
+        N("apply", "BoLIDApply", {"lambda_ref": 0.6, "lambda_body": 0.8, "start_at": 0.0, "end_at": 1.0}, col=5),
+        *_prompts(col=5),
+        _sampler(30, 6.0, "dpmpp_2m", "karras", col=6),
+        *_generation_tail("BoLID/image_reference", 6),
     ]
     links = GEN_LINKS + [
         ("image", "IMAGE", "pose", "image"), ("pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"),
@@ -193,8 +193,8 @@ def build_body_id() -> Workflow:
         f"The Body-ID is saved to ComfyUI/models/bolid/bodies/ and appears in BoLID Load Body-ID.")
     nodes = [
         N("photos", "LoadImageSetFromFolderNode", {"folder": PHOTO_FOLDER, "resize_method": "None"}, col=0),
-        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=330, color="#432"),
         N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=0),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=330, color="#432"),
         N("pose", "BoLIDPoseKeypoints", {"on_missing": "skip"}, col=1, height=520),
         N("weighting", "BoLIDGaussianWeighting", {}, col=2, height=520),
         N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=3),
