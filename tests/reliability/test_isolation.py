@@ -8,6 +8,7 @@ figures (RSS every 10 cycles).
 from __future__ import annotations
 
 import gc
+import time
 import importlib.util
 import shutil
 import weakref
@@ -87,6 +88,7 @@ def test_apply_and_drop_100_times(comfy, sdxl_small, patch_inputs):
     assert probe() is None, "a dropped patch is still referenced (leak through the source model or a global)"
     base = rss_mb()
     curve = [(0, base)]
+    t0 = time.monotonic()
     dead = 0
     for i in range(1, CYCLES + 1):
         with torch.inference_mode():
@@ -99,7 +101,8 @@ def test_apply_and_drop_100_times(comfy, sdxl_small, patch_inputs):
         if i % 10 == 0:
             curve.append((i, rss_mb()))
     growth = curve[-1][1] - base
-    print(f"\nisolation: {CYCLES} apply/drop cycles on one MODEL; RSS (MB) by cycle: "
+    elapsed = time.monotonic() - t0
+    print(f"\nisolation: {CYCLES} apply/drop cycles on one MODEL in {elapsed:.0f} s; RSS (MB) by cycle: "
           + ", ".join(f"{i}:{r:.1f}" for i, r in curve) + f"; growth {growth:+.1f} MB (limit {RSS_LIMIT_MB:.0f})")
     problems = guard.problems(with_output=True)
     assert not problems, "\n".join(problems)
