@@ -138,3 +138,25 @@ def test_single_dict_accepted():
 def test_bad_pose_keypoint_is_a_clear_error(data, match):
     with pytest.raises(BoLIDError, match=match):
         K.pose_keypoint_to_pose_batch(data)
+
+
+# --- skeleton drawing (bolid_lib/draw.py) -----------------------------------------------------------
+
+def test_draw_skeleton_marks_visible_limbs_only():
+    from bolid_lib.draw import draw_skeleton
+
+    h, w = 64, 48
+    images = torch.full((2, 3, h, w), 0.25)
+    kp = torch.zeros(2, 17, 3)
+    kp[0, 5] = torch.tensor([10.0, 20.0, 0.9])   # left shoulder
+    kp[0, 7] = torch.tensor([10.0, 50.0, 0.8])   # left elbow: limb (5, 7) is drawn
+    kp[0, 16] = torch.tensor([40.0, 60.0, 0.0])  # invisible: nothing there
+    pose = K.PoseBatch(kp, torch.zeros(2, 4), torch.tensor([True, False]), (h, w))
+    out = draw_skeleton(images, pose)
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out[0, :, 35, 10], images[0, :, 35, 10])    # on the limb
+    assert torch.equal(out[0, :, 60, 40], images[0, :, 60, 40])        # at the invisible point
+    assert torch.equal(out[0, :, 5:15, 30:], images[0, :, 5:15, 30:])  # far from everything
+    assert torch.equal(out[1], images[1])                              # no person found: unchanged
+    with pytest.raises(BoLIDError, match="size"):
+        draw_skeleton(images[:, :, :32], pose)
