@@ -51,16 +51,16 @@ def main() -> None:
     for m in models.frozen_modules().values():
         m.to(dev)
     adapter, trainable = build_adapter(base, models, 16)
-    module_plain = AdapterTrainingModule(adapter, models.unet).to(dev)
-    module_short = AdapterTrainingModule(adapter, models.unet, models.shortcut_unet).to(dev)
+    # one module for all modes (the shortcut UNet only runs when the shortcut preview asks for it)
+    module = AdapterTrainingModule(adapter, models.unet, models.shortcut_unet).to(dev)
     ds = prepare_data(base, models, True)
     opt = torch.optim.AdamW(trainable, lr=1e-5)
     modes = {
-        "L_diff only": (dataclasses.replace(base, alpha_id=0.0, beta_clip=0.0), module_plain),
-        "full, x0 preview": (dataclasses.replace(base, alpha_id=0.1, beta_clip=0.1), module_plain),
-        "full, shortcut preview": (dataclasses.replace(base, alpha_id=0.1, beta_clip=0.1, preview="shortcut"), module_short),
+        "L_diff only": dataclasses.replace(base, alpha_id=0.0, beta_clip=0.0),
+        "full, x0 preview": dataclasses.replace(base, alpha_id=0.1, beta_clip=0.1),
+        "full, shortcut preview": dataclasses.replace(base, alpha_id=0.1, beta_clip=0.1, preview="shortcut"),
     }
-    ctxs = {k: StepContext(c, models, m, dev, "epsilon") for k, (c, m) in modes.items()}
+    ctxs = {k: StepContext(c, models, module, dev, "epsilon") for k, c in modes.items()}
     times = {k: [] for k in modes}
     peak = {}
 

@@ -106,3 +106,44 @@ def test_training_host_matches_comfy_unet(comfy, pack):
         assert checked == NUM_SITES
     finally:
         torch.set_num_threads(threads)
+
+
+def test_trained_file_loads_in_the_comfy_loader_and_applies(comfy, pack, sdxl_small, tmp_path):
+    """A file written by the trainer (one step, body branch, a UNet of sdxl_small's widths) loads through the
+    BoLIDAdapterLoader node as it is and patches ComfyUI's SDXL UNet."""
+    import dataclasses
+
+    from bolid_lib.training.adapter import AdapterTrainConfig, train
+    from bolid_lib.training.data import write_synthetic_dataset
+    from bolid_lib.training.models import tiny_models
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = write_synthetic_dataset(tmp_path / "data", people=1, views=2, size=64)
+        cfg = AdapterTrainConfig(data_dir=str(data), output_dir=str(tmp_path / "run"), tiny=True, resolution=64,
+                                 batch_size=1, max_steps=1, branches="body", body_hidden=32, alpha_id=0.0,
+                                 beta_clip=0.0, pose_conf=1e-6, save_every=0, tensorboard=False, name="trained_tiny")
+        models = tiny_models(cfg)
+        models = dataclasses.replace(models, unet=tiny_unet(seed=0, blocks=BLOCKS, norm_groups=32))
+        result = train(cfg, models=models)
+        dst = comfy.models_dir / "bolid" / "trained_tiny.safetensors"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(result["adapter"].read_bytes())
+        choice = next(c for c in pack.nodes.adapter_choices() if "trained_tiny" in c)
+        adapter = comfy.node("BoLIDAdapterLoader").execute(adapter_name=choice).result[0]
+        assert adapter.config.body_dim == 16 and adapter.ref is None
+        body = result["adapter_module"].state_dict()
+        for k, v in adapter.state_dict().items():
+            assert torch.equal(v, body[k]), k
+        model = pack.nodes.apply_bolid(sdxl_small, adapter, pack.patch.PatchSettings(lambda_body=1.0),
+                                       body=torch.randn(1, 16))
+        unet = sdxl_small.model.diffusion_model
+        args = dict(x=torch.randn(1, 4, 8, 8), timesteps=torch.tensor([500.0]), context=torch.randn(1, 77, 2048),
+                    y=torch.randn(1, 2816))
+        with torch.no_grad():
+            plain = unet(**args, transformer_options={})
+            patched = unet(**args, transformer_options=model.model_options["transformer_options"])
+        assert not torch.allclose(plain, patched)
+    finally:
+        torch.set_num_threads(threads)
