@@ -15,6 +15,15 @@ WIDTHS = (64, 128)      # sdxl_small: model_channels 32 -> levels of 64 and 128
 BODY_DIM = 756
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared, busy CPU, torch's thread pool spins and a tiny forward takes 10x longer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def pack(comfy):
     """The modules of the pack copy that ComfyUI loaded (objects passed to its nodes must come from it)."""
