@@ -223,6 +223,13 @@ def build_adapter(cfg: AdapterTrainConfig, models, body_dim: int | None) -> tupl
         if tuple(ic.widths) != widths or ic.context_dim != context:
             raise BoLIDError(f"{cfg.init_adapter} has widths {ic.widths} / context {ic.context_dim}; this UNet needs {widths} / {context}: "
                              "start from an adapter made for SDXL")
+        enc = models.image_encoder
+        if enc is None:
+            raise BoLIDError(f"{cfg.init_adapter} has a ref branch, which needs a CLIP vision encoder: set image_encoder")
+        got = int(enc.config.hidden_size if ic.ref_kind == "plus" else enc.config.projection_dim)
+        if got != ic.ref_input_dim:
+            raise BoLIDError(f"{cfg.init_adapter} reads {ic.ref_input_dim}-dim CLIP vision features; image_encoder gives {got}: "
+                             "use the CLIP vision model the IP-Adapter was made for (ViT-H for the _vit-h files, bigG for ip-adapter_sdxl)")
     elif cfg.train_ref:
         enc = models.image_encoder
         if enc is None:

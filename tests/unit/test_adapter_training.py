@@ -267,3 +267,29 @@ def test_gradient_checkpointing_same_gradients_and_bf16_step(step_setup, models,
     result = train(make_cfg(data_dir, tmp_path, mixed_precision="bf16", gradient_checkpointing=True), models=models)
     models.unet.disable_gradient_checkpointing()
     assert math.isfinite(result["history"][0]["loss"]) and result["history"][0]["l_diff"] > 0
+
+
+def test_ref_branch_starts_from_an_ip_adapter_file(models, data_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    from bolid_lib.adapter import AdapterConfig, BoLIDAdapter, bolid_ref_state_to_ip_adapter
+
+    torch.manual_seed(5)
+    src = BoLIDAdapter(AdapterConfig(widths=models.adapter_widths(), ref_kind="plain", ref_tokens=4, clip_embed_dim=32,
+                                     body_dim=None))
+    ip = {k: v.contiguous() for k, v in bolid_ref_state_to_ip_adapter(src).items()}
+    assert any(k.startswith("ip_adapter.139.") for k in ip)                   # the public file's key layout
+    path = tmp_path / "ip-adapter_sdxl_tiny.safetensors"
+    save_file(ip, str(path))
+    for branches, ref_trained in (("body", False), ("both", True)):
+        cfg = make_cfg(data_dir, tmp_path, branches=branches, init_adapter=str(path))
+        adapter, trainable = build_adapter(cfg, models, 16)
+        assert adapter.ref is not None and adapter.body is not None
+        for k, v in src.ref.state_dict().items():
+            assert torch.equal(adapter.ref.state_dict()[k], v), k
+        ids = {id(p) for p in trainable}
+        assert all((id(p) in ids) == ref_trained for p in adapter.ref.parameters())
+        assert all(id(p) in ids for p in adapter.body.parameters())
+    wrong = dataclasses.replace(models, image_encoder=None)
+    with pytest.raises(BoLIDError, match="CLIP vision"):
+        build_adapter(make_cfg(data_dir, tmp_path, init_adapter=str(path)), wrong, 16)
