@@ -301,6 +301,10 @@ F_CANARY = ("BoLIDPoseModelLoader unpickles any .pt in models/ultralytics with u
             "torch_safe_load(path, safe_only=True) (weights_only + allow-list), which loads real YOLO pose files and "
             "refuses this one without running it")
 
+F_V3_COMBO_SILENT = ("an unknown blocks_for value ('all') is silently treated as 'neither': BoLIDApply.execute falls back to "
+                     "block weights (1, 1, 1) for both branches, so block_output = 0 is ignored without a word (a silent "
+                     "fallback; ComfyUI 0.3.64 does not check V3 combo values); refuse it with the three choices")
+
 CASES: list[Case] = [
     # --- pose model loader: files of the wrong kind ---
     Case("pose_loader_detection_model", p_pose_loader("rel_detect.pt"), "BoLIDPoseModelLoader",
@@ -344,6 +348,11 @@ CASES: list[Case] = [
     Case("pose_person_index_absent_error_policy", p_pose(lambda g: load(g), conf=NOBODY_CONF, on_missing="error",
                                                          person="by_index", person_index=3),
          "BoLIDPoseKeypoints", r"person index 3 .*not found in image 0", r"lower 'conf'|on_missing", "execution", NEEDS_POSE),
+    Case("pose_unknown_on_missing_choice", p_pose(lambda g: load(g), on_missing="ignore"), "BoLIDPoseKeypoints",
+         r"on_missing must be one of.*got 'ignore'", r"'skip', 'error'", "execution", NEEDS_POSE,
+         note="ComfyUI 0.3.64 does not check V3 combo values: a stale or hand-written API workflow reaches the node"),
+    Case("pose_unknown_person_choice", p_pose(lambda g: load(g), person="tallest"), "BoLIDPoseKeypoints",
+         r"person must be one of.*got 'tallest'", r"'largest', 'most_confident'", "execution", NEEDS_POSE),
     # --- Gaussian weighting ---
     Case("weighting_no_pose_connected", p_weighting(pose=None), "BoLIDGaussianWeighting",
          r"neither is connected", r"connect exactly one of 'pose'.*'pose_keypoint'", "execution", NEEDS_POSE),
@@ -357,6 +366,8 @@ CASES: list[Case] = [
          r"smaller than min", r"min of 0", "validation", NEEDS_POSE),
     Case("weighting_alpha_above_one", p_weighting(alpha=1.5), "BoLIDGaussianWeighting",
          r"bigger than max", r"max of 1", "validation", NEEDS_POSE),
+    Case("weighting_unknown_sigma_mode", p_weighting(sigma_mode="percent"), "BoLIDGaussianWeighting",
+         r"sigma_mode must be one of.*got 'percent'", r"'relative', 'pixels'", "execution", NEEDS_POSE),
     Case("weighting_keypoints_outside_image",
          p_weighting(pose=None, pose_keypoint=pose_keypoint_json(64, 64, {0: (-40, 30), 2: (200, 500), 5: (32, 32)})),
          None, files=NEEDS_POSE, check=check_weighting_ran, note="points outside the image only add the tails of their Gaussians"),
@@ -434,6 +445,8 @@ CASES: list[Case] = [
          r"rel_exists\.safetensors exists already", r"choose another name|increment", "execution", ALL),
     Case("save_existing_name_increment", p_save_body("rel_exists", "increment"), None, files=ALL,
          writes=("models/bolid/bodies/rel_exists_0000*.safetensors",), check=check_saved("rel_exists_00001.safetensors")),
+    Case("save_unknown_if_exists_choice", p_save_body("rel_other", "overwrite"), "BoLIDSaveBody",
+         r"on_exists must be one of.*got 'overwrite'", r"'increment', 'refuse'", "execution", ALL),
     Case("save_into_subfolder", p_save_body("rel_team/alice"), None, files=ALL,
          writes=("models/bolid/bodies/rel_team/alice*.safetensors",), check=check_saved("rel_team/alice.safetensors")),
     Case("save_bodies_folder_is_a_file", p_save_body("alice"), "BoLIDSaveBody",
@@ -485,6 +498,8 @@ CASES: list[Case] = [
          r"bigger than max", r"max of 3", "validation", ALL, finding=F_KWARGS_VALIDATE),
     Case("apply_unknown_ref_batch_rule", p_apply(extra={"ref_batch": "median"}), "BoLIDApply",
          r"ref_batch.*median", r"average.*one per latent", "any", ALL, finding=F_V3_COMBO),
+    Case("apply_unknown_blocks_for_choice", p_apply(extra={"blocks_for": "all", "block_output": 0.0}), "BoLIDApply",
+         r"blocks_for.*all", r"both.*body.*ref", "any", ALL, finding=F_V3_COMBO_SILENT),
     Case("apply_refs_do_not_match_latent_batch",
          p_apply(adapter=IP_PLAIN, body=None, image=[IMG, IMG_B], clip="h", batch=3, extra={"ref_batch": "one per latent"}),
          "KSampler", r"2 reference images for a batch of 3 latents", r"give one reference, as many references as latents, or choose 'average'",

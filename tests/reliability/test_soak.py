@@ -257,8 +257,9 @@ def test_soak_200_prompts(server):
     assert status == 200, "the server stopped answering"
     warm = curve[1][1] if len(curve) > 1 else curve[0][1]
     growth = curve[-1][1] - warm
-    print(f"\nsoak: {PROMPTS} prompts in {elapsed:.0f} s ({counts['good']} good, {counts['sampled']} of them sampled "
-          f"through the patch; {counts['bad']} bad, {counts['bad_validation']} refused at validation); "
+    print(f"\nsoak: {PROMPTS} prompts in {elapsed:.0f} s ({counts['good']} good, each with a finite sampled latent "
+          f"({counts['sampled']}); the patch + 1-step sampler re-ran on {-(-counts['good'] // SAMPLE_EVERY)} of them (a new λ), "
+          f"pose/weighting/Body-ID/fidelity on all; {counts['bad']} bad, {counts['bad_validation']} refused at validation); "
           f"mean {times['good'] / max(1, counts['good']):.2f} s per good prompt, {times['bad'] / max(1, counts['bad']):.2f} s per bad one")
     print("soak: server RSS (MB) every 10 prompts: " + ", ".join(f"{k}:{r:.0f}" for k, r in curve)
           + f"; growth after warm-up (prompt {curve[1][0] if len(curve) > 1 else curve[0][0]}) {growth:+.1f} MB "
