@@ -247,6 +247,73 @@ def test_follows_model_management_moves(pack, sdxl_small, sdxl_cond, ipa):
     assert next(iter(_site_patches(m.clone()).values())).patch is patch
 
 
+@pytest.fixture(scope="module")
+def small_clip_vision(comfy, tmp_path_factory):
+    """A real ComfyUI ClipVisionModel of reduced size: ViT-H's projection (1024-d image_embeds) on a 64-wide,
+    2-layer tower (hidden states (B, 257, 64)); random weights."""
+    import json
+
+    import comfy.clip_vision
+
+    cfg = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 64, "image_size": 224,
+           "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 128, "layer_norm_eps": 1e-05,
+           "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2,
+           "patch_size": 14, "projection_dim": 1024, "torch_dtype": "float32"}
+    path = tmp_path_factory.mktemp("clipv") / "clip_vision_small.json"
+    path.write_text(json.dumps(cfg))
+    cv = comfy.clip_vision.ClipVisionModel(str(path))
+    hostlib_fill(cv.model)
+    return cv
+
+
+def hostlib_fill(module):
+    import hostlib
+
+    hostlib.fill_random_(module, seed=7, std=0.05)
+
+
+def _image(seed=0, b=1):
+    return torch.rand(b, 96, 80, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def test_reference_image_through_clip_vision(pack, sdxl_small, sdxl_cond, ipa, small_clip_vision, comfy):
+    cv = small_clip_vision
+    # plain (ViT-H layout): image_embeds; unconditional rows use zeros (lib default)
+    feats, uncond = pack.nodes._ref_features(ipa, cv, _image(), None)
+    assert feats.shape == (1, 1024) and uncond is None
+    with torch.inference_mode():
+        direct = cv.encode_image(_image())["image_embeds"]
+    assert torch.equal(feats, direct.float())
+    plain = _sample(sdxl_small, sdxl_cond)
+    assert not torch.allclose(_sample(_apply(pack, sdxl_small, ipa, ref=feats), sdxl_cond), plain, atol=1e-4)
+    # plus (Resampler on hidden states): the "no image" input is a blank image that CLIP normalises to zero
+    path = save_ip_adapter(comfy.models_dir / "ipadapter" / "plus_small.safetensors", "plus", "h", widths=WIDTHS,
+                           clip_dim=64, resampler_dim=64, resampler_heads=2, resampler_depth=1, std=0.05)
+    plus = pack.adapter.load_adapter(path)
+    feats, uncond = pack.nodes._ref_features(plus, cv, _image(), None)
+    assert feats.shape == (1, 257, 64) and uncond.shape == (1, 257, 64)
+    import comfy.clip_vision as cvm
+
+    blank = torch.tensor(cv.image_mean).reshape(1, 1, 1, 3).expand(1, 224, 224, 3)
+    assert cvm.clip_preprocess(blank).abs().max() < 0.01
+    with torch.inference_mode():
+        assert torch.allclose(uncond, cv.encode_image(blank)["penultimate_hidden_states"].float())
+    assert not torch.allclose(uncond, torch.zeros_like(uncond))
+    # errors that say the fix
+    BoLIDError = pack.errors.BoLIDError
+    with pytest.raises(BoLIDError, match="needs a CLIP vision model"):
+        pack.nodes._ref_features(ipa, None, _image(), None)
+    with pytest.raises(BoLIDError, match="not both"):
+        pack.nodes._ref_features(ipa, cv, _image(), cv.encode_image(_image()))
+    with pytest.raises(BoLIDError, match="no reference image"):
+        pack.nodes._ref_features(ipa, cv, None, None)
+    with pytest.raises(BoLIDError, match=r"needs a ViT-H \(1280-dim hidden states.*gives 64-dim"):
+        full_plus = pack.adapter.BoLIDAdapter(pack.adapter.AdapterConfig(ref_kind="plus", ref_tokens=16, body_dim=None,
+                                                                         widths=WIDTHS, resampler_depth=1))
+        feats, uncond = pack.nodes._ref_features(full_plus, cv, _image(), None)
+        _apply(pack, sdxl_small, full_plus, ref=feats)
+
+
 # --- the whole graph through ComfyUI's executor -------------------------------------------------
 
 _OBJECTS: dict = {}
@@ -271,7 +338,8 @@ def _source_node(type_name):
 
 @pytest.fixture(scope="module")
 def sources(comfy):
-    names = {f"BoLIDTestSource_{t}": _source_node(t) for t in ("MODEL", "CONDITIONING", "CLIP_VISION_OUTPUT", "BOLID_BODY")}
+    names = {f"BoLIDTestSource_{t}": _source_node(t)
+             for t in ("MODEL", "CONDITIONING", "CLIP_VISION_OUTPUT", "BOLID_BODY", "CLIP_VISION", "IMAGE")}
     comfy.nodes.NODE_CLASS_MAPPINGS.update(names)
     yield names
     for n in names:
@@ -330,6 +398,22 @@ def test_ksampler_graph_with_loader_and_apply_nodes(comfy, pack, sources, files,
     # with both λ = 0 the graph gives the unpatched model's latent (up to SaveLatent's storage)
     plain = _sample(sdxl_small, sdxl_cond, steps=2, seed=3)
     assert torch.equal(lat_off, plain.to(lat_off.dtype))
+
+
+def test_graph_with_reference_image_and_clip_vision(comfy, pack, sources, files, sdxl_small, sdxl_cond, small_clip_vision):
+    pos, neg = sdxl_cond(0, 64, 64)
+    _OBJECTS.update(model=sdxl_small, pos=pos, neg=neg, body=_body(pack), clipv=small_clip_vision, image=_image(b=2))
+    g = _graph(0.8, 1.0, "[ipadapter] ip-adapter_sdxl_vit-h.safetensors", "bolid_test_adapter.safetensors")
+    del g["6"]["inputs"]["clip_vision_output"]
+    g["13"] = {"class_type": "BoLIDTestSource_CLIP_VISION", "inputs": {"key": "clipv"}}
+    g["14"] = {"class_type": "BoLIDTestSource_IMAGE", "inputs": {"key": "image"}}
+    g["6"]["inputs"].update(clip_vision=["13", 0], image=["14", 0], ref_batch="average")
+    res = comfy.run(g)
+    assert res.ok, res.error_text()
+    # two references for one latent with "one per latent" is refused at sampling, with the rule in the message
+    g["6"]["inputs"]["ref_batch"] = "one per latent"
+    res = comfy.run(g)
+    assert not res.ok and "2 reference images for a batch of 1 latents" in res.error_text()
 
 
 def test_graph_errors_say_the_fix(comfy, sources, files, sdxl_small, sdxl_cond):

@@ -38,26 +38,28 @@ def _randn(gen, *shape, std=0.02, dtype=torch.float16):
 def ip_adapter_state(kind: str = "plain", clip: str = "h", *, widths: tuple[int, int] = SDXL_WIDTHS,
                      context_dim: int = CONTEXT_DIM, seed: int = 0, dtype=torch.float16,
                      resampler_dim: int = 1280, resampler_depth: int = 4, resampler_heads: int = 20,
-                     tokens: int | None = None, sites=SITES, std: float = 0.02) -> dict[str, torch.Tensor]:
+                     tokens: int | None = None, sites=SITES, std: float = 0.02,
+                     clip_dim: int | None = None) -> dict[str, torch.Tensor]:
     """State dict of an IP-Adapter file with the public key names and shapes (random weights).
 
     kind "plain": image_proj.proj (tokens*C, E), image_proj.norm (C); "plus": the Resampler
     (latents (1, 16, dim), proj_in (dim, E), proj_out (C, dim), norm_out, layers.{i}.0/1.*).
-    ip_adapter.{2i+1}.to_k_ip/to_v_ip.weight (width_i, C) for every site i.
+    ip_adapter.{2i+1}.to_k_ip/to_v_ip.weight (width_i, C) for every site i. ``clip_dim`` overrides the CLIP
+    feature width E (for tests with a reduced CLIP vision model).
     """
     gen = torch.Generator().manual_seed(seed)
     c = context_dim
     sd: dict[str, torch.Tensor] = {}
     if kind == "plain":
         n = tokens or 4
-        e = CLIP_EMBED[clip]
+        e = clip_dim or CLIP_EMBED[clip]
         sd["image_proj.proj.weight"] = _randn(gen, n * c, e, std=std, dtype=dtype)
         sd["image_proj.proj.bias"] = _randn(gen, n * c, std=std, dtype=dtype)
         sd["image_proj.norm.weight"] = torch.ones(c, dtype=dtype)
         sd["image_proj.norm.bias"] = _randn(gen, c, std=std, dtype=dtype)
     elif kind == "plus":
         n = tokens or 16
-        e = CLIP_HIDDEN[clip]
+        e = clip_dim or CLIP_HIDDEN[clip]
         d = resampler_dim
         inner = 64 * resampler_heads
         sd["image_proj.latents"] = _randn(gen, 1, n, d, std=d ** -0.5, dtype=dtype)
