@@ -56,11 +56,12 @@ LIMBS: tuple[tuple[int, int], ...] = (
     (0, 5), (0, 6),              # nose to shoulders (head and neck)
 )
 NUM_LIMBS = len(LIMBS)
-# Pairs whose 2D distance (relative to the torso) the keypoint branch sees: the limbs plus spans across the body.
-GEOMETRY_PAIRS: tuple[tuple[int, int], ...] = LIMBS + (
-    (5, 11), (6, 12), (5, 12), (6, 11), (11, 15), (12, 16), (5, 9), (6, 10), (3, 4), (1, 2), (0, 11), (0, 12),
-)
-GEOMETRY_DIM = NUM_KEYPOINTS * 3 + 2 * len(GEOMETRY_PAIRS)
+# Rigid segments whose 2D length (relative to the torso) the keypoint branch sees: bones and the torso's
+# sides and diagonals, whose true length does not depend on the pose (only projection shortens them).
+# Raw coordinates and spans across joints are left out on purpose: they describe the pose, and a branch
+# that reads the pose does not carry over to poses never seen in training.
+GEOMETRY_PAIRS: tuple[tuple[int, int], ...] = LIMBS[:10] + ((5, 11), (6, 12), (5, 12), (6, 11), (3, 4), (1, 2), (0, 1), (0, 2))
+GEOMETRY_DIM = 2 * len(GEOMETRY_PAIRS) + 1
 CROPS = ("person", "image")
 
 
@@ -76,7 +77,8 @@ class BodyVAEConfig:
     side) before resizing to R, so a person small in a large photo still fills the input; "image" letterboxes
     the whole image. keypoint_branch: add an MLP over scale-free keypoint geometry (torso-relative
     coordinates and distances) to each view's feature: body proportions are read off the keypoints directly
-    instead of being left for the convolutions to infer from heat maps.
+    instead of being left for the convolutions to infer from heat maps (segment lengths only, see
+    GEOMETRY_PAIRS).
     """
 
     input_size: int = 256
@@ -199,31 +201,27 @@ def prepare_views(images: torch.Tensor, keypoints: torch.Tensor, config: "BodyVA
 
 
 def keypoint_geometry(keypoints: torch.Tensor) -> torch.Tensor:
-    """Scale-free keypoint geometry of each view: (V, 17, 3) -> (V, GEOMETRY_DIM).
+    """Scale-free body proportions of each view: (V, 17, 3) -> (V, GEOMETRY_DIM).
 
-    Coordinates relative to the hip centre divided by the torso length (mean shoulder-hip distance), their
-    visibility, and the distances of GEOMETRY_PAIRS divided by the torso length with a mask of which are
-    known. Missing points give zeros. Where the torso is not visible the keypoints' box size is the scale.
+    The lengths of GEOMETRY_PAIRS divided by the torso length (mean shoulder-hip distance), a mask of which are
+    known, and whether the torso was seen. Missing segments give zeros; without a visible torso the
+    keypoints' box size (/ 3) is the scale.
     """
     kp = keypoints.float()
     xy, vis = kp[..., :2], kp[..., 2] > 0
-    visf = vis.float()
     torso_ok = vis[:, 5] & vis[:, 6] & vis[:, 11] & vis[:, 12]
     torso = ((xy[:, 5] - xy[:, 11]).norm(dim=-1) + (xy[:, 6] - xy[:, 12]).norm(dim=-1)) / 2
     big = torch.tensor(1e9, device=kp.device)
     lo = torch.where(vis[..., None], xy, big).amin(1)
     hi = torch.where(vis[..., None], xy, -big).amax(1)
     extent = (hi - lo).amax(-1).clamp(min=1e-3) / 3
-    scale = torch.where(torso_ok & (torso > 1e-3), torso, extent).clamp(min=1e-3)          # (V,)
-    hips_ok = vis[:, 11] & vis[:, 12]
-    centre = torch.where(hips_ok[:, None], (xy[:, 11] + xy[:, 12]) / 2,
-                         (xy * visf[..., None]).sum(1) / visf.sum(1, keepdim=True).clamp(min=1))
-    coords = (xy - centre[:, None]) / scale[:, None, None] * visf[..., None]             # (V, K, 2)
+    use_torso = torso_ok & (torso > 1e-3)
+    scale = torch.where(use_torso, torso, extent).clamp(min=1e-3)                          # (V,)
     a = torch.tensor([p[0] for p in GEOMETRY_PAIRS], device=kp.device)
     b = torch.tensor([p[1] for p in GEOMETRY_PAIRS], device=kp.device)
     pair_ok = (vis[:, a] & vis[:, b]).float()
     dist = (xy[:, a] - xy[:, b]).norm(dim=-1) / scale[:, None] * pair_ok                 # (V, pairs)
-    return torch.cat([coords.flatten(1), visf, dist, pair_ok], 1)
+    return torch.cat([dist, pair_ok, use_torso.float()[:, None]], 1)
 
 
 def view_weights(keypoints: torch.Tensor) -> torch.Tensor:
