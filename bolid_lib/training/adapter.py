@@ -320,7 +320,7 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
     seeds = batch["seed"]
     keep = D.draw_dropout(seeds, D.Dropout(cfg.dropout_text, cfg.dropout_ref, cfg.dropout_body))
     with torch.no_grad():
-        latents = _encode_mode(models.vae, images)
+        latents = L.encode_images(models.vae, images)
         captions = [c if k else "" for c, k in zip(batch["caption"], keep["text"].tolist())]
         context, pooled = models.text.encode(captions)
     sched = models.scheduler
@@ -380,18 +380,6 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
                 l_clip = L.clip_loss(img_f, txt_f, reduce=False).sum() / b
     loss = l_diff + cfg.alpha_id * l_id + cfg.beta_clip * l_clip
     return {"loss": loss, "l_diff": l_diff, "l_id": l_id, "l_clip": l_clip}
-
-
-def _encode_mode(vae, images: torch.Tensor) -> torch.Tensor:
-    """Latents of the target images: the posterior mean (deterministic, so every process agrees), scaled."""
-    dtype = next(vae.parameters()).dtype
-    out = vae.encode((images * 2 - 1).to(dtype))
-    z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
-    cfg = vae.config
-    shift = getattr(cfg, "shift_factor", None)
-    if shift:
-        z = z - float(shift)
-    return z.float() * float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
 
 
 # --- checkpoints (safetensors only) -------------------------------------------------------------
@@ -613,7 +601,17 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
         save_adapter(adapter, final, metadata={"bolid.train_steps": str(step)})
         log.info("adapter written to %s (%s)", final, adapter.describe())
     accelerator.wait_for_everyone()
+    _release_accelerate_state()
     return {"adapter": final, "step": step, "history": history, "adapter_module": adapter}
+
+
+def _release_accelerate_state() -> None:
+    """accelerate keeps one process-wide state (mixed precision, accumulation steps); clear it so that ``train`` can
+    be called again in the same process (tests, notebooks) with other settings. The process group is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def main(args: argparse.Namespace) -> int:

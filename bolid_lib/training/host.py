@@ -157,9 +157,16 @@ class AdapterTrainingModule(nn.Module):
         self.tokens = BranchTokens()
         object.__setattr__(self, "unet", unet)
         object.__setattr__(self, "shortcut_unet", shortcut_unet)
-        install_processors(unet, adapter, self.tokens)
-        if shortcut_unet is not None:
-            install_processors(shortcut_unet, adapter, self.tokens)
+        self.attach()
+
+    def attach(self) -> None:
+        """Install this module's processors on its UNet(s); done again automatically by ``forward`` when another
+        module (sharing the UNet) has installed its own since, so the adapter never silently loses its gradient."""
+        self._first_sites = []
+        for unet in (self.unet, self.shortcut_unet):
+            if unet is not None:
+                install_processors(unet, self.adapter, self.tokens)
+                self._first_sites.append(dict(unet.named_modules())[SITES[0].diffusers])
 
     def branch_tokens(self, ref_features: torch.Tensor | None, body: torch.Tensor | None) -> None:
         """Compute the branch tokens of this batch (with gradient) into the shared holder.
@@ -178,6 +185,8 @@ class AdapterTrainingModule(nn.Module):
         """noisy (B, C, h, w), timesteps (B,), context (B, 77, M), pooled (B, P), time_ids (B, 6) ->
         (the UNet's prediction (B, C, h, w), the shortcut UNet's prediction at (shortcut_noisy, shortcut_timesteps)
         or None). Both evaluations see the same branch tokens, so the preview's gradient reaches the adapter."""
+        if any(getattr(a.processor, "tokens", None) is not self.tokens for a in self._first_sites):
+            self.attach()
         self.branch_tokens(ref_features, body)
         added = {"text_embeds": pooled, "time_ids": time_ids}
         pred = self.unet(noisy, timesteps, encoder_hidden_states=context, added_cond_kwargs=added).sample

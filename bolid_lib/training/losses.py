@@ -93,14 +93,12 @@ def decode_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1) / 2).clamp(0, 1)
 
 
-def encode_images(vae: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1] -> UNet latents (B, C, h, w) (a sample of the posterior for AutoencoderKL)."""
+def encode_images(vae: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) in [0, 1] -> UNet latents (B, C, h, w): the posterior mean of an AutoencoderKL (no
+    sampling, so every process and every resume agrees), the latents of an AutoencoderTiny; scaled and shifted."""
     dtype = next(vae.parameters()).dtype
     out = vae.encode((images * 2 - 1).to(dtype))
-    if hasattr(out, "latent_dist"):
-        z = out.latent_dist.sample(generator)
-    else:                                  # AutoencoderTiny
-        z = out.latents
+    z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
     cfg = vae.config
     shift = getattr(cfg, "shift_factor", None)
     if shift:
