@@ -228,8 +228,8 @@ def test_sdxl_workflow_runs_to_saved_images(name, comfy, live_info, photos, plac
     assert ksampler["widgets_values"][2] >= 4  # the shipped workflow keeps its own step count
     import gc
 
-    import comfy.model_management
+    import comfy.model_management as mm  # (a plain `import comfy...` would shadow the fixture)
 
     comfy.executor.reset()  # drop this run's cached models before the next workflow loads its own
-    comfy.model_management.unload_all_models()
+    mm.unload_all_models()
     gc.collect()
