@@ -236,3 +236,19 @@ def test_cli_with_a_random_yolo_and_two_workers(tmp_path, yolo_pose_pt):
             assert got[rel] in {None, "no_person", "several_persons"}, rel
         else:
             assert got[rel] == reason, rel
+
+
+def test_unreadable_files_are_reported_with_ultralytics_patch_active(tmp_path):
+    """Importing ultralytics replaces PIL.Image.open for the whole process: on a file Pillow cannot identify it
+    imports pi_heif (pip-installing it at run time when online, raising ImportError offline). With pi-heif a
+    requirement of the pack, a non-image and a corrupt image still come out as plain "not an image" drops,
+    in the same process where ultralytics was imported (as in ComfyUI, where the pose nodes import it)."""
+    import PIL.Image
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch)
+
+    assert PIL.Image.open.__module__ == "ultralytics.utils.patches", "the patch this test guards against is gone"
+    (tmp_path / "notes.txt").write_text("not a picture")
+    (tmp_path / "cut.png").write_bytes(_png(figure_image(64, 64, 1))[:30])
+    for name in ("notes.txt", "cut.png"):
+        info = D.inspect_file(str(tmp_path / name), name, "p", min_side=16, imgsz=32)
+        assert info.status == "not_image", (name, info.status, info.detail)
