@@ -3,8 +3,8 @@
     python tests/benchmarks/bench_body_encode.py [--views 100] [--size 1024] [--chunk 8] [--threads 1]
 
 Both ways run the default Body-ID VAE (R = 256, D = 756) on the same random weighted views, each in a fresh
-child process, so each peak is its own: peak memory is the process's maximum resident set size (it sees
-every tensor allocation) minus what it held after the input views were made and the model warmed up.
+child process, so each peak is its own: peak memory is the growth of the resident set's high-water mark over
+the resident set once the input views are made and the model warmed up (tests/memlib.py).
 The baseline is the paper's way (all views in one tensor through the encoder); the figures are ratios
 against it, measured in the same run.
 """
@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from memlib import MMAP_ENV  # noqa: E402
 
 
 def child(mode: str, views: int, size: int, chunk: int, threads: int) -> dict:
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "tests"))
     import torch
 
     from bolid_lib.body_vae import BodyVAE, BodyVAEConfig
@@ -35,18 +39,16 @@ def child(mode: str, views: int, size: int, chunk: int, threads: int) -> dict:
     kp = torch.rand(views, 17, 3) * size
     kp[..., 2] = 0.5 + 0.5 * torch.rand(views, 17)
 
-    def peak() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from memlib import peak_extra
 
     model.encode_views(images[:1], kp[:1])                  # warm-up: kernels, allocator pools
-    base = peak()
     t = time.perf_counter()
     if mode == "stream":
-        mean, _ = model.encode_views(images, kp, chunk=chunk)
+        (mean, _), extra = peak_extra(lambda: model.encode_views(images, kp, chunk=chunk))
     else:
-        mean, _ = model.encode_views_batched(images, kp)
+        (mean, _), extra = peak_extra(lambda: model.encode_views_batched(images, kp))
     seconds = time.perf_counter() - t
-    return {"mode": mode, "seconds": seconds, "views_per_s": views / seconds, "peak_extra_bytes": peak() - base,
+    return {"mode": mode, "seconds": seconds, "views_per_s": views / seconds, "peak_extra_bytes": extra,
             "input_bytes": images.numel() * 4, "mean_head": mean[:4].tolist()}
 
 
@@ -64,7 +66,8 @@ def main() -> int:
     res = {}
     for mode in ("batch", "stream"):
         out = subprocess.run([sys.executable, __file__, "--child", mode, "--views", str(a.views), "--size", str(a.size),
-                              "--chunk", str(a.chunk), "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+                              "--chunk", str(a.chunk), "--threads", str(a.threads)], capture_output=True, text=True, check=True,
+                             env={**os.environ, **MMAP_ENV})
         res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     b, s = res["batch"], res["stream"]
     mib = 1024 ** 2

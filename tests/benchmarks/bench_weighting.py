@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from bolid_lib import weighting as wt  # noqa: E402
+from memlib import MMAP_ENV, peak_extra  # noqa: E402
 
 MIB = 1 << 20
 
@@ -69,15 +72,9 @@ def child(case: str, b: int, size: int, device: str) -> None:
         torch.cuda.synchronize()
         print(json.dumps({"extra": torch.cuda.max_memory_allocated() - base}))
         return
-    def status(key):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) * 1024  # kB -> bytes
+    _, extra = peak_extra(fn)  # outputs count as extra memory
+    print(json.dumps({"extra": extra}))
 
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak resident set size (VmHWM) to the current one (Linux >= 4.0)
-    before = status("VmRSS")
-    out = fn()  # noqa: F841  (kept alive: outputs count as extra memory)
-    print(json.dumps({"extra": status("VmHWM") - before}))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -112,7 +109,8 @@ def main() -> None:
     peak = {}
     for k in fns:
         out = subprocess.run([sys.executable, __file__, "--child", k, "--batch", str(args.batch), "--size", str(args.size),
-                              "--device", args.device], capture_output=True, text=True, check=True)
+                              "--device", args.device], capture_output=True, text=True, check=True,
+                             env={**os.environ, **MMAP_ENV})
         peak[k] = json.loads(out.stdout.strip().splitlines()[-1])["extra"]
     b, s = args.batch, args.size
     print(f"device {args.device}, batch {b}, {s}x{s}, 17 keypoints (16 visible), sigma 0.1 relative, "

@@ -282,7 +282,9 @@ def test_load_refuses_truncated_damaged_and_nan_files(tmp_path):
 _MEMORY_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     sys.path.insert(0, sys.argv[1])
+    sys.path.insert(0, sys.argv[1] + "/tests")
     torch.set_num_threads(1)
+    from memlib import peak_extra
     from bolid_lib.body_vae import BodyVAE, BodyVAEConfig
     cfg = BodyVAEConfig(input_size=64, latent_dim=16, widths=(16, 32, 32, 32), feature_dim=32, pool_size=2, groups=8)
     torch.manual_seed(0)
@@ -291,30 +293,20 @@ _MEMORY_SCRIPT = textwrap.dedent("""
     images = torch.rand(v, 3, 128, 128)                     # the input exists before any measurement
     kp = torch.rand(v, 17, 3) * 100
     kp[..., 2] = 0.9
-    def status(key):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) * 1024  # kB -> bytes
-    def extra(fn):
-        # Reset the peak resident set (VmHWM) to the current one (Linux >= 4.0), so that a peak reached
-        # earlier (importing torch, say) cannot hide this call's; the peak over the RSS before is its extra memory.
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = status("VmRSS")
-        fn()
-        return status("VmHWM") - before
     model.encode_views(images[:2], kp[:2], chunk=4)          # warm up allocator and kernels
-    out = {"v10": extra(lambda: model.encode_views(images[:10], kp[:10], chunk=4)),
-           "v100": extra(lambda: model.encode_views(images, kp, chunk=4)),
-           "batch": extra(lambda: model.encode_views_batched(images, kp))}   # the paper's way: every view at once
+    out = {"v10": peak_extra(lambda: model.encode_views(images[:10], kp[:10], chunk=4))[1],
+           "v100": peak_extra(lambda: model.encode_views(images, kp, chunk=4))[1],
+           "batch": peak_extra(lambda: model.encode_views_batched(images, kp))[1]}   # the paper's way: every view at once
     print(json.dumps(out))
 """)
 
 
 def test_peak_memory_is_flat_in_the_number_of_views():
-    """Peak extra resident memory of each call, in a fresh process with glibc's mmap threshold fixed (so a freed
-    large block goes back to the system at once and the next call's peak is its own): 100 views streamed cost no
+    """Peak extra resident memory of each call (tests/memlib.py), in a fresh process: 100 views streamed cost no
     more than 10, while 100 views stacked (the paper's way) must show growth, proving the measure sees it."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    from memlib import MMAP_ENV
+
+    env = {**os.environ, **MMAP_ENV}
     out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(REPO)], capture_output=True, text=True, timeout=120,
                          env=env)
     assert out.returncode == 0, out.stderr
