@@ -57,6 +57,8 @@ class ProofConfig:
     widths: tuple[int, ...] = (16, 32, 64)
     feature_dim: int = 128
     beta: float = 0.02          # KL weight: strong enough to push view-specific detail (colours, pose) out of z
+    contrast_weight: float = TrainConfig.contrast_weight
+    contrast_temperature: float = TrainConfig.contrast_temperature
 
 
 def _weighted(shapes: torch.Tensor, views: int, seed: int, cfg: ProofConfig, pose_range) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +115,8 @@ def run_proof(cfg: ProofConfig = ProofConfig(), checkpoint_dir=None) -> dict:
                              render_size=cfg.render_size, sigma=cfg.sigma, alpha=cfg.alpha)
     t_data = time.time() - t0
     train_cfg = TrainConfig(steps=cfg.steps, batch_persons=cfg.batch_persons, lr=cfg.lr, warmup=min(50, cfg.steps // 10 + 1),
-                            seed=cfg.seed, log_every=50, checkpoint_every=10 ** 9)
+                            seed=cfg.seed, log_every=50, checkpoint_every=10 ** 9, contrast_weight=cfg.contrast_weight,
+                            contrast_temperature=cfg.contrast_temperature)
     model, history = train_body_vae(vae_cfg, train_cfg, data, checkpoint_dir=checkpoint_dir, time_limit_s=cfg.time_limit_s)
     t_train = time.time() - t0 - t_data
     figures = evaluate(model, shapes, cfg, cfg.seed + 1000)

@@ -63,6 +63,14 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     log_every: int = 50
+    # Cross-view identity term: a second, disjoint subset of each person's views is pooled into its own Body-ID,
+    # and the two Body-IDs of a person must be nearer (Euclidean, as they are compared at retrieval) than those
+    # of the other people in the step (a supervised InfoNCE over squared distances / contrast_temperature).
+    # Reconstruction alone rewards z for what helps redraw pixels (mostly colour and silhouette, which the
+    # decoder's pose input already half gives away), and KL only shrinks z; neither asks that two view sets of
+    # one person land close together, which is what a Body-ID is used for. 0 turns the term off.
+    contrast_weight: float = 1.0
+    contrast_temperature: float = 1.0
 
 
 @dataclass
@@ -228,16 +236,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def sample_batch(data: ViewSet, cfg: TrainConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """Draw P people; for each, a context subset of its views and other views as targets."""
+    """Draw P people; for each, a context subset of its views and other views as targets.
+
+    With the cross-view term on (contrast_weight > 0) each person also gets a second context subset, disjoint
+    from the first, pooled into slot P + i (slot i holds the first): ``slots`` is then 2P, else P.
+    """
     pool = data.trainable
     p = cfg.batch_persons
+    pairs = cfg.contrast_weight > 0
     order = torch.randperm(len(pool), generator=g)
     picks = [pool[int(order[i % len(pool)])] for i in range(p)]
     ctx, ctx_owner, tgt, tgt_owner = [], [], [], []
+    pair, pair_owner = [], []
+    lo, hi = cfg.context_views
     for slot, person in enumerate(picks):
         idx = data.by_person[person]
         perm = idx[torch.randperm(idx.numel(), generator=g)]
-        lo, hi = cfg.context_views
         k = int(torch.randint(lo, hi + 1, (1,), generator=g))
         k = max(1, min(k, perm.numel() - 1))
         m = max(1, min(cfg.target_views, perm.numel() - k))
@@ -245,17 +259,43 @@ def sample_batch(data: ViewSet, cfg: TrainConfig, g: torch.Generator) -> dict[st
         tgt.append(perm[k:k + m])
         ctx_owner.append(torch.full((k,), slot))
         tgt_owner.append(torch.full((m,), slot))
-    ctx_i, tgt_i = torch.cat(ctx), torch.cat(tgt)
+        if pairs:
+            # Second subset: views after the targets where there are enough, else the targets' own views
+            # (never the first subset's: the two Body-IDs must come from different views).
+            rest = perm[k + m:] if perm.numel() - k - m >= hi else perm[k:]
+            kb = int(torch.randint(lo, hi + 1, (1,), generator=g))
+            kb = max(1, min(kb, rest.numel()))
+            pair.append(rest[:kb])
+            pair_owner.append(torch.full((kb,), p + slot))
+    ctx_i, tgt_i = torch.cat(ctx + pair), torch.cat(tgt)
     return {
         "ctx_views": data.views[ctx_i].float() / 255.0, "ctx_keypoints": data.keypoints[ctx_i],
-        "ctx_weights": data.weights[ctx_i], "ctx_owner": torch.cat(ctx_owner),
+        "ctx_weights": data.weights[ctx_i], "ctx_owner": torch.cat(ctx_owner + pair_owner),
         "tgt_views": data.views[tgt_i].float() / 255.0, "tgt_keypoints": data.keypoints[tgt_i],
-        "tgt_owner": torch.cat(tgt_owner), "limbs": data.limbs[torch.tensor(picks)],
+        "tgt_owner": torch.cat(tgt_owner), "limbs": data.limbs[torch.tensor(picks * (2 if pairs else 1))],
+        "person": torch.tensor(picks), "slots": torch.tensor(p * (2 if pairs else 1)),
     }
 
 
-def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noise: torch.Tensor, device) -> tuple[torch.Tensor, dict]:
-    out = model(batch["ctx_views"].to(device), batch["ctx_keypoints"], batch["ctx_weights"], batch["ctx_owner"], n_persons,
+def contrast_loss(a: torch.Tensor, b: torch.Tensor, person: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised InfoNCE between two Body-IDs per slot: a, b (P, D), person (P,) identity of each slot.
+
+    logits_ij = -|a_i - b_j|^2 / temperature; every j of the same person as i is a positive (a person may
+    fill several slots when the step has more slots than people). Symmetric in a and b.
+    """
+    logits = -torch.cdist(a, b).square() / temperature                       # (P, P)
+    same = (person[:, None] == person[None, :]).to(logits.device)
+    pos = torch.where(same, logits, torch.full_like(logits, -float("inf")))
+    rows = (torch.logsumexp(logits, 1) - torch.logsumexp(pos, 1)).mean()
+    cols = (torch.logsumexp(logits, 0) - torch.logsumexp(pos, 0)).mean()
+    return (rows + cols) / 2
+
+
+def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noise: torch.Tensor, device,
+                 train_cfg: TrainConfig | None = None) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch of ``sample_batch``; noise (slots, D). n_persons: P (the batch's slots may be 2P)."""
+    slots = int(batch.get("slots", n_persons))
+    out = model(batch["ctx_views"].to(device), batch["ctx_keypoints"], batch["ctx_weights"], batch["ctx_owner"], slots,
                 batch["tgt_keypoints"], batch["tgt_owner"], noise.to(device))
     recon = F.mse_loss(out["recon"], batch["tgt_views"].to(device))
     mean, logvar = out["mean"], out["logvar"]
@@ -268,6 +308,10 @@ def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noi
         limb = F.mse_loss(out["limbs"][known], target[known]) if bool(known.any()) else out["limbs"].sum() * 0
         loss = loss + vae_cfg.limb_weight * limb
         parts["limb"] = float(limb.detach())
+    if train_cfg is not None and train_cfg.contrast_weight > 0 and slots == 2 * n_persons:
+        con = contrast_loss(mean[:n_persons], mean[n_persons:], batch["person"], train_cfg.contrast_temperature)
+        loss = loss + train_cfg.contrast_weight * con
+        parts["contrast"] = float(con.detach())
     parts["loss"] = float(loss.detach())
     return loss, parts
 
@@ -376,10 +420,10 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
     for step in range(start, train_cfg.steps):
         g = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + step * 101 + rank)
         batch = sample_batch(data, train_cfg, g)
-        noise = torch.randn(train_cfg.batch_persons, vae_cfg.latent_dim, generator=g)
+        noise = torch.randn(int(batch["slots"]), vae_cfg.latent_dim, generator=g)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, train_cfg)
-        loss, parts = compute_loss(wrapped, batch, vae_cfg, train_cfg.batch_persons, noise, device)
+        loss, parts = compute_loss(wrapped, batch, vae_cfg, train_cfg.batch_persons, noise, device, train_cfg)
         opt.zero_grad(set_to_none=True)
         if accelerator is not None:
             accelerator.backward(loss)
@@ -396,8 +440,9 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
         history.append(parts)
         done = step + 1
         if main_process and (done % train_cfg.log_every == 0 or done == train_cfg.steps):
-            log.info("step %d/%d loss %.4f recon %.4f kl %.3f%s lr %.2e (%.1f s)", done, train_cfg.steps, parts["loss"],
-                     parts["recon"], parts["kl"], f" limb {parts['limb']:.4f}" if "limb" in parts else "", lr_at(step, train_cfg),
+            log.info("step %d/%d loss %.4f recon %.4f kl %.3f%s%s lr %.2e (%.1f s)", done, train_cfg.steps, parts["loss"],
+                     parts["recon"], parts["kl"], f" limb {parts['limb']:.4f}" if "limb" in parts else "",
+                     f" contrast {parts['contrast']:.3f}" if "contrast" in parts else "", lr_at(step, train_cfg),
                      time.time() - t0)
         if progress is not None and main_process:
             progress(done, train_cfg.steps)
