@@ -62,8 +62,17 @@ def register_model_folders() -> None:
 
 
 def list_models(key: str, *, exclude_prefix: str | None = None) -> list[str]:
-    """File names in a model folder (sub-folders included), for a combo widget."""
-    names = folder_paths.get_filename_list(key)
+    """File names in a model folder (sub-folders included), for a combo widget.
+
+    ComfyUI caches each folder's listing with its mtime and, when a cached folder has been deleted since (a
+    user tidying models/bolid/bodies while ComfyUI runs), its cache check raises FileNotFoundError, which
+    would break this node's schema and with it the whole node list. Drop that stale entry and list afresh.
+    """
+    try:
+        names = folder_paths.get_filename_list(key)
+    except FileNotFoundError:
+        folder_paths.filename_list_cache.pop(key, None)
+        names = folder_paths.get_filename_list(key)
     if exclude_prefix:
         names = [n for n in names if not n.replace("\\", "/").startswith(exclude_prefix)]
     return names

@@ -21,6 +21,25 @@ def test_nodes_registered_with_tooltips(comfy):
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 
+def test_node_list_survives_a_deleted_model_folder(comfy):
+    """A user deletes models/bolid/bodies while ComfyUI runs, after it was listed once: ComfyUI's listing cache
+    raises FileNotFoundError on a vanished folder; the load-Body-ID node's schema (and so /object_info) must not."""
+    import shutil
+
+    import folder_paths
+
+    bodies = comfy.models_dir / "bolid" / "bodies"
+    bodies.mkdir(parents=True, exist_ok=True)
+    (bodies / "kept_for_listing.safetensors").write_bytes(b"")
+    folder_paths.get_filename_list("bolid_bodies")          # cached with the folder's mtime
+    shutil.rmtree(bodies)
+    with pytest.raises(FileNotFoundError):                   # the host's behaviour this guards against
+        folder_paths.get_filename_list("bolid_bodies")
+    info = comfy.object_info("BoLIDLoadBody")                # raised FileNotFoundError before the fix
+    assert "body_name" in info["input"]["required"]
+    assert "kept_for_listing" not in str(info), "the deleted file is still offered"
+
+
 def test_model_folders_registered_and_merged(comfy):
     import folder_paths
 
