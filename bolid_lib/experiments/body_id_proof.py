@@ -40,10 +40,10 @@ HELD_OUT_POSES = (0.6, 1.0)
 @dataclass(frozen=True)
 class ProofConfig:
     ids: int = 20
-    train_views: int = 100
+    train_views: int = 300       # rendering is cheap (about 3 ms a view); more poses per identity, less to overfit
     size: int = 32              # R, the VAE's input side
     render_size: int = 64       # side the views are drawn at (letterboxed down to R by the VAE)
-    steps: int = 1000
+    steps: int = 2500            # about 0.18 s a step on one thread: the time limit, not the steps, ends a slow machine's run
     time_limit_s: float | None = 480.0
     batch_persons: int = 16
     lr: float = 2e-3
@@ -59,6 +59,8 @@ class ProofConfig:
     beta: float = 0.02          # KL weight: strong enough to push view-specific detail (colours, pose) out of z
     contrast_weight: float = TrainConfig.contrast_weight
     contrast_temperature: float = TrainConfig.contrast_temperature
+    foreshorten_prob: float = TrainConfig.foreshorten_prob
+    foreshorten_max_deg: float = TrainConfig.foreshorten_max_deg
 
 
 def _weighted(shapes: torch.Tensor, views: int, seed: int, cfg: ProofConfig, pose_range) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +118,8 @@ def run_proof(cfg: ProofConfig = ProofConfig(), checkpoint_dir=None) -> dict:
     t_data = time.time() - t0
     train_cfg = TrainConfig(steps=cfg.steps, batch_persons=cfg.batch_persons, lr=cfg.lr, warmup=min(50, cfg.steps // 10 + 1),
                             seed=cfg.seed, log_every=50, checkpoint_every=10 ** 9, contrast_weight=cfg.contrast_weight,
-                            contrast_temperature=cfg.contrast_temperature)
+                            contrast_temperature=cfg.contrast_temperature, foreshorten_prob=cfg.foreshorten_prob,
+                            foreshorten_max_deg=cfg.foreshorten_max_deg)
     model, history = train_body_vae(vae_cfg, train_cfg, data, checkpoint_dir=checkpoint_dir, time_limit_s=cfg.time_limit_s)
     t_train = time.time() - t0 - t_data
     figures = evaluate(model, shapes, cfg, cfg.seed + 1000)

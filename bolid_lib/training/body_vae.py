@@ -71,6 +71,10 @@ class TrainConfig:
     # one person land close together, which is what a Body-ID is used for. 0 turns the term off.
     contrast_weight: float = 1.0
     contrast_temperature: float = 1.0
+    # Limb foreshortening of the context views' keypoints (see foreshorten_limbs): each limb bone is,
+    # with this probability, turned out of the image plane by an angle up to foreshorten_max_deg. 0 turns it off.
+    foreshorten_prob: float = 0.5
+    foreshorten_max_deg: float = 60.0
 
 
 @dataclass
@@ -268,13 +272,48 @@ def sample_batch(data: ViewSet, cfg: TrainConfig, g: torch.Generator) -> dict[st
             pair.append(rest[:kb])
             pair_owner.append(torch.full((kb,), p + slot))
     ctx_i, tgt_i = torch.cat(ctx + pair), torch.cat(tgt)
+    ctx_kp = data.keypoints[ctx_i]
+    if cfg.foreshorten_prob > 0:
+        ctx_kp = foreshorten_limbs(ctx_kp, g, cfg.foreshorten_prob, cfg.foreshorten_max_deg)
     return {
-        "ctx_views": data.views[ctx_i].float() / 255.0, "ctx_keypoints": data.keypoints[ctx_i],
+        "ctx_views": data.views[ctx_i].float() / 255.0, "ctx_keypoints": ctx_kp,
         "ctx_weights": data.weights[ctx_i], "ctx_owner": torch.cat(ctx_owner + pair_owner),
         "tgt_views": data.views[tgt_i].float() / 255.0, "tgt_keypoints": data.keypoints[tgt_i],
         "tgt_owner": torch.cat(tgt_owner), "limbs": data.limbs[torch.tensor(picks * (2 if pairs else 1))],
         "person": torch.tensor(picks), "slots": torch.tensor(p * (2 if pairs else 1)),
     }
+
+
+# Limb chains (COCO indices), parent joint first: a bone's out-of-plane turn moves every joint after it.
+LIMB_CHAINS: tuple[tuple[int, ...], ...] = ((5, 7, 9), (6, 8, 10), (11, 13, 15), (12, 14, 16))
+
+
+def foreshorten_limbs(keypoints: torch.Tensor, g: torch.Generator, prob: float, max_deg: float) -> torch.Tensor:
+    """Keypoints of the same body with limb bones turned towards or away from the camera.
+
+    keypoints (V, 17, 3) px. Under (near-)orthographic projection a bone turned out of the image plane by theta,
+    in the plane of its 2D direction and the view axis, keeps its 2D direction and shrinks to cos(theta) of its
+    2D length; the joints below it move with it. Each bone of ``LIMB_CHAINS`` gets such a turn with
+    probability ``prob``, theta uniform in [0, max_deg]: a valid projection of the same skeleton in another
+    pose. Why: a limb's 2D length relative to the torso is the strongest cue of its true length in poses where
+    limbs hang in the image plane, and a Body-ID that trusts it mistakes a person whose limbs point at the
+    camera (more articulated poses than those of the training photos) for a person with short limbs.
+    Training applies it to the context views' keypoints (heat maps and keypoint branch); the image is left as
+    it is, so the encoder also learns not to take a limb's length from the keypoints alone.
+    """
+    kp = keypoints.float().clone()
+    v = kp.shape[0]
+    vis = kp[..., 2] > 0
+    for chain in LIMB_CHAINS:
+        for i in range(len(chain) - 1):
+            parent, child = chain[i], chain[i + 1]
+            theta = torch.rand(v, generator=g) * math.radians(max_deg)
+            turn = torch.rand(v, generator=g) < prob
+            c = torch.where(turn & vis[:, parent] & vis[:, child], torch.cos(theta), torch.ones(v))
+            delta = (c - 1)[:, None] * (kp[:, child, :2] - kp[:, parent, :2])        # (V, 2)
+            for j in chain[i + 1:]:
+                kp[:, j, :2] += delta * vis[:, j, None]
+    return kp
 
 
 def contrast_loss(a: torch.Tensor, b: torch.Tensor, person: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -12,8 +12,8 @@ from PIL import Image
 from bolid_lib import files, synthetic
 from bolid_lib.body_vae import BodyVAEConfig, load_body_vae
 from bolid_lib.errors import BoLIDError
-from bolid_lib.training.body_vae import (TrainConfig, folder_viewset, load_checkpoint, synthetic_viewset,
-                                         train_body_vae)
+from bolid_lib.training.body_vae import (LIMB_CHAINS, TrainConfig, contrast_loss, folder_viewset, foreshorten_limbs,
+                                         load_checkpoint, sample_batch, synthetic_viewset, train_body_vae)
 
 TINY = BodyVAEConfig(input_size=32, latent_dim=16, widths=(8, 16), feature_dim=32, pool_size=2, groups=4)
 
@@ -130,6 +130,41 @@ def test_accelerate_path_trains(data):
     model, hist = train_body_vae(TINY, TrainConfig(steps=3, batch_persons=2, warmup=1, log_every=100), data, accelerator=acc)
     assert len(hist) == 3 and all(torch.isfinite(p).all() for p in model.parameters())
     assert type(model).__name__ == "BodyVAE"
+
+
+def test_foreshortening_keeps_directions_and_only_shortens_limbs(data):
+    kp = data.keypoints[:8].clone()
+    kp[0, 9] = 0                                   # an invisible wrist stays invisible and at zero
+    out = foreshorten_limbs(kp, torch.Generator().manual_seed(0), prob=1.0, max_deg=60)
+    limb_joints = {j for chain in LIMB_CHAINS for j in chain[1:]}
+    others = [j for j in range(17) if j not in limb_joints]
+    assert torch.equal(out[:, others], kp[:, others]) and torch.equal(out[..., 2], kp[..., 2])
+    assert torch.equal(out[0, 9], torch.zeros(3))
+    for chain in LIMB_CHAINS:
+        for a, b in zip(chain, chain[1:]):
+            ok = (kp[:, a, 2] > 0) & (kp[:, b, 2] > 0)
+            before, after = kp[ok, b, :2] - kp[ok, a, :2], out[ok, b, :2] - out[ok, a, :2]
+            ratio = after.norm(dim=-1) / before.norm(dim=-1)
+            assert (ratio <= 1 + 1e-5).all() and (ratio >= 0.5 - 1e-5).all()          # cos(60 deg) = 0.5
+            assert torch.allclose(after, before * ratio[:, None], atol=1e-4)          # same 2D direction
+    assert torch.equal(foreshorten_limbs(kp, torch.Generator(), prob=0.0, max_deg=60), kp.float())
+
+
+def test_contrast_pairs_two_disjoint_view_sets_per_person(data):
+    cfg = TrainConfig(batch_persons=3, context_views=(1, 2), target_views=1)
+    batch = sample_batch(data, cfg, torch.Generator().manual_seed(0))
+    assert int(batch["slots"]) == 6 and batch["limbs"].shape == (6, 12)
+    owner = batch["ctx_owner"]
+    for slot in range(3):   # the two sets of a slot share no view (compared through their pixels and keypoints)
+        a = batch["ctx_keypoints"][owner == slot][:, None]
+        b = batch["ctx_keypoints"][owner == slot + 3][None]
+        assert a.numel() and b.numel() and not (a == b).all(-1).all(-1).any()
+    off = sample_batch(data, TrainConfig(batch_persons=3, contrast_weight=0.0), torch.Generator().manual_seed(0))
+    assert int(off["slots"]) == 3 and int(off["ctx_owner"].max()) < 3
+    # The term is low when each person's two Body-IDs coincide and far from the others', high when swapped.
+    a = torch.eye(3) * 5
+    person = torch.tensor([0, 1, 2])
+    assert contrast_loss(a, a, person, 1.0) < 1e-3 < contrast_loss(a, a[[1, 2, 0]], person, 1.0)
 
 
 @pytest.mark.slow
