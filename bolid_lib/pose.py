@@ -4,13 +4,18 @@ Legend: B batch, K = 17 COCO keypoints, H, W image size, N people detected in on
 
 Loading: ultralytics ``.pt`` files are pickles, so ``YOLO(path)`` runs ``torch.load`` on them; this is the one
 place the pack accepts a pickle (the README says why: ultralytics pose models are only published this way).
-Only files from ComfyUI's ``models/ultralytics`` folder reach this function.
+Only files from ComfyUI's ``models/ultralytics`` folder reach this function, and where ultralytics and torch
+support it (ultralytics 8.4 with torch >= 2.6) the file is first read with ``weights_only`` against ultralytics'
+allow-list of model classes, so a crafted ``.pt`` is refused before anything in it can run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -122,6 +127,60 @@ def select_people(
     return keypoints, boxes, found
 
 
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """Restore torch's CPU thread count afterwards: ultralytics' select_device calls torch.set_num_threads on CPU,
+    which inside ComfyUI would change the thread count of every later node of the process (sampling included)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _restricted_loader():
+    """ultralytics' weights_only loader with its model-class allow-list, or None where this install has none."""
+    try:
+        from ultralytics.nn.tasks import _SafeLoad, torch_safe_load
+    except ImportError:
+        return None
+    if not _SafeLoad.SUPPORTED or "safe_only" not in inspect.signature(torch_safe_load).parameters:
+        return None  # (torch_safe_load would silently fall back to a full unpickling load)
+    return torch_safe_load
+
+
+def _check_pickle(path: str) -> None:
+    """Read the .pt with weights_only against ultralytics' allow-list; refuse one that holds anything else.
+
+    A file that passes holds only ultralytics/torch model classes and tensors, so the full load that follows
+    (YOLO(path)) builds the same objects and runs nothing else. Damaged files raise here as they would there.
+    """
+    safe_load = _restricted_loader()
+    if safe_load is None:
+        log.warning("BoLID: this ultralytics/torch cannot load %s with weights_only (ultralytics >= 8.4 and torch >= 2.6 "
+                    "can): it is unpickled in full, so keep only trusted .pt files in models/ultralytics",
+                    os.path.basename(path))
+        return
+    try:
+        safe_load(path, safe_only=True)
+    except TypeError as e:
+        # torch's weights_only unpickler names a refused import "GLOBAL module.name"; other unpickling errors
+        # are bytes that are no pickle at all. ultralytics words both alike, so tell them apart by the cause.
+        if isinstance(e.__cause__, pickle.UnpicklingError) and "GLOBAL" not in str(e.__cause__):
+            raise BoLIDError(
+                f"cannot load {os.path.basename(path)}: its bytes are not an ultralytics checkpoint (a file of another "
+                "kind renamed .pt?); a YOLO pose model is needed, e.g. yolo11n-pose.pt"
+            ) from e
+        if isinstance(e.__cause__, pickle.UnpicklingError):
+            raise BoLIDError(
+                f"{os.path.basename(path)} holds Python objects outside ultralytics' model format, so loading it could "
+                "run code, and BoLID did not load it: use a YOLO pose model from ultralytics' releases (e.g. "
+                "yolo11n-pose.pt) or one you trained yourself, in models/ultralytics/pose/"
+            ) from e
+        raise
+
+
 class PoseModel:
     """A loaded ultralytics YOLO pose model (COCO-17 keypoints), run on the device it sits on."""
 
@@ -137,7 +196,11 @@ class PoseModel:
         from ultralytics import YOLO
 
         try:
-            yolo = YOLO(path, verbose=False)
+            with _torch_threads_kept():
+                _check_pickle(path)
+                yolo = YOLO(path, verbose=False)
+        except BoLIDError:
+            raise
         except Exception as e:  # ultralytics raises many kinds on a foreign or damaged file
             raise BoLIDError(
                 f"cannot load {os.path.basename(path)} as an ultralytics YOLO model ({type(e).__name__}: {e}); "
@@ -207,7 +270,7 @@ class PoseModel:
             if bool(chunk.amin() < 0) or bool(chunk.amax() > 1):
                 chunk = chunk.clamp(0, 1)  # ultralytics would read values > 1 as 0..255 and divide them
             chunk = _letterbox(chunk, plan)                                   # (b', 3, H', W')
-            with torch.inference_mode():
+            with torch.inference_mode(), _torch_threads_kept():
                 results = self.yolo.predict(chunk, conf=conf, verbose=False, device=device, imgsz=plan.size)
             parts.append(select_people(
                 results, policy=policy, visibility=visibility, on_missing=on_missing,

@@ -130,6 +130,20 @@ def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_featu
     return out
 
 
+def _check_apply_settings(start_at, end_at, ref_batch, blocks_for) -> str | None:
+    """What is wrong with these BoLID Apply settings, with the fix; None when they are fine (None = linked)."""
+    for name, v in (("start_at", start_at), ("end_at", end_at)):
+        if v is not None and not 0.0 <= v <= 1.0:
+            return f"{name} ({v}) must lie between 0 and 1 (a fraction of the sampling schedule)"
+    if start_at is not None and end_at is not None and start_at > end_at:
+        return f"start_at ({start_at}) is after end_at ({end_at}): make start_at smaller than end_at"
+    if ref_batch is not None and ref_batch not in REF_BATCH:
+        return f"ref_batch {ref_batch!r} is not one of the choices: {', '.join(map(repr, REF_BATCH))}"
+    if blocks_for is not None and blocks_for not in BLOCKS_FOR:
+        return f"blocks_for {blocks_for!r} is not one of the choices: {', '.join(map(repr, BLOCKS_FOR))}"
+    return None
+
+
 class BoLIDApply(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -178,15 +192,19 @@ class BoLIDApply(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_at=0.0, end_at=1.0, **kwargs):
-        if start_at > end_at:
-            return f"start_at ({start_at}) is after end_at ({end_at}): make start_at smaller than end_at"
-        return True
+    def validate_inputs(cls, start_at=0.0, end_at=1.0, ref_batch="average", blocks_for="body"):
+        # Named inputs only: with **kwargs ComfyUI would skip its own min/max checks of every input (the λs);
+        # the inputs named here lose them, so their ranges are checked here. ComfyUI 0.3.64 does not check V3
+        # combo values against their options, so the two choices are checked here too. A linked input is None.
+        return _check_apply_settings(start_at, end_at, ref_batch, blocks_for) or True
 
     @classmethod
     def execute(cls, model, adapter, lambda_ref, lambda_body, start_at, end_at, clip_vision=None, image=None,
                 clip_vision_output=None, body=None, ref_batch="average", block_input=1.0, block_middle=1.0,
                 block_output=1.0, blocks_for="body") -> io.NodeOutput:
+        problem = _check_apply_settings(start_at, end_at, ref_batch, blocks_for)
+        if problem:
+            raise BoLIDError(problem)
         ref, ref_uncond = _ref_features(adapter, clip_vision, image, clip_vision_output)
         c_body = None if body is None else body.mean.detach().float().cpu()
         if ref is None and c_body is None:

@@ -60,6 +60,40 @@ def test_refuses_a_file_that_is_not_yolo(tmp_path):
         P.PoseModel.load(str(tmp_path / "missing.pt"))
 
 
+class _Canary:
+    """A pickle whose loading runs code: it creates the file it names."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_refuses_a_pickle_that_would_run_code(tmp_path):
+    if P._restricted_loader() is None:
+        pytest.skip("this ultralytics/torch has no weights_only loader (ultralytics >= 8.4, torch >= 2.6)")
+    bad = tmp_path / "yolo11n-pose.pt"
+    fired = tmp_path / "canary_fired"
+    torch.save({"model": _Canary(fired), "train_args": {}}, str(bad))
+    with pytest.raises(BoLIDError, match=r"yolo11n-pose\.pt holds Python objects outside ultralytics' model format.*did not load it"):
+        P.PoseModel.load(str(bad))
+    assert not fired.exists(), "the pickle's payload ran"
+
+
+def test_load_and_predict_leave_the_torch_thread_count_alone(yolo_pose_pt, images):
+    """ultralytics' select_device sets torch's thread count on CPU; inside ComfyUI that would change every later node."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)   # a count ultralytics would not choose, so a reset shows
+    try:
+        m = P.PoseModel.load(str(yolo_pose_pt))
+        assert torch.get_num_threads() == 3
+        m.predict(images, conf=LOW_CONF)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_predict_matches_ultralytics_and_zeroes_invisible(model, images):
     pose = model.predict(images, conf=LOW_CONF, visibility=0.5, person="most_confident", imgsz=160)
     assert pose.keypoints.shape == (3, 17, 3) and pose.boxes.shape == (3, 4) and pose.image_size == (160, 160)
