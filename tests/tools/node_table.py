@@ -1,7 +1,7 @@
 """Print the README's table of nodes (Markdown) from the node schemas, so the table cannot drift from the code.
 
     python tests/tools/node_table.py            # prints the table
-    python tests/tools/node_table.py --check docs/README_workflows.md
+    python tests/tools/node_table.py --check README.md
                                                 # exit 1 when the file's table differs from the code's
 
 The schemas come from tests/standin/dump_pack_info.py (the pack imported against the thin ComfyUI stand-in,
