@@ -248,6 +248,22 @@ class BoLIDAdapter(nn.Module):
         self.ref = RefBranch(config) if config.ref_kind is not None else None
         self.body = BodyBranch(config) if config.body_dim is not None else None
         self.source = "bolid"   # "bolid" or "ip-adapter": where the weights came from (for messages)
+        # Fingerprint of the Body-ID VAE whose Body-IDs the body branch was trained on ("" when unknown):
+        # a Body-ID of the right width from another VAE lives in another latent space.
+        self.body_vae_fingerprint = ""
+
+    def body_vae_mismatch(self, body_fingerprint: str) -> str | None:
+        """A warning when a Body-ID was made by another Body-ID VAE than the one this adapter was trained with.
+
+        A warning, not an error: the Body-ID still has the width the adapter reads, and a fine-tuned VAE may stay
+        close to the original; but the body branch may then follow another body. None when both are known and
+        equal, or either is unknown (an older file).
+        """
+        if not self.body_vae_fingerprint or not body_fingerprint or body_fingerprint == self.body_vae_fingerprint:
+            return None
+        return (f"this adapter was trained on Body-IDs of Body-ID VAE {self.body_vae_fingerprint}, but the Body-ID connected "
+                f"was made by VAE {body_fingerprint}: the body branch may not follow this person; encode the photos again "
+                "with the VAE the adapter was trained with")
 
     # -- tokens ----------------------------------------------------------------------------------
 
@@ -300,10 +316,14 @@ class BoLIDAdapter(nn.Module):
 
 # --- files ------------------------------------------------------------------------------------
 
+BODY_VAE_KEY = "bolid.body_vae_fingerprint"   # metadata: the Body-ID VAE the body branch was trained with
+
 def save_adapter(adapter: BoLIDAdapter, path: str | os.PathLike, *, overwrite: bool = True,
                  metadata: dict[str, str] | None = None) -> Path:
     """Write ``adapter`` as one BoLID-format .safetensors (keys ``ref.*``, ``body.*``; config in metadata)."""
     tensors = {k: v for k, v in adapter.state_dict().items()}
+    if adapter.body_vae_fingerprint:
+        metadata = {**(metadata or {}), BODY_VAE_KEY: adapter.body_vae_fingerprint}
     return save_safetensors_atomic(tensors, path, fmt=FORMAT, version=VERSION, config=adapter.config.to_dict(),
                                    metadata=metadata, overwrite=overwrite)
 
@@ -361,6 +381,7 @@ def load_adapter(path: str | os.PathLike) -> BoLIDAdapter:
         tensors, _ = read_safetensors(path)
         adapter = _build(cfg, tensors, path.name)
         adapter.source = "bolid"
+        adapter.body_vae_fingerprint = meta.get(BODY_VAE_KEY, "")
         return adapter
     if fmt is not None:
         raise BoLIDError(f"{path.name} is a {fmt} file (version {meta.get(VERSION_KEY)}), not an adapter: pick a BoLID adapter or an IP-Adapter SDXL file")

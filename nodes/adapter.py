@@ -207,6 +207,9 @@ class BoLIDApply(io.ComfyNode):
             raise BoLIDError(problem)
         ref, ref_uncond = _ref_features(adapter, clip_vision, image, clip_vision_output)
         c_body = None if body is None else body.mean.detach().float().cpu()
+        mismatch = None if body is None else adapter.body_vae_mismatch(body.fingerprint)
+        if mismatch:
+            log.warning("BoLID Apply: %s", mismatch)
         if ref is None and c_body is None:
             raise BoLIDError("BoLID needs at least one branch: connect a Body-ID (body), or a reference image with a "
                              "CLIP vision model (image + clip_vision), or a clip_vision_output")

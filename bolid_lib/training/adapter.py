@@ -534,6 +534,8 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     if cfg.train_body and body_dim is None:
         raise BoLIDError("training the body branch needs a Body-ID VAE (body_vae)")
     adapter, trainable = build_adapter(cfg, models, body_dim)
+    if adapter.body is not None and models.body_vae is not None:
+        adapter.body_vae_fingerprint = models.body_vae.fingerprint()   # written into the adapter file's metadata
     module = AdapterTrainingModule(adapter, models.unet, models.shortcut_unet).to(dev)
     dataset = prepare_data(cfg, models, adapter.body is not None)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)

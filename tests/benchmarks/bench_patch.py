@@ -63,7 +63,11 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=320, help="model_channels (320 = full SDXL; smaller for a dry run)")
     ap.add_argument("--heads", type=int, default=64, help="head channels (64 = full SDXL)")
     ap.add_argument("--body-dim", type=int, default=756)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default; 1 gives steadier figures on a machine shared with other jobs)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     host = hostlib.boot()
     sys.path.insert(0, str(hostlib.PACK_DIR.parent))
@@ -126,7 +130,8 @@ def main() -> None:
     configs = {"unpatched": model, "BoLID one branch (ref)": one, "BoLID both branches": both}
     times = {k: [] for k in configs}
     peaks = {k: 0 for k in configs}
-    step(model)  # warm-up
+    for m in configs.values():
+        step(m)  # warm-up of each configuration (first-call allocations, model management's load of each clone)
     for r in range(args.reps):
         for name, m in configs.items():
             with PeakRSS() as pk:

@@ -449,3 +449,25 @@ def test_loader_refuses_bin_with_the_fix(comfy, sources, sdxl_small, sdxl_cond):
         assert not res.ok and "pickle" in res.error_text() and ".safetensors" in res.error_text()
     finally:
         p.unlink()
+
+
+def test_body_from_another_vae_warns_with_the_fix(comfy, pack, sdxl_small, bolid, caplog):
+    """BoLID Apply, the real node class: a Body-ID of the right width made by another Body-ID VAE than the one the
+    adapter's file names runs (a warning, not an error: a fine-tuned VAE may stay close) and says the fix."""
+    import logging
+
+    body = _body(pack)
+    body.meta["vae_fingerprint"] = "bbbbbbbbbbbbbbbb"
+    node = comfy.node("BoLIDApply")
+    saved = bolid.body_vae_fingerprint
+    try:
+        for trained_with, warned in (("aaaaaaaaaaaaaaaa", True), ("bbbbbbbbbbbbbbbb", False), ("", False)):
+            bolid.body_vae_fingerprint = trained_with
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="bolid"), torch.inference_mode():
+                out = node.execute(model=sdxl_small, adapter=bolid, lambda_ref=1.0, lambda_body=1.0, start_at=0.0,
+                                   end_at=1.0, body=body).result[0]
+            assert out is not sdxl_small
+            assert ("encode the photos again with the VAE the adapter was trained with" in caplog.text) == warned, trained_with
+    finally:
+        bolid.body_vae_fingerprint = saved

@@ -219,3 +219,20 @@ def test_key_helpers():
     assert bolid_ref_key(60, "k") == "ref.attn.60.to_k_ref.weight"
     cfg = ip_adapter_config({k: tuple(v.shape) for k, v in ip_adapter_state("plain", "h", widths=(8, 16)).items()})
     assert cfg.ref_kind == "plain" and cfg.body_dim is None
+
+
+def test_body_vae_fingerprint_round_trip_and_mismatch_warning(tmp_path):
+    """An adapter file records the Body-ID VAE its body branch was trained with; a Body-ID of the right width
+    from another VAE gets a warning that says the fix, the same VAE or an unknown one (older files) none."""
+    from bolid_lib.adapter import load_adapter, save_adapter
+
+    ad = random_bolid_adapter(ref_kind=None, body_dim=16)
+    ad.body_vae_fingerprint = "0123456789abcdef"
+    loaded = load_adapter(save_adapter(ad, tmp_path / "a.safetensors"))
+    assert loaded.body_vae_fingerprint == "0123456789abcdef"
+    assert loaded.body_vae_mismatch("0123456789abcdef") is None
+    assert loaded.body_vae_mismatch("") is None
+    msg = loaded.body_vae_mismatch("fedcba9876543210")
+    assert msg and "0123456789abcdef" in msg and "fedcba9876543210" in msg and "encode the photos again" in msg
+    older = load_adapter(save_adapter(random_bolid_adapter(ref_kind=None, body_dim=16), tmp_path / "b.safetensors"))
+    assert older.body_vae_fingerprint == "" and older.body_vae_mismatch("fedcba9876543210") is None

@@ -153,6 +153,8 @@ def test_written_file_loads_and_resume_repeats(models, data_dir, tmp_path):
     for k in sd_a:
         torch.testing.assert_close(sd_b[k], sd_a[k], rtol=1e-5, atol=1e-6)
     assert part["step"] == 2 and rest["step"] == 4
+    if loaded.body is not None:   # the file records which Body-ID VAE the body branch was trained on
+        assert loaded.body_vae_fingerprint == models.body_vae.fingerprint() != ""
     log = (tmp_path / "part" / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,loss,l_diff,l_id,l_clip") and len(log) == 5
 
