@@ -9,7 +9,10 @@ it says nothing more. Our reading:
 - A convolutional encoder maps each view j to a feature f_j (F). Views are pooled by a confidence-weighted
   mean, w_j = mean confidence of the view's visible keypoints ("weighted by pose confidence"):
       f = sum_j w_j f_j / sum_j w_j
-  computed as a running sum over chunks of views, so memory does not grow with the number of views.
+  computed as a running sum over chunks of views, so memory does not grow with the number of views. Beside
+  f, each keypoint segment's length ratio r_j is pooled as mean_j exp(kappa r_j) (weighted alike), read back
+  as the soft maximum log(.) / kappa: projection only shortens a segment, so its longest appearance over the
+  views estimates its true length whatever the poses (config tail_pool = kappa).
   GroupNorm (never BatchNorm) keeps every view's feature independent of its chunk-mates, so the chunked sum
   equals the all-at-once computation.
 - Heads give mu and log sigma^2 of size D (default 756, as the paper's c_body).
@@ -61,7 +64,14 @@ NUM_LIMBS = len(LIMBS)
 # Raw coordinates and spans across joints are left out on purpose: they describe the pose, and a branch
 # that reads the pose does not carry over to poses never seen in training.
 GEOMETRY_PAIRS: tuple[tuple[int, int], ...] = LIMBS[:10] + ((5, 11), (6, 12), (5, 12), (6, 11), (3, 4), (1, 2), (0, 1), (0, 2))
-GEOMETRY_DIM = 2 * len(GEOMETRY_PAIRS) + 1
+# Left/right twins among GEOMETRY_PAIRS (indices): the branch also sees the longer of the two. A person's
+# left and right bones are (near enough) equally long and projection only shortens, so the longer one is the
+# better single-view estimate of the true length: a limb turned towards the camera does not pull it down.
+SYMMETRIC_PAIRS: tuple[tuple[int, int], ...] = ((2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13))
+GEOMETRY_DIM = 2 * len(GEOMETRY_PAIRS) + len(SYMMETRIC_PAIRS) + 1
+# The segment ratios of keypoint_geometry (first TAIL_DIM columns) that also go through the tail pooling.
+TAIL_DIM = len(GEOMETRY_PAIRS) + len(SYMMETRIC_PAIRS)
+TAIL_SHIFT = 2.0
 CROPS = ("person", "image")
 
 
@@ -78,7 +88,11 @@ class BodyVAEConfig:
     the whole image. keypoint_branch: add an MLP over scale-free keypoint geometry (torso-relative
     coordinates and distances) to each view's feature: body proportions are read off the keypoints directly
     instead of being left for the convolutions to infer from heat maps (segment lengths only, see
-    GEOMETRY_PAIRS).
+    GEOMETRY_PAIRS). tail_pool: kappa of the tail pooling of those segment ratios (0: off; needs the keypoint
+    branch): besides the features' weighted mean, the Body-ID sees per segment the weighted soft maximum over
+    views, log(mean_j exp(kappa r_j)) / kappa. Projection only shortens a segment, so the longest a segment
+    appears over the views is the best estimate of its true length, whatever the poses; a plain mean drifts
+    with how much the poses foreshorten. Streaming: it is a mean of exp(kappa r_j), a running sum like the rest.
     """
 
     input_size: int = 256
@@ -94,6 +108,7 @@ class BodyVAEConfig:
     crop: str = "person"
     crop_margin: float = 0.15
     keypoint_branch: bool = True
+    tail_pool: float = 16.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -107,6 +122,8 @@ class BodyVAEConfig:
             raise BoLIDError(f"heatmap_sigma must be > 0; got {self.heatmap_sigma}")
         if self.beta < 0:
             raise BoLIDError(f"beta must be >= 0; got {self.beta}")
+        if not (self.tail_pool >= 0 and math.isfinite(self.tail_pool)):
+            raise BoLIDError(f"tail_pool must be >= 0; got {self.tail_pool}")
         if self.crop not in CROPS:
             raise BoLIDError(f"crop must be one of {CROPS}; got {self.crop!r}")
 
@@ -221,7 +238,8 @@ def keypoint_geometry(keypoints: torch.Tensor) -> torch.Tensor:
     b = torch.tensor([p[1] for p in GEOMETRY_PAIRS], device=kp.device)
     pair_ok = (vis[:, a] & vis[:, b]).float()
     dist = (xy[:, a] - xy[:, b]).norm(dim=-1) / scale[:, None] * pair_ok                 # (V, pairs)
-    return torch.cat([dist, pair_ok, use_torso.float()[:, None]], 1)
+    longer = torch.stack([torch.maximum(dist[:, i], dist[:, j]) for i, j in SYMMETRIC_PAIRS], 1)  # (V, twins)
+    return torch.cat([dist, longer, pair_ok, use_torso.float()[:, None]], 1)
 
 
 def view_weights(keypoints: torch.Tensor) -> torch.Tensor:
@@ -269,8 +287,10 @@ class BodyVAE(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.geometry = (nn.Sequential(nn.Linear(GEOMETRY_DIM, cfg.feature_dim), nn.SiLU(), nn.Linear(cfg.feature_dim, cfg.feature_dim))
                          if cfg.keypoint_branch else None)
-        # --- after pooling: (F,) -> mu, logvar (D,)
-        self.trunk = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.feature_dim), nn.SiLU())
+        # --- after pooling: (F [+ TAIL_DIM],) -> mu, logvar (D,)
+        self.tail = cfg.tail_pool if (cfg.keypoint_branch and cfg.tail_pool > 0) else 0.0
+        self.pooled_dim = cfg.feature_dim + (TAIL_DIM if self.tail else 0)
+        self.trunk = nn.Sequential(nn.Linear(self.pooled_dim, cfg.feature_dim), nn.SiLU())
         self.to_mean = nn.Linear(cfg.feature_dim, cfg.latent_dim)
         self.to_logvar = nn.Linear(cfg.feature_dim, cfg.latent_dim)
         # --- decoder: z (D,) + heat maps (K, R, R) -> weighted image (3, R, R)
@@ -304,15 +324,28 @@ class BodyVAE(nn.Module):
         return keypoint_gaussians(kp, s, s, self.config.heatmap_sigma * s).to(self.device)
 
     def view_features(self, views: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-        """Per-view features. views (V, 3, R, R) weighted images; keypoints (V, 17, 3) px at R -> (V, F)."""
+        """Per-view features, the quantities that are pooled. views (V, 3, R, R) weighted images; keypoints
+        (V, 17, 3) px at R -> (V, pooled_dim): F learnt features, then (tail pooling on) exp(kappa (r - shift))
+        of the TAIL_DIM segment ratios r (0 for a segment not seen)."""
         x = torch.cat([views.to(self.device, torch.float32), self.heatmaps(keypoints)], 1)  # (V, 3 + K, R, R)
         f = self.encoder(x)                                                                   # (V, F)
         if self.geometry is not None:
-            f = f + self.geometry(keypoint_geometry(keypoints).to(self.device))
+            geo = keypoint_geometry(keypoints).to(self.device)
+            f = f + self.geometry(geo)
+            if self.tail:
+                r = geo[:, :TAIL_DIM]
+                known = r > 0
+                e = torch.exp(self.tail * (r.clamp(max=4.0) - TAIL_SHIFT))
+                f = torch.cat([f, torch.where(known, e, torch.zeros((), device=e.device))], 1)
         return f
 
     def heads(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P, F) pooled features -> mean (P, D), logvar (P, D)."""
+        """(P, pooled_dim) pooled features -> mean (P, D), logvar (P, D)."""
+        if self.tail:
+            f, t = pooled[:, :self.config.feature_dim], pooled[:, self.config.feature_dim:]
+            floor = math.exp(-self.tail * TAIL_SHIFT)
+            soft_max = torch.log(t.clamp(min=floor)) / self.tail + TAIL_SHIFT                  # (P, TAIL_DIM) >= 0
+            pooled = torch.cat([f, soft_max], 1)
         h = self.trunk(pooled)
         return self.to_mean(h), self.to_logvar(h).clamp(-30.0, 20.0)
 
@@ -385,7 +418,7 @@ class BodyVAE(nn.Module):
         if chunk < 1:
             raise BoLIDError(f"chunk must be >= 1; got {chunk}")
         v = images.shape[0]
-        acc = torch.zeros(self.config.feature_dim, dtype=torch.float64, device=self.device)  # sum_j w_j f_j
+        acc = torch.zeros(self.pooled_dim, dtype=torch.float64, device=self.device)  # sum_j w_j f_j
         total = 0.0                                                                           # sum_j w_j
         for start in range(0, v, chunk):
             stop = min(v, start + chunk)

@@ -43,7 +43,7 @@ class ProofConfig:
     train_views: int = 300       # rendering is cheap (about 3 ms a view); more poses per identity, less to overfit
     size: int = 32              # R, the VAE's input side
     render_size: int = 64       # side the views are drawn at (letterboxed down to R by the VAE)
-    steps: int = 2500            # about 0.18 s a step on one thread: the time limit, not the steps, ends a slow machine's run
+    steps: int = 2000            # 0.2-0.26 s a step on one thread: about what fits the time limit, so the learning rate's cosine decay runs its course
     time_limit_s: float | None = 480.0
     batch_persons: int = 16
     lr: float = 2e-3
@@ -61,6 +61,8 @@ class ProofConfig:
     contrast_temperature: float = TrainConfig.contrast_temperature
     foreshorten_prob: float = TrainConfig.foreshorten_prob
     foreshorten_max_deg: float = TrainConfig.foreshorten_max_deg
+    context_views: tuple[int, int] = TrainConfig.context_views
+    tail_pool: float = BodyVAEConfig.tail_pool
 
 
 def _weighted(shapes: torch.Tensor, views: int, seed: int, cfg: ProofConfig, pose_range) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,14 +114,15 @@ def run_proof(cfg: ProofConfig = ProofConfig(), checkpoint_dir=None) -> dict:
     t0, c0 = time.time(), time.process_time()
     shapes = synthetic.random_shapes(cfg.ids, cfg.seed)
     vae_cfg = BodyVAEConfig(input_size=cfg.size, latent_dim=cfg.latent_dim, widths=cfg.widths, feature_dim=cfg.feature_dim,
-                            beta=cfg.beta)
+                            beta=cfg.beta, tail_pool=cfg.tail_pool)
     data = synthetic_viewset(cfg.ids, cfg.train_views, vae_cfg, cfg.seed, pose_range=TRAIN_POSES, shapes=shapes,
                              render_size=cfg.render_size, sigma=cfg.sigma, alpha=cfg.alpha)
     t_data = time.time() - t0
     train_cfg = TrainConfig(steps=cfg.steps, batch_persons=cfg.batch_persons, lr=cfg.lr, warmup=min(50, cfg.steps // 10 + 1),
                             seed=cfg.seed, log_every=50, checkpoint_every=10 ** 9, contrast_weight=cfg.contrast_weight,
                             contrast_temperature=cfg.contrast_temperature, foreshorten_prob=cfg.foreshorten_prob,
-                            foreshorten_max_deg=cfg.foreshorten_max_deg)
+                            foreshorten_max_deg=cfg.foreshorten_max_deg,
+                            context_views=tuple(cfg.context_views))
     model, history = train_body_vae(vae_cfg, train_cfg, data, checkpoint_dir=checkpoint_dir, time_limit_s=cfg.time_limit_s)
     t_train = time.time() - t0 - t_data
     figures = evaluate(model, shapes, cfg, cfg.seed + 1000)

@@ -516,6 +516,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=BodyVAEConfig.beta)
     parser.add_argument("--no-limb-head", action="store_true", help="train without the limb-ratio head")
     parser.add_argument("--no-keypoint-branch", action="store_true", help="no MLP over keypoint geometry (image + heat maps only)")
+    parser.add_argument("--tail-pool", type=float, default=BodyVAEConfig.tail_pool,
+                        help="kappa of the soft maximum over views of the segment ratios (0: off)")
     parser.add_argument("--crop", choices=["person", "image"], default="person",
                         help="person: a square around the keypoints; image: the whole image letterboxed")
     parser.add_argument("--sigma", type=float, default=0.1, help="weighting sigma, relative to the short side (paper eq. 11)")
@@ -536,7 +538,7 @@ def main(args: argparse.Namespace) -> int:
     vae_cfg = BodyVAEConfig(input_size=args.input_size, latent_dim=args.latent_dim,
                             widths=tuple(int(w) for w in args.widths.split(",")), feature_dim=args.feature_dim,
                             beta=args.beta, limb_head=not args.no_limb_head, crop=args.crop,
-                            keypoint_branch=not args.no_keypoint_branch)
+                            keypoint_branch=not args.no_keypoint_branch, tail_pool=args.tail_pool)
     lo, hi = (int(x) for x in args.context_views.split(","))
     train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "context_views"},
                             context_views=(lo, hi))

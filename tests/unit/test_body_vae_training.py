@@ -177,3 +177,47 @@ def test_learns_body_identity_small_seeded():
     res = run_proof(cfg)
     assert res["multi_view"] >= 0.75, res         # chance 1/6
     assert res["single_view"] >= 0.4, res
+
+
+def test_tail_pooling_reads_the_longest_a_segment_appears(data):
+    """The Body-ID sees, per segment ratio, the soft maximum over the pooled views: a limb turned towards
+    the camera in some views does not pull the estimate of its length down."""
+    from bolid_lib.body_vae import TAIL_DIM, TAIL_SHIFT, BodyVAE, keypoint_geometry
+
+    model = BodyVAE(TINY).eval()
+    assert model.pooled_dim == TINY.feature_dim + TAIL_DIM
+    views = data.views[:6].float() / 255
+    kp = foreshorten_limbs(data.keypoints[:6], torch.Generator().manual_seed(1), prob=1.0, max_deg=80)
+    with torch.no_grad():
+        f = model.view_features(views, kp)
+    tail = f[:, TINY.feature_dim:].double().mean(0)
+    soft_max = torch.log(tail.clamp(min=1e-300)) / TINY.tail_pool + TAIL_SHIFT
+    ratios = keypoint_geometry(kp)[:, :TAIL_DIM].double()
+    longest = ratios.amax(0)
+    seen = longest > 0
+    # log-mean-exp lies between max - log(V) / kappa and max
+    assert (soft_max[seen] <= longest[seen] + 1e-4).all()
+    assert (soft_max[seen] >= longest[seen] - torch.log(torch.tensor(6.0)) / TINY.tail_pool - 1e-4).all()
+    # One view: the soft maximum is the view's own ratio; off (tail_pool = 0): no extra pooled features.
+    with torch.no_grad():
+        one = model.view_features(views[:1], kp[:1])[0, TINY.feature_dim:].double()
+    r0 = ratios[0]
+    torch.testing.assert_close((torch.log(one[r0 > 0]) / TINY.tail_pool + TAIL_SHIFT), r0[r0 > 0].clamp(max=4.0), rtol=0, atol=1e-4)
+    off = BodyVAE(BodyVAEConfig(**{**TINY.to_dict(), "tail_pool": 0.0}))
+    assert off.pooled_dim == TINY.feature_dim
+    with pytest.raises(BoLIDError, match="tail_pool"):
+        BodyVAEConfig(**{**TINY.to_dict(), "tail_pool": -1.0})
+
+
+def test_tail_pooled_vae_streams_and_round_trips(data, tmp_path):
+    from bolid_lib.body_vae import BodyVAE, save_body_vae
+
+    torch.manual_seed(0)
+    model = BodyVAE(TINY).eval()
+    imgs = data.views[:7].float() / 255
+    a, _ = model.encode_views(imgs, data.keypoints[:7], chunk=3)
+    b, _ = model.encode_views_batched(imgs, data.keypoints[:7])
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    loaded = load_body_vae(save_body_vae(model, tmp_path / "vae.safetensors"))
+    assert loaded.config.tail_pool == TINY.tail_pool
+    torch.testing.assert_close(loaded.encode_views(imgs, data.keypoints[:7])[0], a)
