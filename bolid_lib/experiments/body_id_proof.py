@@ -43,7 +43,7 @@ class ProofConfig:
     train_views: int = 300       # rendering is cheap (about 3 ms a view); more poses per identity, less to overfit
     size: int = 32              # R, the VAE's input side
     render_size: int = 64       # side the views are drawn at (letterboxed down to R by the VAE)
-    steps: int = 2000            # 0.2-0.26 s a step on one thread: about what fits the time limit, so the learning rate's cosine decay runs its course
+    steps: int = 2500            # 0.17-0.26 s a step on one thread: the time limit, not the steps, ends a slow machine's run
     time_limit_s: float | None = 480.0
     batch_persons: int = 16
     lr: float = 2e-3
