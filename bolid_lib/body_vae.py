@@ -48,7 +48,9 @@ from .weighting import keypoint_gaussians
 log = logging.getLogger("bolid")
 
 FORMAT = "bolid.body_vae"
-VERSION = 1
+# 2: the keypoint branch reads the longer of each left/right twin and the Body-ID the tail-pooled segment ratios
+# (tail_pool): a version-1 file's tensors no longer fit the model, so it is refused by version, with the fix.
+VERSION = 2
 FINGERPRINT_KEY = "bolid.fingerprint"
 
 # Limbs whose 2D lengths, relative to the torso, the limb-ratio head predicts (COCO indices).
@@ -482,7 +484,12 @@ def load_body_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -
     if meta.get(files.FORMAT_KEY) != FORMAT:
         raise BoLIDError(f"{path.name} is not a Body-ID VAE file ({FORMAT}): it looks like {files.describe_safetensors(path)}; "
                          f"pick a file written by 'python -m bolid_lib.train body-vae'")
-    _, config = files.read_format(meta, path, fmt=FORMAT, max_version=VERSION)
+    version, config = files.read_format(meta, path, fmt=FORMAT, max_version=VERSION)
+    if version < VERSION:
+        raise BoLIDError(f"{path.name} is a Body-ID VAE of format version {version}, written by an older ComfyUI-BoLID whose "
+                         f"keypoint branch this version (format {VERSION}) changed, so its weights no longer fit: train it again "
+                         "with 'python -m bolid_lib.train body-vae' (Body-IDs it made still load; encode the photos again "
+                         "with the new VAE to use them with adapters trained on it)")
     try:
         cfg = BodyVAEConfig.from_dict(config)
     except TypeError as e:

@@ -230,7 +230,7 @@ def test_vae_file_round_trip_is_bit_exact(tmp_path):
     images, kp = random_views(3)
     assert torch.equal(model.encode_views(images, kp)[0], loaded.encode_views(images, kp)[0])
     _, meta = files.read_safetensors(path)
-    assert meta[files.FORMAT_KEY] == "bolid.body_vae" and meta[files.VERSION_KEY] == "1"
+    assert meta[files.FORMAT_KEY] == "bolid.body_vae" and meta[files.VERSION_KEY] == "2"
     assert json.loads(meta[files.CONFIG_KEY])["latent_dim"] == TINY.latent_dim
 
 
@@ -265,17 +265,21 @@ def test_load_refuses_truncated_damaged_and_nan_files(tmp_path):
     # Tensors that do not fit the stored config.
     sd = dict(model.state_dict())
     sd["to_mean.bias"] = torch.zeros(TINY.latent_dim + 1)
-    files.save_safetensors_atomic(sd, tmp_path / "bad.safetensors", fmt="bolid.body_vae", version=1, config=TINY.to_dict())
+    files.save_safetensors_atomic(sd, tmp_path / "bad.safetensors", fmt="bolid.body_vae", version=2, config=TINY.to_dict())
     with pytest.raises(BoLIDError, match="wrong shape.*to_mean.bias"):
         load_body_vae(tmp_path / "bad.safetensors")
     sd = dict(model.state_dict())
     sd["to_mean.bias"] = torch.full((TINY.latent_dim,), float("nan"))
-    files.save_safetensors_atomic(sd, tmp_path / "nan.safetensors", fmt="bolid.body_vae", version=1, config=TINY.to_dict())
+    files.save_safetensors_atomic(sd, tmp_path / "nan.safetensors", fmt="bolid.body_vae", version=2, config=TINY.to_dict())
     with pytest.raises(BoLIDError, match="NaN"):
         load_body_vae(tmp_path / "nan.safetensors")
-    files.save_safetensors_atomic(dict(model.state_dict()), tmp_path / "new.safetensors", fmt="bolid.body_vae", version=2,
+    files.save_safetensors_atomic(dict(model.state_dict()), tmp_path / "old.safetensors", fmt="bolid.body_vae", version=1,
                                   config=TINY.to_dict())
-    with pytest.raises(BoLIDError, match="version 2"):
+    with pytest.raises(BoLIDError, match=r"format version 1, written by an older ComfyUI-BoLID.*train it again"):
+        load_body_vae(tmp_path / "old.safetensors")
+    files.save_safetensors_atomic(dict(model.state_dict()), tmp_path / "new.safetensors", fmt="bolid.body_vae", version=3,
+                                  config=TINY.to_dict())
+    with pytest.raises(BoLIDError, match="version 3"):
         load_body_vae(tmp_path / "new.safetensors")
 
 
