@@ -26,6 +26,10 @@ def pytest_collection_modifyitems(config, items):
         cuda = torch.cuda.is_available()
     except ImportError:
         cuda = False
+    # Browser tests last: Playwright's sync API keeps an asyncio event loop running in the main thread while its
+    # session-scoped browser lives, and the in-process ComfyUI of the host tier boots with asyncio.run, which
+    # refuses to start inside a running loop. A plain `pytest` runs every tier, so the order matters.
+    items.sort(key=lambda item: "browser" in item.keywords)
     for item in items:
         if "host" in item.keywords and COMFY_ROOT is None:
             item.add_marker(pytest.mark.skip(reason=f"host tier: {COMFY_WHY}"))
