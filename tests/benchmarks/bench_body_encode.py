@@ -22,12 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from memlib import MMAP_ENV  # noqa: E402
+from memlib import MMAP_ENV, peak_extra  # noqa: E402
 
 
 def child(mode: str, views: int, size: int, chunk: int, threads: int) -> dict:
     sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "tests"))
     import torch
 
     from bolid_lib.body_vae import BodyVAE, BodyVAEConfig
@@ -38,8 +37,6 @@ def child(mode: str, views: int, size: int, chunk: int, threads: int) -> dict:
     images = torch.rand(views, 3, size, size)              # weighted views as a ComfyUI IMAGE batch holds them
     kp = torch.rand(views, 17, 3) * size
     kp[..., 2] = 0.5 + 0.5 * torch.rand(views, 17)
-
-    from memlib import peak_extra
 
     model.encode_views(images[:1], kp[:1])                  # warm-up: kernels, allocator pools
     t = time.perf_counter()
