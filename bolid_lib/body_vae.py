@@ -325,12 +325,15 @@ class BodyVAE(nn.Module):
             kp[..., :2] = kp[..., :2] * (s / r)
         return keypoint_gaussians(kp, s, s, self.config.heatmap_sigma * s).to(self.device)
 
-    def view_features(self, views: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    def view_features(self, views: torch.Tensor, keypoints: torch.Tensor, image_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Per-view features, the quantities that are pooled. views (V, 3, R, R) weighted images; keypoints
         (V, 17, 3) px at R -> (V, pooled_dim): F learnt features, then (tail pooling on) exp(kappa (r - shift))
-        of the TAIL_DIM segment ratios r (0 for a segment not seen)."""
+        of the TAIL_DIM segment ratios r (0 for a segment not seen). image_keep (V,) 0/1, training only: 0 drops
+        that view's convolutional (image + heat map) feature, leaving the keypoint branch alone."""
         x = torch.cat([views.to(self.device, torch.float32), self.heatmaps(keypoints)], 1)  # (V, 3 + K, R, R)
         f = self.encoder(x)                                                                   # (V, F)
+        if image_keep is not None:   # training: views whose image branch is dropped keep only their geometry
+            f = f * image_keep.to(f.device, f.dtype)[:, None]
         if self.geometry is not None:
             geo = keypoint_geometry(keypoints).to(self.device)
             f = f + self.geometry(geo)
@@ -368,14 +371,17 @@ class BodyVAE(nn.Module):
 
     def forward(self, ctx_views: torch.Tensor, ctx_keypoints: torch.Tensor, ctx_weights: torch.Tensor,
                 ctx_owner: torch.Tensor, n_persons: int, tgt_keypoints: torch.Tensor, tgt_owner: torch.Tensor,
-                noise: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                noise: torch.Tensor | None, view_means: bool = False,
+                image_keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The training pass (one call, so DDP sees every parameter).
 
         ctx_views (Nc, 3, R, R), ctx_keypoints (Nc, 17, 3), ctx_weights (Nc,), ctx_owner (Nc,) person index
         in [0, P); tgt_keypoints (Nt, 17, 3), tgt_owner (Nt,); noise (P, D) for z = mu + sigma * noise
-        (None: z = mu). Returns recon (Nt, 3, R, R), mean (P, D), logvar (P, D), limbs (P, L) if the head is on.
+        (None: z = mu). Returns recon (Nt, 3, R, R), mean (P, D), logvar (P, D), limbs (P, L) if the head is on,
+        and with view_means the Body-ID mean each context view gives alone, view_mean (Nc, D). image_keep (Nc,)
+        0/1: views whose image branch is dropped for this step (see TrainConfig.image_dropout).
         """
-        f = self.view_features(ctx_views, ctx_keypoints)                        # (Nc, F)
+        f = self.view_features(ctx_views, ctx_keypoints, image_keep)            # (Nc, F)
         w = ctx_weights.to(f.device, f.dtype)
         owner = ctx_owner.to(f.device)
         num = torch.zeros(n_persons, f.shape[1], device=f.device, dtype=f.dtype).index_add(0, owner, f * w[:, None])
@@ -383,6 +389,8 @@ class BodyVAE(nn.Module):
         mean, logvar = self.heads(num / den.clamp(min=1e-8)[:, None])          # (P, D)
         z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise.to(mean)
         out = {"mean": mean, "logvar": logvar, "recon": self.decode(z[tgt_owner.to(f.device)], tgt_keypoints)}
+        if view_means:
+            out["view_mean"] = self.heads(f)[0]                                  # (Nc, D): each view's own Body-ID
         if self.limb is not None:
             out["limbs"] = self.limb(z)
         return out

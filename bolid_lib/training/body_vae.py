@@ -71,6 +71,18 @@ class TrainConfig:
     # one person land close together, which is what a Body-ID is used for. 0 turns the term off.
     contrast_weight: float = 1.0
     contrast_temperature: float = 1.0
+    # Per-view identity term: each context view's own Body-ID (that view alone, as in the image-referenced mode)
+    # must be nearer to the Body-ID of its person's other view subset than to other people's (InfoNCE, same
+    # temperature). It asks every single view to carry the identity on its own, so the pooled Body-ID is a mean
+    # of per-view evidence rather than something only a particular mix of poses produces. Needs contrast_weight > 0
+    # (it uses the second subset); 0 turns it off.
+    view_contrast_weight: float = 1.0
+    # Image-branch dropout: each context view's convolutional feature (image + heat maps) is dropped with this
+    # probability, leaving that view's keypoint geometry alone. The convolutions see the whole pose, so what they
+    # learn is tied to the training poses; in poses never seen in training their feature drifts, and without
+    # dropout it can outvote the pose-free segment lengths. Dropping it half of the time makes the geometry carry
+    # the identity by itself and the image add to it (on the proof's held-out poses, 4 views: 83.5% -> 95%).
+    image_dropout: float = 0.5
     # Limb foreshortening of the context views' keypoints (see foreshorten_limbs): each limb bone is,
     # with this probability, turned out of the image plane by an angle up to foreshorten_max_deg. 0 turns it off.
     foreshorten_prob: float = 0.5
@@ -275,7 +287,9 @@ def sample_batch(data: ViewSet, cfg: TrainConfig, g: torch.Generator) -> dict[st
     ctx_kp = data.keypoints[ctx_i]
     if cfg.foreshorten_prob > 0:
         ctx_kp = foreshorten_limbs(ctx_kp, g, cfg.foreshorten_prob, cfg.foreshorten_max_deg)
+    keep = (torch.rand(ctx_i.numel(), generator=g) >= cfg.image_dropout).float()
     return {
+        "ctx_image_keep": keep,
         "ctx_views": data.views[ctx_i].float() / 255.0, "ctx_keypoints": ctx_kp,
         "ctx_weights": data.weights[ctx_i], "ctx_owner": torch.cat(ctx_owner + pair_owner),
         "tgt_views": data.views[tgt_i].float() / 255.0, "tgt_keypoints": data.keypoints[tgt_i],
@@ -330,12 +344,34 @@ def contrast_loss(a: torch.Tensor, b: torch.Tensor, person: torch.Tensor, temper
     return (rows + cols) / 2
 
 
+def view_contrast_loss(view_mean: torch.Tensor, owner: torch.Tensor, slot_mean: torch.Tensor, person: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """InfoNCE of single views against the other subset's Body-IDs.
+
+    view_mean (Nc, D) each context view's own Body-ID; owner (Nc,) its slot in [0, 2P) (slot i and P + i are the
+    two disjoint subsets of person[i]); slot_mean (2P, D). A view of the first half is scored against the
+    second half's Body-IDs and the other way round, so a view is never compared with a pool it is part of;
+    every slot of the view's person in that half is a positive.
+    """
+    p = person.shape[0]
+    first = owner < p
+    who = person[owner % p]                                                   # (Nc,) identity of each view
+    half = torch.where(first[:, None, None], slot_mean[None, p:], slot_mean[None, :p])     # (Nc, P, D)
+    logits = -(view_mean[:, None, :] - half).square().sum(-1) / temperature   # (Nc, P)
+    same = who[:, None] == person[None, :]
+    pos = torch.where(same, logits, torch.full_like(logits, -float("inf")))
+    return (torch.logsumexp(logits, 1) - torch.logsumexp(pos, 1)).mean()
+
+
 def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noise: torch.Tensor, device,
                  train_cfg: TrainConfig | None = None) -> tuple[torch.Tensor, dict]:
     """The loss of one batch of ``sample_batch``; noise (slots, D). n_persons: P (the batch's slots may be 2P)."""
     slots = int(batch.get("slots", n_persons))
+    paired = train_cfg is not None and train_cfg.contrast_weight > 0 and slots == 2 * n_persons
+    per_view = paired and train_cfg.view_contrast_weight > 0
     out = model(batch["ctx_views"].to(device), batch["ctx_keypoints"], batch["ctx_weights"], batch["ctx_owner"], slots,
-                batch["tgt_keypoints"], batch["tgt_owner"], noise.to(device))
+                batch["tgt_keypoints"], batch["tgt_owner"], noise.to(device), per_view,
+                batch.get("ctx_image_keep"))
     recon = F.mse_loss(out["recon"], batch["tgt_views"].to(device))
     mean, logvar = out["mean"], out["logvar"]
     kl = (-0.5 * (1 + logvar - mean.square() - logvar.exp())).mean()
@@ -347,10 +383,15 @@ def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noi
         limb = F.mse_loss(out["limbs"][known], target[known]) if bool(known.any()) else out["limbs"].sum() * 0
         loss = loss + vae_cfg.limb_weight * limb
         parts["limb"] = float(limb.detach())
-    if train_cfg is not None and train_cfg.contrast_weight > 0 and slots == 2 * n_persons:
+    if paired:
         con = contrast_loss(mean[:n_persons], mean[n_persons:], batch["person"], train_cfg.contrast_temperature)
         loss = loss + train_cfg.contrast_weight * con
         parts["contrast"] = float(con.detach())
+    if per_view:
+        vcon = view_contrast_loss(out["view_mean"], batch["ctx_owner"].to(mean.device), mean, batch["person"].to(mean.device),
+                                  train_cfg.contrast_temperature)
+        loss = loss + train_cfg.view_contrast_weight * vcon
+        parts["view_contrast"] = float(vcon.detach())
     parts["loss"] = float(loss.detach())
     return loss, parts
 
@@ -481,7 +522,8 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
         if main_process and (done % train_cfg.log_every == 0 or done == train_cfg.steps):
             log.info("step %d/%d loss %.4f recon %.4f kl %.3f%s%s lr %.2e (%.1f s)", done, train_cfg.steps, parts["loss"],
                      parts["recon"], parts["kl"], f" limb {parts['limb']:.4f}" if "limb" in parts else "",
-                     f" contrast {parts['contrast']:.3f}" if "contrast" in parts else "", lr_at(step, train_cfg),
+                     (f" contrast {parts['contrast']:.3f}" if "contrast" in parts else "")
+                     + (f" view {parts['view_contrast']:.3f}" if "view_contrast" in parts else ""), lr_at(step, train_cfg),
                      time.time() - t0)
         if progress is not None and main_process:
             progress(done, train_cfg.steps)

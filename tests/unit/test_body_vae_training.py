@@ -3,6 +3,7 @@ small seeded learning test (marked slow: `pytest -m slow tests/unit/test_body_va
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -10,10 +11,10 @@ import torch
 from PIL import Image
 
 from bolid_lib import files, synthetic
-from bolid_lib.body_vae import BodyVAEConfig, load_body_vae
+from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, load_body_vae
 from bolid_lib.errors import BoLIDError
-from bolid_lib.training.body_vae import (LIMB_CHAINS, TrainConfig, contrast_loss, folder_viewset, foreshorten_limbs,
-                                         load_checkpoint, sample_batch, synthetic_viewset, train_body_vae)
+from bolid_lib.training.body_vae import (LIMB_CHAINS, TrainConfig, contrast_loss, view_contrast_loss, folder_viewset, foreshorten_limbs,
+                                         compute_loss, load_checkpoint, sample_batch, synthetic_viewset, train_body_vae)
 
 TINY = BodyVAEConfig(input_size=32, latent_dim=16, widths=(8, 16), feature_dim=32, pool_size=2, groups=4)
 
@@ -165,6 +166,60 @@ def test_contrast_pairs_two_disjoint_view_sets_per_person(data):
     a = torch.eye(3) * 5
     person = torch.tensor([0, 1, 2])
     assert contrast_loss(a, a, person, 1.0) < 1e-3 < contrast_loss(a, a[[1, 2, 0]], person, 1.0)
+
+
+def test_view_contrast_scores_each_view_against_the_other_subset():
+    person = torch.tensor([0, 1, 2])
+    slot_mean = torch.cat([torch.eye(3) * 5, torch.eye(3) * 5])            # slots 0-2 first subsets, 3-5 second
+    owner = torch.tensor([0, 1, 2, 3, 4, 5])
+    right = torch.cat([torch.eye(3) * 5, torch.eye(3) * 5])                # each view where its person's Body-ID is
+    wrong = right[[1, 2, 0, 4, 5, 3]]                                       # each view where another person's is
+    assert view_contrast_loss(right, owner, slot_mean, person, 1.0) < 1e-3 < view_contrast_loss(wrong, owner, slot_mean, person, 1.0)
+    # A view is scored against the OTHER subset only: move the second subsets away and the first-subset views,
+    # which sit on their own pools, now pay the loss, though they are exactly on the pool they are part of.
+    moved = torch.cat([torch.eye(3) * 5, torch.eye(3)[[1, 2, 0]] * 5])
+    assert view_contrast_loss(right[:3], owner[:3], moved, person, 1.0) > 1.0
+
+
+def test_per_view_identity_term_trains_the_single_view_body_id(data):
+    cfg = TrainConfig(batch_persons=3, context_views=(1, 2), target_views=1)
+    batch = sample_batch(data, cfg, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = BodyVAE(TINY)
+    noise = torch.zeros(int(batch["slots"]), TINY.latent_dim)
+    loss_on, parts_on = compute_loss(model, batch, TINY, 3, noise, "cpu", cfg)
+    loss_off, parts_off = compute_loss(model, batch, TINY, 3, noise, "cpu", dataclasses.replace(cfg, view_contrast_weight=0.0))
+    assert "view_contrast" in parts_on and "view_contrast" not in parts_off
+    assert float((loss_on - loss_off).detach()) == pytest.approx(parts_on["view_contrast"], rel=1e-4)
+    # Its gradient reaches the per-view encoder (the image convolutions), not only the heads.
+    model.zero_grad()
+    view_contrast = loss_on - loss_off
+    view_contrast.backward()
+    assert model.encoder[0][0].weight.grad.abs().sum() > 0
+
+
+def test_image_dropout_leaves_a_view_its_keypoint_geometry_only(data):
+    torch.manual_seed(0)
+    model = BodyVAE(TINY)
+    cfg = TrainConfig(batch_persons=3, context_views=(1, 2), target_views=1)
+    noise = torch.zeros(6, TINY.latent_dim)
+
+    def pooled_means(drop: float, scramble: bool) -> torch.Tensor:
+        batch = sample_batch(data, dataclasses.replace(cfg, image_dropout=drop), torch.Generator().manual_seed(3))
+        if scramble:   # other pixels, same keypoints
+            batch["ctx_views"] = torch.rand_like(batch["ctx_views"])
+        with torch.no_grad():
+            return model(batch["ctx_views"], batch["ctx_keypoints"], batch["ctx_weights"], batch["ctx_owner"], 6,
+                         batch["tgt_keypoints"], batch["tgt_owner"], noise, image_keep=batch["ctx_image_keep"])["mean"]
+
+    assert torch.equal(pooled_means(1.0, False), pooled_means(1.0, True))         # every image dropped: pixels do not matter
+    assert not torch.allclose(pooled_means(0.0, False), pooled_means(0.0, True))  # none dropped: they do
+    keep = sample_batch(data, dataclasses.replace(cfg, image_dropout=0.5), torch.Generator().manual_seed(3))["ctx_image_keep"]
+    again = sample_batch(data, dataclasses.replace(cfg, image_dropout=0.5), torch.Generator().manual_seed(3))["ctx_image_keep"]
+    assert torch.equal(keep, again) and set(keep.tolist()) <= {0.0, 1.0}          # drawn from the step's generator
+    # Encoding (the node's path) never drops anything: the module's eval forward has no dropout.
+    v = data.views[:4].float() / 255
+    assert torch.equal(model.encode_views(v, data.keypoints[:4])[0], model.encode_views(v, data.keypoints[:4])[0])
 
 
 @pytest.mark.slow
