@@ -4,8 +4,9 @@
 
 Procedural people (bolid_lib.synthetic) whose identity is only their body shape: every view has a new
 pose, scale, position, viewpoint, clothing, skin and background. The VAE is trained with the trainer's
-own loop (reconstruction across views + beta KL + limb ratios) on poses from the range [0, 0.6] of
-each joint's maximum articulation. Then, on views never used in training:
+own loop and defaults (reconstruction across views + beta KL + limb ratios + the cross-view and per-view
+identity terms, image-branch dropout) on poses from the range [0, 0.6] of each joint's maximum
+articulation. Then, on views never used in training:
 
 - gallery: one Body-ID per identity from ``gallery_views`` fresh views (training pose range);
 - queries: Body-IDs from ``query_views`` fresh views, and from a single view (the paper's
@@ -146,13 +147,15 @@ def main(argv=None) -> int:
     p.add_argument("--beta", type=float, default=ProofConfig.beta)
     p.add_argument("--view-contrast", type=float, default=ProofConfig.view_contrast_weight, help="weight of the per-view identity term")
     p.add_argument("--image-dropout", type=float, default=ProofConfig.image_dropout, help="image-branch dropout per view in training")
+    p.add_argument("--foreshorten-max-deg", type=float, default=ProofConfig.foreshorten_max_deg,
+                   help="largest out-of-plane turn of a limb bone in the keypoint augmentation")
     p.add_argument("--train-views", type=int, default=ProofConfig.train_views, help="views rendered per identity for training")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     res = run_proof(ProofConfig(ids=args.ids, steps=args.steps, time_limit_s=args.time_limit, seed=args.seed, beta=args.beta,
                                  train_views=args.train_views, view_contrast_weight=args.view_contrast,
-                                 image_dropout=args.image_dropout))
+                                 image_dropout=args.image_dropout, foreshorten_max_deg=args.foreshorten_max_deg))
     chance = res["chance"]
     lines = [f"Body-ID learning proof: {args.ids} procedural identities, {args.threads} CPU threads",
              f"trained {res['steps']} steps in {res['seconds_train']:.0f} s (data {res['seconds_data']:.0f} s, total wall {res['seconds_total']:.0f} s, "

@@ -7,7 +7,11 @@ uint8) with their keypoints per person as .safetensors, so no later epoch or run
 Objective per step, for each of P sampled people (DESIGN.md "Body-ID VAE"):
   z ~ q(z | a random subset of their views)     (confidence-weighted pooling, reparameterised)
   L = MSE(decoder(z, pose of OTHER views), those views) + beta * KL(q || N(0, I)) + limb_weight * limb MSE
-Reconstructing views the encoder did not see is what makes z an identity rather than a summary.
+      + contrast_weight * InfoNCE(Body-IDs of two disjoint view subsets of each person)
+      + view_contrast_weight * InfoNCE(each single view's Body-ID, the other subset's Body-ID)
+with each context view's image branch dropped with probability image_dropout (see TrainConfig).
+Reconstructing views the encoder did not see is what makes z an identity rather than a summary; the identity
+terms make Body-IDs of one person, from any views or from one, land near each other (training/README.md).
 
 Every step draws its randomness from a generator seeded by (seed, step, rank), so a run resumed from a
 checkpoint continues exactly as the uninterrupted run would have.
