@@ -291,9 +291,29 @@ class SitePatch:
         self.patch = patch
         self.index = index
         self.previous = previous
+        self.added: list[tuple[Callable, dict]] = []
+
+    def add(self, callback: Callable, **kwargs) -> None:
+        """Take a later pack's attention term on top of this one (ComfyUI_IPAdapter_plus's stacking protocol).
+
+        IPAdapter_plus, applied to a model that already has a replace patch at a site, does not wrap it: it calls
+        ``existing.add(callback, **kwargs)`` and expects ``callback(out, q, k, v, extra_options, **kwargs)`` to
+        return a term added to the output while ``sigma_end <= sigma <= sigma_start``. Without this method,
+        BoLID Apply followed by an IPAdapter node failed with an AttributeError. The host deep-copies model
+        options on every clone, so the call changes only the clone it was made on.
+        """
+        self.added.append((callback, kwargs))
 
     def __call__(self, q, k, v, extra_options):
-        return self.patch(self.index, q, k, v, extra_options, previous=self.previous)
+        out = self.patch(self.index, q, k, v, extra_options, previous=self.previous)
+        if self.added:
+            sigmas = extra_options.get("sigmas")
+            sigma = float(sigmas.detach().reshape(-1)[0]) if sigmas is not None else 999999999.9  # as IPAdapter_plus reads it
+            for callback, kwargs in self.added:
+                if kwargs.get("sigma_end", -math.inf) <= sigma <= kwargs.get("sigma_start", math.inf):
+                    out = out + callback(out, q, k, v, extra_options, **kwargs)
+            out = out.to(q.dtype)
+        return out
 
     def to(self, device_or_dtype) -> "SitePatch":
         self.patch.to(device_or_dtype)

@@ -126,6 +126,28 @@ def test_stacks_over_previous_patch(adapter):
     torch.testing.assert_close(off(q, k, v, _extra()), sdpa_attention(q, k, v, HEADS) + 1.0)
 
 
+def test_takes_a_later_packs_term_through_add(adapter):
+    """ComfyUI_IPAdapter_plus's protocol: a later pack calls existing.add(callback, **kwargs) on the site's patch
+    (the real IPAdapter_plus runs against it in the host tier, tests/host/test_ipadapter_plus.py)."""
+    p = _patch(adapter)
+    q, k, v = _inputs()
+    alone = p.site(0)(q, k, v, _extra(sigma=1.0))
+    site = p.site(0)
+    got = []
+
+    def term(out, q_, k_, v_, extra, scale=1.0, **kw):
+        got.append((out.shape, kw))
+        return torch.full_like(out, scale)
+
+    site.add(term, scale=2.0, sigma_start=3.0, sigma_end=0.5, tag="x")
+    torch.testing.assert_close(site(q, k, v, _extra(sigma=1.0)), alone + 2.0)
+    assert got == [(alone.shape, {"sigma_start": 3.0, "sigma_end": 0.5, "tag": "x"})]   # every keyword, as IPAdapter_plus passes them
+    torch.testing.assert_close(site(q, k, v, _extra(sigma=4.0)), p.site(0)(q, k, v, _extra(sigma=4.0)))  # outside its range
+    site.add(term, scale=0.5)                                             # no range given: always on
+    torch.testing.assert_close(site(q, k, v, _extra(sigma=1.0)), alone + 2.5)
+    assert p.site(0).added == []                                          # other sites and copies are untouched
+
+
 def test_kv_computed_once_and_reused(adapter):
     p = _patch(adapter)
     q, k, v = _inputs(site=10)

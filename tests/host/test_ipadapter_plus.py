@@ -1,0 +1,101 @@
+"""BoLID Apply stacked with the real ComfyUI_IPAdapter_plus, in both orders, inside ComfyUI's SDXL UNet.
+
+IPAdapter_plus is not a requirement of this pack. The tests run when it is found, at $BOLID_IPADAPTER_PLUS, or
+in ComfyUI's custom_nodes (as ComfyUI-Manager installs it); otherwise they skip and say where to put it.
+IPAdapter_plus patches a site either by creating its own replace object or, when the site already has a replace
+patch, by calling ``existing.add(callback, ...)``: BoLID Apply then IPAdapter used to fail with an AttributeError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_apply_node import WIDTHS, _apply, _ref, _sample, _site_patches  # noqa: F401  (fixtures below come from there too)
+from test_apply_node import files, ipa, one_thread, pack  # noqa: F401
+from tools.make_test_models import save_ip_adapter
+
+pytestmark = pytest.mark.host
+
+NAMES = ("ComfyUI_IPAdapter_plus", "comfyui_ipadapter_plus")
+
+
+def _find(comfy) -> Path | None:
+    env = os.environ.get("BOLID_IPADAPTER_PLUS")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(comfy.root) / "custom_nodes" / n for n in NAMES]
+    return next((c for c in candidates if (c / "IPAdapterPlus.py").is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def ipa_plus(comfy):
+    path = _find(comfy)
+    if path is None:
+        pytest.skip("ComfyUI_IPAdapter_plus not found: set BOLID_IPADAPTER_PLUS to its folder, or install it in "
+                    "ComfyUI/custom_nodes")
+    name = "bolid_test_ipadapter_plus"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name + ".IPAdapterPlus"]
+
+
+@pytest.fixture(scope="module")
+def ipa_plus_model(ipa_plus, comfy):
+    # The same random IP-Adapter SDXL ViT-H file layout as the real one (image_proj.* / ip_adapter.*), read by
+    # IPAdapter_plus's own loader.
+    path = save_ip_adapter(comfy.models_dir / "ipadapter" / "ipa_plus_test_sdxl_vit-h.safetensors", "plain", "h",
+                           widths=WIDTHS, std=0.05, seed=5)
+    return ipa_plus.ipadapter_model_loader(str(path))
+
+
+def _ipadapter(ipa_plus, model_in, ipa_model, weight=1.0):
+    """IPAdapter_plus's IPAdapterEmbeds path: a clone of the model, an image embedding given directly."""
+    embed = torch.randn(1, 1024, generator=torch.Generator().manual_seed(21))
+    with torch.inference_mode():
+        return ipa_plus.ipadapter_execute(model_in.clone(), ipa_model, None, pos_embed=embed, weight=weight)[0]
+
+
+def test_bolid_and_ipadapter_plus_stack_in_either_order(pack, sdxl_small, sdxl_cond, ipa, ipa_plus, ipa_plus_model):
+    only_ipa = _ipadapter(ipa_plus, sdxl_small, ipa_plus_model)
+    only_bolid = _apply(pack, sdxl_small, ipa, ref=_ref())
+    bolid_before = _sample(only_bolid, sdxl_cond)
+    ipa_alone = _sample(only_ipa, sdxl_cond)
+
+    ipa_then_bolid = _apply(pack, only_ipa, ipa, ref=_ref())
+    bolid_then_ipa = _ipadapter(ipa_plus, only_bolid, ipa_plus_model)   # used to raise AttributeError: no 'add'
+    a, b = _sample(ipa_then_bolid, sdxl_cond), _sample(bolid_then_ipa, sdxl_cond)
+    assert torch.isfinite(a).all() and torch.isfinite(b).all()
+    # Both terms are added to the text attention, so the order does not matter (up to float summation order).
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
+    plain = _sample(sdxl_small, sdxl_cond)
+    for other in (plain, ipa_alone, bolid_before):
+        assert not torch.allclose(a, other, atol=1e-4)                   # each pack still takes effect
+    # IPAdapter_plus changed only its own clone: the BoLID-only model samples as before, the source has no patch.
+    assert torch.equal(_sample(only_bolid, sdxl_cond), bolid_before)
+    assert all(not p.added for p in _site_patches(only_bolid).values())
+    assert "patches_replace" not in sdxl_small.model_options.get("transformer_options", {})
+
+
+def test_lambda_zero_with_ipadapter_plus_is_ipadapter_alone(pack, sdxl_small, sdxl_cond, ipa, ipa_plus, ipa_plus_model):
+    ipa_alone = _sample(_ipadapter(ipa_plus, sdxl_small, ipa_plus_model), sdxl_cond)
+    after = _apply(pack, _ipadapter(ipa_plus, sdxl_small, ipa_plus_model), ipa, ref=_ref(), lambda_ref=0.0)
+    before = _ipadapter(ipa_plus, _apply(pack, sdxl_small, ipa, ref=_ref(), lambda_ref=0.0), ipa_plus_model)
+    assert torch.equal(_sample(after, sdxl_cond), ipa_alone)
+    assert torch.allclose(_sample(before, sdxl_cond), ipa_alone, atol=1e-5, rtol=1e-5)
+
+
+def test_ipadapter_plus_start_end_are_kept_after_bolid(pack, sdxl_small, sdxl_cond, ipa, ipa_plus, ipa_plus_model):
+    """IPAdapter_plus's own sigma range still gates its term when it is stacked on BoLID."""
+    only_bolid = _apply(pack, sdxl_small, ipa, ref=_ref())
+    embed = torch.randn(1, 1024, generator=torch.Generator().manual_seed(21))
+    with torch.inference_mode():
+        never = ipa_plus.ipadapter_execute(only_bolid.clone(), ipa_plus_model, None, pos_embed=embed, start_at=1.0, end_at=1.0)[0]
+    assert torch.equal(_sample(never, sdxl_cond), _sample(only_bolid, sdxl_cond))
