@@ -302,3 +302,28 @@ def save_yolo(path: Path, yaml_name: str = "yolo11n-pose.yaml") -> Path:
     model = YOLO(yaml_name)
     model.save(str(path))
     return path
+
+
+IPADAPTER_PLUS_NAMES = ("ComfyUI_IPAdapter_plus", "comfyui_ipadapter_plus")
+
+
+def load_ipadapter_plus(comfy_root: Path):
+    """ComfyUI_IPAdapter_plus's IPAdapterPlus module, or None when it is not installed.
+
+    Looked for at $BOLID_IPADAPTER_PLUS, then in ComfyUI's custom_nodes under the names ComfyUI-Manager uses.
+    Imported as a package of its own (its modules import each other relatively); ComfyUI must be booted first.
+    """
+    import importlib.util
+
+    env = os.environ.get("BOLID_IPADAPTER_PLUS")
+    candidates = ([Path(env)] if env else []) + [Path(comfy_root) / "custom_nodes" / n for n in IPADAPTER_PLUS_NAMES]
+    path = next((c for c in candidates if (c / "IPAdapterPlus.py").is_file()), None)
+    if path is None:
+        return None
+    name = "bolid_test_ipadapter_plus"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name + ".IPAdapterPlus"]

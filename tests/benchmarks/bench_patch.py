@@ -6,7 +6,8 @@ Measures one sampling step (euler, CFG: cond + uncond in one UNet forward) of: t
 both branches (an IP-Adapter-layout ref branch + a BoLID body branch), BoLID with one branch; prints each as a
 ratio to the unpatched step measured in the same run (runs interleaved, best of --reps). Also the memory the
 patch adds (its K/V tensors; RSS growth on CPU, or CUDA peak on GPU). Targets: both branches <= 1.05x on CPU,
-<= 1.03x on GPU.
+<= 1.03x on GPU. Where ComfyUI_IPAdapter_plus is installed (BOLID_IPADAPTER_PLUS=folder, or in ComfyUI's
+custom_nodes), the same IP-Adapter file through its own patch is timed too: BoLID's one branch should be no slower.
 
 The full SDXL UNet in float32 takes about 10 GB of RAM: run this once, deliberately, on a quiet machine.
 """
@@ -128,6 +129,14 @@ def main() -> None:
             return time.perf_counter() - t
 
     configs = {"unpatched": model, "BoLID one branch (ref)": one, "BoLID both branches": both}
+    ipa_plus = hostlib.load_ipadapter_plus(host.root)
+    if ipa_plus is not None:
+        # The same IP-Adapter file and image embedding through ComfyUI_IPAdapter_plus's own patch.
+        with torch.inference_mode():
+            configs["IPAdapter_plus (ref)"] = ipa_plus.ipadapter_execute(
+                model.clone(), ipa_plus.ipadapter_model_loader(str(tmp / "ipa.safetensors")), None, pos_embed=ref)[0]
+    else:
+        print("ComfyUI_IPAdapter_plus not found (BOLID_IPADAPTER_PLUS or ComfyUI/custom_nodes): no comparison with it")
     times = {k: [] for k in configs}
     peaks = {k: 0 for k in configs}
     for m in configs.values():
@@ -144,6 +153,11 @@ def main() -> None:
     for name in configs:
         best = min(times[name])
         print(f"  {name:26s} {best:7.2f} s   {best / base:.3f}x unpatched   (median {statistics.median(times[name]):.2f} s)")
+    med = {name: statistics.median(times[name]) for name in configs}
+    print("  medians as ratios: " + ", ".join(f"{name} {med[name] / med['unpatched']:.3f}x" for name in configs if name != "unpatched"))
+    if "IPAdapter_plus (ref)" in configs:
+        print(f"  BoLID one branch / IPAdapter_plus (same file, same embedding): median {med['BoLID one branch (ref)'] / med['IPAdapter_plus (ref)']:.3f}x, "
+              f"best {min(times['BoLID one branch (ref)']) / min(times['IPAdapter_plus (ref)']):.3f}x (target <= 1)")
     for name in configs:
         print(f"  peak RSS {name:26s} {(peaks[name] - peaks['unpatched']) / 2**20:+8.1f} MiB vs unpatched")
 

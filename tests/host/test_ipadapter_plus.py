@@ -8,13 +8,10 @@ patch, by calling ``existing.add(callback, ...)``: BoLID Apply then IPAdapter us
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+
+import hostlib
 
 from test_apply_node import WIDTHS, _apply, _ref, _sample, _site_patches  # noqa: F401  (fixtures below come from there too)
 from test_apply_node import files, ipa, one_thread, pack  # noqa: F401
@@ -22,29 +19,13 @@ from tools.make_test_models import save_ip_adapter
 
 pytestmark = pytest.mark.host
 
-NAMES = ("ComfyUI_IPAdapter_plus", "comfyui_ipadapter_plus")
-
-
-def _find(comfy) -> Path | None:
-    env = os.environ.get("BOLID_IPADAPTER_PLUS")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(comfy.root) / "custom_nodes" / n for n in NAMES]
-    return next((c for c in candidates if (c / "IPAdapterPlus.py").is_file()), None)
-
-
 @pytest.fixture(scope="module")
 def ipa_plus(comfy):
-    path = _find(comfy)
-    if path is None:
+    mod = hostlib.load_ipadapter_plus(comfy.root)
+    if mod is None:
         pytest.skip("ComfyUI_IPAdapter_plus not found: set BOLID_IPADAPTER_PLUS to its folder, or install it in "
                     "ComfyUI/custom_nodes")
-    name = "bolid_test_ipadapter_plus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name + ".IPAdapterPlus"]
+    return mod
 
 
 @pytest.fixture(scope="module")
