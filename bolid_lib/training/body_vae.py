@@ -342,10 +342,13 @@ def contrast_loss(a: torch.Tensor, b: torch.Tensor, person: torch.Tensor, temper
     """
     logits = -torch.cdist(a, b).square() / temperature                       # (P, P)
     same = (person[:, None] == person[None, :]).to(logits.device)
+    return (_info_nce(logits, same, 1) + _info_nce(logits, same, 0)) / 2
+
+
+def _info_nce(logits: torch.Tensor, same: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean over the other dimension of -log(sum of the positives' softmax along ``dim``); same: positives mask."""
     pos = torch.where(same, logits, torch.full_like(logits, -float("inf")))
-    rows = (torch.logsumexp(logits, 1) - torch.logsumexp(pos, 1)).mean()
-    cols = (torch.logsumexp(logits, 0) - torch.logsumexp(pos, 0)).mean()
-    return (rows + cols) / 2
+    return (torch.logsumexp(logits, dim) - torch.logsumexp(pos, dim)).mean()
 
 
 def view_contrast_loss(view_mean: torch.Tensor, owner: torch.Tensor, slot_mean: torch.Tensor, person: torch.Tensor,
@@ -362,9 +365,7 @@ def view_contrast_loss(view_mean: torch.Tensor, owner: torch.Tensor, slot_mean: 
     who = person[owner % p]                                                   # (Nc,) identity of each view
     half = torch.where(first[:, None, None], slot_mean[None, p:], slot_mean[None, :p])     # (Nc, P, D)
     logits = -(view_mean[:, None, :] - half).square().sum(-1) / temperature   # (Nc, P)
-    same = who[:, None] == person[None, :]
-    pos = torch.where(same, logits, torch.full_like(logits, -float("inf")))
-    return (torch.logsumexp(logits, 1) - torch.logsumexp(pos, 1)).mean()
+    return _info_nce(logits, who[:, None] == person[None, :], 1)
 
 
 def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noise: torch.Tensor, device,
