@@ -276,3 +276,13 @@ def test_tail_pooled_vae_streams_and_round_trips(data, tmp_path):
     loaded = load_body_vae(save_body_vae(model, tmp_path / "vae.safetensors"))
     assert loaded.config.tail_pool == TINY.tail_pool
     torch.testing.assert_close(loaded.encode_views(imgs, data.keypoints[:7])[0], a)
+
+
+def test_keypoint_classifier_diagnostic_runs_and_learns():
+    """The diagnostic the training README quotes (bolid_lib.experiments.keypoint_classifier), on a small scale."""
+    from bolid_lib.experiments.keypoint_classifier import run
+
+    res = run(ids=4, train_views=60, test_views=8, iters=150, render_size=48)
+    assert set(res) == {"training poses, 1 view", "training poses, 4 views", "held-out poses, 1 view", "held-out poses, 4 views"}
+    assert all(0.0 <= v <= 1.0 for v in res.values())
+    assert res["training poses, 4 views"] > 0.5                      # chance 0.25
