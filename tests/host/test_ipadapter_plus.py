@@ -19,6 +19,7 @@ from tools.make_test_models import save_ip_adapter
 
 pytestmark = pytest.mark.host
 
+
 @pytest.fixture(scope="module")
 def ipa_plus(comfy):
     mod = hostlib.load_ipadapter_plus(comfy.root)
@@ -37,11 +38,12 @@ def ipa_plus_model(ipa_plus, comfy):
     return ipa_plus.ipadapter_model_loader(str(path))
 
 
-def _ipadapter(ipa_plus, model_in, ipa_model, weight=1.0):
-    """IPAdapter_plus's IPAdapterEmbeds path: a clone of the model, an image embedding given directly."""
+def _ipadapter(ipa_plus, model_in, ipa_model, **settings):
+    """IPAdapter_plus's IPAdapterEmbeds path: a clone of the model, an image embedding given directly; settings
+    are ipadapter_execute's (weight, start_at, end_at, ...)."""
     embed = torch.randn(1, 1024, generator=torch.Generator().manual_seed(21))
     with torch.inference_mode():
-        return ipa_plus.ipadapter_execute(model_in.clone(), ipa_model, None, pos_embed=embed, weight=weight)[0]
+        return ipa_plus.ipadapter_execute(model_in.clone(), ipa_model, None, pos_embed=embed, **settings)[0]
 
 
 def test_bolid_and_ipadapter_plus_stack_in_either_order(pack, sdxl_small, sdxl_cond, ipa, ipa_plus, ipa_plus_model):
@@ -76,7 +78,5 @@ def test_lambda_zero_with_ipadapter_plus_is_ipadapter_alone(pack, sdxl_small, sd
 def test_ipadapter_plus_start_end_are_kept_after_bolid(pack, sdxl_small, sdxl_cond, ipa, ipa_plus, ipa_plus_model):
     """IPAdapter_plus's own sigma range still gates its term when it is stacked on BoLID."""
     only_bolid = _apply(pack, sdxl_small, ipa, ref=_ref())
-    embed = torch.randn(1, 1024, generator=torch.Generator().manual_seed(21))
-    with torch.inference_mode():
-        never = ipa_plus.ipadapter_execute(only_bolid.clone(), ipa_plus_model, None, pos_embed=embed, start_at=1.0, end_at=1.0)[0]
+    never = _ipadapter(ipa_plus, only_bolid, ipa_plus_model, start_at=1.0, end_at=1.0)
     assert torch.equal(_sample(never, sdxl_cond), _sample(only_bolid, sdxl_cond))
