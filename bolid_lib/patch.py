@@ -18,8 +18,10 @@ averages the R CLIP features into one before the projection (done by the caller,
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import types
 from dataclasses import dataclass
 from typing import Callable
 
@@ -275,6 +277,36 @@ class BoLIDPatch:
         return SitePatch(self, index, previous)
 
 
+def detach_patch(fn):
+    """A copy of an attention patch found on a site, owned by the model being patched.
+
+    A ``SitePatch`` gets ``copy()``. Another pack's object (ComfyUI_IPAdapter_plus's ``Attn2Replace`` keeps its
+    terms in lists that its ``add`` appends to) is shallow-copied with its list and dict attributes rebuilt, as
+    ComfyUI 0.33's ``deepcopy_list_dict`` rebuilds model options: tensors and modules stay shared, containers
+    that a later ``add`` could change do not. A plain function is returned as it is (nothing in it can change).
+    """
+    if isinstance(fn, SitePatch):
+        return fn.copy()
+    if isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)) or not hasattr(fn, "__dict__"):
+        return fn
+    try:
+        new = copy.copy(fn)
+    except Exception:  # an object that cannot be copied is used as found (as 0.33 itself would share it)
+        return fn
+    for name, value in vars(new).items():
+        if isinstance(value, (list, dict)):
+            setattr(new, name, _copy_containers(value))
+    return new
+
+
+def _copy_containers(obj):
+    if isinstance(obj, dict):
+        return {k: _copy_containers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_copy_containers(v) for v in obj]
+    return obj
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
@@ -299,10 +331,22 @@ class SitePatch:
         IPAdapter_plus, applied to a model that already has a replace patch at a site, does not wrap it: it calls
         ``existing.add(callback, **kwargs)`` and expects ``callback(out, q, k, v, extra_options, **kwargs)`` to
         return a term added to the output while ``sigma_end <= sigma <= sigma_start``. Without this method,
-        BoLID Apply followed by an IPAdapter node failed with an AttributeError. The host deep-copies model
-        options on every clone, so the call changes only the clone it was made on.
+        BoLID Apply followed by an IPAdapter node failed with an AttributeError. The call changes this object
+        only: the host gives every clone its own copy (see ``copy`` and ``nodes.adapter``), so it reaches no
+        other model.
         """
         self.added.append((callback, kwargs))
+
+    def copy(self) -> "SitePatch":
+        """The same patch as a new object with its own list of added terms (what a model clone must hold).
+
+        ComfyUI 0.3.x deep-copied model options on clone; ComfyUI 0.33 rebuilds only dicts and lists and shares
+        every other object, so without a copy a later pack's ``add`` on one clone would reach the model it came
+        from and all its other clones. The conditioning (``BoLIDPatch``) never changes and stays shared.
+        """
+        new = SitePatch(self.patch, self.index, self.previous)
+        new.added = list(self.added)
+        return new
 
     def __call__(self, q, k, v, extra_options):
         out = self.patch(self.index, q, k, v, extra_options, previous=self.previous)

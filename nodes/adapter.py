@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from ..bolid_lib.adapter import BoLIDAdapter, clip_vision_name, load_adapter
 from ..bolid_lib.errors import BoLIDError
-from ..bolid_lib.patch import BoLIDPatch, PatchSettings, check_unet
+from ..bolid_lib.patch import BoLIDPatch, PatchSettings, SitePatch, check_unet, detach_patch
 from ..bolid_lib.sdxl_layers import SITES
 from ._comfy import BODIES_SUBFOLDER, CATEGORY, FOLDER_BOLID, FOLDER_IPADAPTER, Adapter, Body, list_models, model_path
 
@@ -124,10 +124,40 @@ def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_featu
         if previous is None:    # ComfyUI falls back to the (block, id) key when no 3-part key is set
             previous = existing.get((s.block, s.block_id))
         stacked += previous is not None
+        if previous is not None:
+            previous = detach_patch(previous)   # a later add() on the source model's patch must not reach ours
         out.set_model_attn2_replace(patch.site(s.index, previous), s.block, s.block_id, s.transformer_index)
     if stacked:
         log.info("BoLID: stacked over %d existing attn2 patches (they compute the text term)", stacked)
+    _own_patches_on_clone(out)
     return out
+
+
+def _attn2_sites(model) -> dict:
+    return model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+
+
+def own_site_patches(old, new) -> None:
+    """``CallbacksMP.ON_CLONE``: give a clone its own BoLID site patches.
+
+    ComfyUI 0.33's ``ModelPatcher.clone()`` rebuilds the dicts and lists of ``model_options`` but shares every
+    other object, so a clone and its source would hold the same ``SitePatch``; a later pack that ``add``s its term
+    to one (ComfyUI_IPAdapter_plus does) would change both. Each clone gets a copy of every patch it shares with
+    its source. On ComfyUI 0.3.x (which deep-copies) nothing is shared and this does nothing; called twice, the
+    second call finds nothing shared either. A registered callback travels with every later clone.
+    """
+    old_sites, new_sites = _attn2_sites(old), _attn2_sites(new)
+    for key, fn in list(new_sites.items()):
+        if isinstance(fn, SitePatch) and old_sites.get(key) is fn:
+            new_sites[key] = fn.copy()
+
+
+def _own_patches_on_clone(model) -> None:
+    """Register ``own_site_patches`` once on ``model`` (callbacks are copied to every clone by the host)."""
+    from comfy.patcher_extension import CallbacksMP
+
+    if own_site_patches not in model.get_all_callbacks(CallbacksMP.ON_CLONE):
+        model.add_callback_with_key(CallbacksMP.ON_CLONE, "bolid", own_site_patches)
 
 
 def _check_apply_settings(start_at, end_at, ref_batch, blocks_for) -> str | None:

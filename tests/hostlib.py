@@ -137,7 +137,7 @@ class ComfyHost:
         self.nodes = nodes
         self.execution = execution
         self.server = _ServerStub()
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+        self.executor = make_executor(execution, self.server)
 
     def node(self, name: str):
         return self.nodes.NODE_CLASS_MAPPINGS[name]
@@ -170,6 +170,21 @@ class ComfyHost:
             list(self.executor.status_messages),
             list(self.progress),
         )
+
+
+def make_executor(execution, server):
+    """ComfyUI's PromptExecutor with the classic cache, on every supported host.
+
+    ComfyUI 0.33 reads ``cache_args["ram"]`` and ``["ram_inactive"]`` in ``execute`` (main.py passes them; an
+    executor built without them fails with a TypeError); 0.3.64 takes no ``cache_args``. Zero RAM headroom is
+    what 0.33's main.py gives the classic cache.
+    """
+    import inspect
+
+    kwargs = {"cache_type": execution.CacheType.CLASSIC}
+    if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
+        kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}
+    return execution.PromptExecutor(server, **kwargs)
 
 
 def _node_info(nodes_module, node_class: str) -> dict:
