@@ -8,7 +8,7 @@ import torch
 from bolid_lib.adapter import AdapterConfig
 from bolid_lib.attention import Branch, decoupled_attention, sdpa_attention
 from bolid_lib.errors import BoLIDError
-from bolid_lib.patch import BoLIDPatch, PatchSettings, SitePatch
+from bolid_lib.patch import BoLIDPatch, PatchSettings, SitePatch, detach_patch
 from bolid_lib.sdxl_layers import SITES
 from tools.make_test_models import random_bolid_adapter
 
@@ -146,6 +146,50 @@ def test_takes_a_later_packs_term_through_add(adapter):
     site.add(term, scale=0.5)                                             # no range given: always on
     torch.testing.assert_close(site(q, k, v, _extra(sigma=1.0)), alone + 2.5)
     assert p.site(0).added == []                                          # other sites and copies are untouched
+
+
+def test_a_copied_site_patch_owns_its_added_terms(adapter):
+    """What a model clone holds (ComfyUI 0.33 shares non-container objects between clones): the copy computes the
+    same output, shares the fixed conditioning, and a term added to one never reaches the other."""
+    p = _patch(adapter)
+    q, k, v = _inputs()
+    site = p.site(0)
+    site.add(lambda out, *a, **kw: torch.ones_like(out))
+    twin = site.copy()
+    assert twin is not site and twin.patch is site.patch and twin.previous is site.previous
+    torch.testing.assert_close(twin(q, k, v, _extra(sigma=1.0)), site(q, k, v, _extra(sigma=1.0)))
+    twin.add(lambda out, *a, **kw: torch.full_like(out, 5.0))
+    assert len(twin.added) == 2 and len(site.added) == 1
+    torch.testing.assert_close(twin(q, k, v, _extra(sigma=1.0)), site(q, k, v, _extra(sigma=1.0)) + 5.0)
+
+
+def test_detach_patch_copies_what_a_later_add_could_change(adapter):
+    """A patch BoLID stacks on is copied with its own containers (as IPAdapter_plus's Attn2Replace keeps its terms
+    in lists), so an ``add`` on the source model's object does not reach the BoLID model; plain functions and
+    the shared tensors inside are kept as they are."""
+
+    class Replace:                       # the shape of IPAdapter_plus's Attn2Replace
+        def __init__(self):
+            self.callback, self.kwargs, self.weights = [1], [{"w": torch.ones(1)}], torch.zeros(3)
+
+        def add(self, callback, **kwargs):
+            self.callback.append(callback)
+            self.kwargs.append(kwargs)
+
+        def __call__(self, q, k, v, extra):
+            return q
+
+    src = Replace()
+    own = detach_patch(src)
+    src.add(2, w=0)
+    src.kwargs[0]["w"] = None
+    assert type(own) is Replace and own.callback == [1] and len(own.kwargs) == 1 and own.kwargs[0]["w"] is not None
+    assert own.weights is src.weights                   # tensors are not copied
+    fn = lambda q, k, v, extra: q                       # noqa: E731
+    assert detach_patch(fn) is fn
+    site = _patch(adapter).site(0)
+    copied = detach_patch(site)
+    assert isinstance(copied, SitePatch) and copied is not site and copied.patch is site.patch
 
 
 def test_kv_computed_once_and_reused(adapter):
