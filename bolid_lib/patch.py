@@ -170,8 +170,9 @@ class BoLIDPatch:
         return out
 
     def __deepcopy__(self, memo):
-        # ComfyUI deep-copies model_options on every ModelPatcher.clone(). The conditioning K/V never change
-        # after construction, so clones share this object (and its cast cache) instead of copying tensors.
+        # ComfyUI 0.3.x deep-copies model_options on every ModelPatcher.clone() (0.33 shares such objects). The
+        # conditioning K/V never change after construction, so clones share this object (and its cast cache)
+        # instead of copying tensors; what can change (a SitePatch's added terms) is copied per clone.
         return self
 
     # -- model management ----------------------------------------------------------------------
