@@ -145,6 +145,12 @@ def where_to_get(name: str, folder: str | None) -> str:
         return f"{known.source} ({known.size})"
     if folder == "bolid":
         return "a BoLID file: " + _TRAIN.format("adapter|body-vae")
+    if folder == "ultralytics":
+        pose = KNOWN_FILES["yolo11n-pose.pt"]
+        return f"an ultralytics YOLO pose model (17 COCO keypoints), e.g. yolo11n-pose.pt: {pose.source} ({pose.size})"
+    if folder == "ipadapter":
+        ip = KNOWN_FILES["ip-adapter_sdxl_vit-h.safetensors"]
+        return f"an IP-Adapter SDXL .safetensors, e.g. ip-adapter_sdxl_vit-h.safetensors: {ip.source} ({ip.size})"
     if folder == "bolid_bodies":
         return "a saved Body-ID: build it with the example workflow bolid_build_body_id.json"
     if folder == "input":

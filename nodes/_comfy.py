@@ -47,7 +47,8 @@ _FOLDERS = {
 def register_model_folders() -> None:
     """Add the pack's model folders, merging with what the user (extra_model_paths.yaml) or other packs set.
 
-    Their paths stay first (theirs win for look-ups), ours are appended, extension sets are united.
+    Their paths stay first (theirs win for look-ups), ours are appended, extension sets are united. Saved
+    Body-IDs live in a ``bodies/`` sub-folder of every Body-ID folder (see ``_sync_bodies_folders``).
     """
     for key, (parts, exts) in _FOLDERS.items():
         path = os.path.join(folder_paths.models_dir, *parts)
@@ -59,6 +60,34 @@ def register_model_folders() -> None:
             folder_paths.folder_names_and_paths[key] = (paths, merged)
         else:
             folder_paths.folder_names_and_paths[key] = ([path], set(exts))
+    _sync_bodies_folders()
+
+
+def _sync_bodies_folders() -> None:
+    """Make ``<folder>/bodies`` a Body-ID folder for every folder of the "bolid" key, in the same order.
+
+    A user who shares model folders writes ``bolid: /their/models/bolid`` in extra_model_paths.yaml and keeps
+    Body-IDs in ``/their/models/bolid/bodies``; without this, the "bolid_bodies" key would know only
+    ComfyUI's own models/bolid/bodies, so Load Body-ID would neither list nor find their files. Paths the
+    user gave "bolid_bodies" directly stay first. Called before every listing and look-up of Body-IDs, so a
+    folder added after the pack loaded (another pack, a yaml read later) counts as well: the combo's options,
+    the loader's look-up and the save node's folder always come from the same list. Order: the user's own
+    "bolid_bodies" paths, then one per "bolid" folder in that key's order (so the save node writes beside the
+    user's first Body-ID folder when their yaml put theirs first, as ComfyUI's main.py does before packs load).
+    """
+    entry = folder_paths.folder_names_and_paths.get(FOLDER_BODIES)
+    if entry is None:
+        return  # register_model_folders has not run: nothing of ours to keep in step
+    paths = entry[0]
+    derived = [os.path.join(d, BODIES_SUBFOLDER) for d in folder_paths.folder_names_and_paths.get(FOLDER_BOLID, ([], set()))[0]]
+    wanted = [p for p in paths if p not in derived] + derived
+    if wanted != paths:
+        paths[:] = wanted   # in place: the key's tuple is shared with whoever read it before
+
+
+def _sync(key: str) -> None:
+    if key == FOLDER_BODIES:
+        _sync_bodies_folders()
 
 
 def list_models(key: str, *, exclude_prefix: str | None = None) -> list[str]:
@@ -68,6 +97,7 @@ def list_models(key: str, *, exclude_prefix: str | None = None) -> list[str]:
     user tidying models/bolid/bodies while ComfyUI runs), its cache check raises FileNotFoundError, which
     would break this node's schema and with it the whole node list. Drop that stale entry and list afresh.
     """
+    _sync(key)
     try:
         names = folder_paths.get_filename_list(key)
     except FileNotFoundError:
@@ -78,18 +108,47 @@ def list_models(key: str, *, exclude_prefix: str | None = None) -> list[str]:
     return names
 
 
+def missing_model_message(key: str, name: str) -> str:
+    """What to tell the user about a model file that is not there: the folder it goes in and where to get it."""
+    from ..bolid_lib.model_catalog import where_to_get
+
+    _sync(key)
+    folders = folder_paths.get_folder_paths(key) if key in folder_paths.folder_names_and_paths else []
+    where = folders[0] if folders else f"models/{key}"
+    return (f"model file {name!r} not found: put it in {where} and press R (refresh) in ComfyUI. "
+            f"Where to get it: {where_to_get(name, key)}")
+
+
 def model_path(key: str, name: str) -> str:
     """Full path of a listed model file; a clear error names the folder to put it in when absent."""
+    _sync(key)
     path = folder_paths.get_full_path(key, name)
     if path is None:
-        folders = folder_paths.get_folder_paths(key) if key in folder_paths.folder_names_and_paths else []
-        where = folders[0] if folders else f"models/{key}"
-        raise BoLIDError(f"model file {name!r} not found: put it in {where} and press R (refresh) in ComfyUI")
+        raise BoLIDError(missing_model_message(key, name))
     return path
+
+
+def check_model_choice(key: str, name, choices: list[str]) -> bool | str:
+    """For a loader's ``validate_inputs``: True when ``name`` is one of ``choices`` (the combo's options) and the
+    file is there; else the pack's message (folder, where to get the file).
+
+    A loader names its file combo in ``validate_inputs`` so that the host skips its own combo check for that
+    input (ComfyUI >= 0.33 checks V3 combo values and would answer first with a bare "Value not in list"); this
+    check takes its place on every host. A value linked from another node (not a str here) is checked when
+    the node runs.
+    """
+    if not isinstance(name, str):
+        return True
+    if name in choices:
+        _sync(key)
+        if folder_paths.get_full_path(key, name) is not None:
+            return True
+    return missing_model_message(key, name)
 
 
 def writable_folder(key: str) -> str:
     """The first folder of a model folder key, created if needed: where the pack writes its files."""
+    _sync(key)
     folder = folder_paths.get_folder_paths(key)[0]
     try:
         os.makedirs(folder, exist_ok=True)

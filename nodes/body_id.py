@@ -11,9 +11,14 @@ from ..bolid_lib import embedding as emb_lib
 from ..bolid_lib.errors import BoLIDError
 from ..bolid_lib.files import resolve_inside
 from ._comfy import (
-    CATEGORY, FOLDER_BODIES, FOLDER_BOLID, BODIES_SUBFOLDER, Body, BodyVAE, Pose, image_to_bchw, list_models, model_path,
-    progress_callback, writable_folder,
+    CATEGORY, FOLDER_BODIES, FOLDER_BOLID, BODIES_SUBFOLDER, Body, BodyVAE, Pose, check_model_choice, image_to_bchw,
+    list_models, model_path, progress_callback, writable_folder,
 )
+
+
+def vae_choices() -> list[str]:
+    """Body-ID VAE files: models/bolid without its bodies/ sub-folder (saved Body-IDs have a loader of their own)."""
+    return list_models(FOLDER_BOLID, exclude_prefix=f"{BODIES_SUBFOLDER}/")
 
 SUBCATEGORY = f"{CATEGORY}/Body-ID"
 MAX_BODIES = 4
@@ -40,10 +45,15 @@ class BoLIDBodyVAELoader(io.ComfyNode):
             description=("Loads a Body-ID VAE (.safetensors written by 'python -m bolid_lib.train body-vae') from "
                          "models/bolid/. It turns weighted photos of a person into a Body-ID (paper 4.2). "
                          "A file of another kind is refused with a note on what it is."),
-            inputs=[io.Combo.Input("vae_name", options=list_models(FOLDER_BOLID, exclude_prefix=f"{BODIES_SUBFOLDER}/"),
+            inputs=[io.Combo.Input("vae_name", options=vae_choices(),
                                    tooltip="A Body-ID VAE file in models/bolid/.")],
             outputs=[BodyVAE.Output(display_name="body_vae", tooltip="The Body-ID VAE, with its config and fingerprint.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, vae_name=None) -> bool | str:
+        # Naming the combo here makes the host skip its own "Value not in list" for it: the user learns the fix.
+        return check_model_choice(FOLDER_BOLID, vae_name, vae_choices())
 
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
@@ -139,6 +149,11 @@ class BoLIDLoadBody(io.ComfyNode):
                                    tooltip="A Body-ID saved by BoLID Save Body-ID.")],
             outputs=[Body.Output(display_name="body", tooltip="The loaded Body-ID.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, body_name=None) -> bool | str:
+        # Naming the combo here makes the host skip its own "Value not in list" for it: the user learns the fix.
+        return check_model_choice(FOLDER_BODIES, body_name, list_models(FOLDER_BODIES))
 
     @classmethod
     def fingerprint_inputs(cls, body_name) -> str:

@@ -10,8 +10,8 @@ from comfy_api.latest import io, ui
 
 from ..bolid_lib.keypoints import COCO_KEYPOINTS, COCO_SKELETON, PoseBatch, pose_batch_to_pose_keypoint
 from ._comfy import (
-    CATEGORY, FOLDER_POSE, Pose, PoseKeypoint, PoseModel, bchw_to_image, image_to_bchw, list_models, model_path,
-    progress_callback,
+    CATEGORY, FOLDER_POSE, Pose, PoseKeypoint, PoseModel, bchw_to_image, check_model_choice, image_to_bchw, list_models,
+    model_path, progress_callback,
 )
 
 # Images shown as previews on a node (a batch of 100 photos still runs; only the first ones are shown).
@@ -63,6 +63,11 @@ class BoLIDPoseModelLoader(io.ComfyNode):
             ],
             outputs=[PoseModel.Output(display_name="pose_model", tooltip="The loaded YOLO pose model, on ComfyUI's device.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model_name=None) -> bool | str:
+        # Naming the combo here makes the host skip its own "Value not in list" for it: the user learns the fix.
+        return check_model_choice(FOLDER_POSE, model_name, list_models(FOLDER_POSE))
 
     @classmethod
     def execute(cls, model_name: str) -> io.NodeOutput:

@@ -96,7 +96,15 @@ def encode_graph(photos, pose_name, vae_name, *, conf=LOW_CONF, save_name="alice
 
 
 def cached(comfy, node_id: str, slot: int):
-    return comfy.executor.caches.outputs.get(node_id)[slot][0]
+    """A node's output from the executor's cache: 0.3.64 stores the output lists; 0.33's ``get`` is a coroutine
+    giving a CacheEntry (ui, outputs)."""
+    import asyncio
+    import inspect
+
+    entry = comfy.executor.caches.outputs.get(node_id)
+    if inspect.isawaitable(entry):
+        entry = asyncio.run(entry)
+    return getattr(entry, "outputs", entry)[slot][0]
 
 
 def cached_nodes(result) -> list[str]:
@@ -206,3 +214,67 @@ def test_vae_loader_refuses_another_kind_of_file(comfy, photos, pose_name, bodie
         assert "not a Body-ID VAE file" in text and "safetensors file with 1 tensors" in text
     finally:
         path.unlink()
+
+
+def _pack_comfy_module():
+    import sys
+
+    return next(m for name, m in sys.modules.items() if name.endswith("nodes._comfy") and hasattr(m, "register_model_folders"))
+
+
+def _options(comfy, node: str, name: str) -> list[str]:
+    spec = comfy.object_info(node)["input"]["required"][name]
+    return list(spec[0] if isinstance(spec[0], list) else spec[1]["options"])
+
+
+@pytest.mark.parametrize("order", ["yaml_before_pack", "yaml_after_pack"])
+def test_body_ids_of_a_shared_model_folder_are_listed_loaded_and_saved_there(comfy, tmp_path, order):
+    """``bolid: <path>`` in a real extra_model_paths.yaml, read by ComfyUI's own loader (utils.extra_config),
+    before the pack registers its folders (as main.py does) or after (another pack, a late yaml): a Body-ID in
+    <path>/bodies/ is among Load Body-ID's choices, passes validation and loads; the VAE list leaves it out;
+    BoLID Save Body-ID writes where the list then shows it."""
+    import importlib
+
+    import folder_paths
+
+    extra_config = importlib.import_module("utils.extra_config")
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    shared = tmp_path / "shared models"
+    person = BodyEmbedding(torch.linspace(-1, 1, 12), torch.zeros(12), {"views_used": 3})
+    save_body(person, shared / "bolid" / "bodies" / "my_person.safetensors")
+    (shared / "bolid" / "bodies" / "team").mkdir()
+    save_body(person, shared / "bolid" / "bodies" / "team" / "bob.safetensors")
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"shared:\n    base_path: {shared}\n    bolid: bolid\n", encoding="utf-8")
+    own_bodies = comfy.models_dir / "bolid" / "bodies"
+    try:
+        if order == "yaml_before_pack":
+            for key in ("bolid", "bolid_bodies"):
+                folder_paths.folder_names_and_paths.pop(key, None)
+            extra_config.load_extra_path_config(str(config))
+            _pack_comfy_module().register_model_folders()
+        else:
+            extra_config.load_extra_path_config(str(config))
+        choices = _options(comfy, "BoLIDLoadBody", "body_name")
+        assert {"my_person.safetensors", "team/bob.safetensors"} <= set(choices), choices
+        assert not any("my_person" in c for c in _options(comfy, "BoLIDBodyVAELoader", "vae_name"))
+        g = {"l": {"class_type": "BoLIDLoadBody", "inputs": {"body_name": "team/bob.safetensors"}},
+             "save": {"class_type": "BoLIDSaveBody", "inputs": {"body": ["l", 0], "name": "saved_here", "if_exists": "refuse"}},
+             "p": {"class_type": "BoLIDBodyPreview", "inputs": {"body": ["l", 0]}}}
+        result = comfy.run(g)
+        assert result.ok, result.error_text()
+        assert result.outputs["p"]["bolid_body"][0]["dim"] == 12
+        # Saved into the first Body-ID folder: the user's when their yaml came first, else models/bolid/bodies.
+        folder = shared / "bolid" / "bodies" if order == "yaml_before_pack" else own_bodies
+        assert (folder / "saved_here.safetensors").is_file(), result.outputs["save"]
+        assert result.outputs["save"]["bolid_saved"] == ["saved_here.safetensors"]
+        assert "saved_here.safetensors" in _options(comfy, "BoLIDLoadBody", "body_name")
+        again = comfy.run({"l": {"class_type": "BoLIDLoadBody", "inputs": {"body_name": "saved_here.safetensors"}},
+                           "p": {"class_type": "BoLIDBodyPreview", "inputs": {"body": ["l", 0]}}})
+        assert again.ok, again.error_text()
+        assert torch.equal(cached(comfy, "l", 0).mean, person.mean)
+    finally:
+        (own_bodies / "saved_here.safetensors").unlink(missing_ok=True)
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update({k: (p, e) for k, (p, e) in saved.items()})
+        folder_paths.filename_list_cache.clear()

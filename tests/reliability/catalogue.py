@@ -11,7 +11,7 @@ KSampler (1 step, 64x64) -> TestOnlyBoLIDLatentStats.
 
 from __future__ import annotations
 
-from reliability_lib import Case, pose_keypoint_json
+from reliability_lib import Case, HostView, pose_keypoint_json
 
 # --- prompt building ------------------------------------------------------------------------------
 
@@ -303,15 +303,20 @@ CASES: list[Case] = [
     Case("pose_loader_pickle_that_runs_code", p_pose_loader("rel_canary.pt"), "BoLIDPoseModelLoader",
          r"rel_canary\.pt", r"pose model", "execution", ("pose", "bad_pose", "images"),
          note="the guard fails if the canary's payload ran (it creates a file in the sentinel folder)"),
+    # --- model files that are not there: the same message at validation on every host (the loaders name their
+    # combo in validate_inputs, so a host that checks combo values leaves that input to them) ---
     Case("pose_loader_unknown_name", p_pose_loader("nope/yolo_missing.pt"), "BoLIDPoseModelLoader",
-         r"'nope/yolo_missing\.pt' not found", r"put it in \S*models/ultralytics and press R", "execution", ("pose", "images"),
-         note="ComfyUI 0.3.64 does not check V3 combo values against their options, so the loader's own message shows"),
+         r"'nope/yolo_missing\.pt' not found", r"put it in \S*models/ultralytics and press R.*yolo11n-pose\.pt.*ultralytics/assets",
+         "validation", ("pose", "images")),
+    Case("pose_loader_example_model_missing", p_pose_loader("pose/yolo11n-pose.pt"), "BoLIDPoseModelLoader",
+         r"'pose/yolo11n-pose\.pt' not found", r"put it in \S*models/ultralytics and press R.*ultralytics/assets releases",
+         "validation", ("pose", "images"), note="the example workflows' pose model, not downloaded yet"),
     Case("pose_loader_models_folder_missing", p_pose_loader(POSE), "BoLIDPoseModelLoader",
-         r"'pose/rel_pose\.pt' not found", r"put it in \S*rel_missing_folder and press R", "execution", ("images",),
+         r"'pose/rel_pose\.pt' not found", r"put it in \S*rel_missing_folder and press R", "validation", ("images",),
          setup=folder_replaced("ultralytics", missing_folder)),
     Case("pose_loader_name_with_dotdot", p_pose_loader("../../../rel_sentinel/keep.txt"), "BoLIDPoseModelLoader",
-         r"'\.\./\.\./\.\./rel_sentinel/keep\.txt' not found", r"put it in \S*models/ultralytics", "execution", ("pose", "images"),
-         note="ComfyUI's get_full_path normalises the name inside the folder: a widget value cannot reach a file outside it"),
+         r"'\.\./\.\./\.\./rel_sentinel/keep\.txt' not found", r"put it in \S*models/ultralytics", "validation", ("pose", "images"),
+         note="not among the listed files; and ComfyUI's get_full_path keeps a name inside its folder anyway"),
     # --- pose keypoints: images ---
     Case("pose_empty_batch", p_pose(lambda g: channels(g, load(g), 3, batch=0)), "BoLIDPoseKeypoints",
          r"batch is empty", r"connect a node that gives at least one image", "execution", NEEDS_POSE),
@@ -333,9 +338,12 @@ CASES: list[Case] = [
          "BoLIDPoseKeypoints", r"person index 3 .*not found in image 0", r"lower 'conf'|on_missing", "execution", NEEDS_POSE),
     Case("pose_unknown_on_missing_choice", p_pose(lambda g: load(g), on_missing="ignore"), "BoLIDPoseKeypoints",
          r"on_missing must be one of.*got 'ignore'", r"'skip', 'error'", "execution", NEEDS_POSE,
-         note="ComfyUI 0.3.64 does not check V3 combo values: a stale or hand-written API workflow reaches the node"),
+         on_combo_checking_host=HostView("validation", r"Value not in list.*on_missing: 'ignore'", r"\['skip', 'error'\]"),
+         note="a stale or hand-written API workflow: 0.3.64 lets it reach the node, 0.33 lists the choices itself"),
     Case("pose_unknown_person_choice", p_pose(lambda g: load(g), person="tallest"), "BoLIDPoseKeypoints",
-         r"person must be one of.*got 'tallest'", r"'largest', 'most_confident'", "execution", NEEDS_POSE),
+         r"person must be one of.*got 'tallest'", r"'largest', 'most_confident'", "execution", NEEDS_POSE,
+         on_combo_checking_host=HostView("validation", r"Value not in list.*person: 'tallest'",
+                                         r"\['largest', 'most_confident', 'by_index'\]")),
     # --- Gaussian weighting ---
     Case("weighting_no_pose_connected", p_weighting(pose=None), "BoLIDGaussianWeighting",
          r"neither is connected", r"connect exactly one of 'pose'.*'pose_keypoint'", "execution", NEEDS_POSE),
@@ -350,7 +358,8 @@ CASES: list[Case] = [
     Case("weighting_alpha_above_one", p_weighting(alpha=1.5), "BoLIDGaussianWeighting",
          r"bigger than max", r"max of 1", "validation", NEEDS_POSE),
     Case("weighting_unknown_sigma_mode", p_weighting(sigma_mode="percent"), "BoLIDGaussianWeighting",
-         r"sigma_mode must be one of.*got 'percent'", r"'relative', 'pixels'", "execution", NEEDS_POSE),
+         r"sigma_mode must be one of.*got 'percent'", r"'relative', 'pixels'", "execution", NEEDS_POSE,
+         on_combo_checking_host=HostView("validation", r"Value not in list.*sigma_mode: 'percent'", r"\['relative', 'pixels'\]")),
     Case("weighting_keypoints_outside_image",
          p_weighting(pose=None, pose_keypoint=pose_keypoint_json(64, 64, {0: (-40, 30), 2: (200, 500), 5: (32, 32)})),
          None, files=NEEDS_POSE, check=check_weighting_ran, note="points outside the image only add the tails of their Gaussians"),
@@ -409,9 +418,18 @@ CASES: list[Case] = [
     Case("blend_bodies_of_different_sizes", p_blend(BODY, "rel_body16.safetensors"), "BoLIDBlendBodies",
          r"different sizes.*D = \[16, 32\]", r"same Body-ID VAE", "execution", ALL),
     Case("load_body_absolute_name", p_load_body("/etc/hostname"), "BoLIDLoadBody",
-         r"'/etc/hostname' not found", r"put it in \S*models/bolid/bodies", "execution", ALL),
+         r"'/etc/hostname' not found", r"put it in \S*models/bolid/bodies", "validation", ALL),
+    Case("load_body_missing_file", p_load_body("my_person.safetensors"), "BoLIDLoadBody",
+         r"'my_person\.safetensors' not found", r"put it in \S*models/bolid/bodies and press R.*bolid_build_body_id\.json",
+         "validation", ALL, note="a text-only workflow shared before its Body-ID was built here"),
     Case("vae_loader_name_with_dotdot", p_vae_loader("../../../rel_sentinel/keep.txt"), "BoLIDBodyVAELoader",
-         r"not found", r"put it in \S*models/bolid", "execution", ALL),
+         r"not found", r"put it in \S*models/bolid", "validation", ALL),
+    Case("vae_loader_missing_file", p_vae_loader("bolid_body_vae.safetensors"), "BoLIDBodyVAELoader",
+         r"'bolid_body_vae\.safetensors' not found", r"put it in \S*models/bolid and press R.*bolid_lib\.train body-vae",
+         "validation", ALL),
+    Case("vae_loader_given_a_body_id_by_path", p_vae_loader("bodies/" + BODY), "BoLIDBodyVAELoader",
+         r"'bodies/rel_body32\.safetensors' not found", r"put it in \S*models/bolid", "validation", ALL,
+         note="files under models/bolid/bodies are Body-IDs: the VAE list leaves them out, and so does its check"),
     # --- saving Body-IDs: names ---
     Case("save_name_dotdot", p_save_body("../../../../rel_sentinel/evil"), "BoLIDSaveBody",
          r"would leave the folder", r"remove '\.\.'", "validation", ALL),
@@ -453,7 +471,14 @@ CASES: list[Case] = [
          r"pickle file.*can run arbitrary code", r"\.safetensors release", "execution", ALL,
          note="the canary inside would create a file in the sentinel folder if it were unpickled"),
     Case("adapter_loader_name_with_dotdot", p_apply(adapter="[ipadapter] ../../../rel_sentinel/keep.txt"), "BoLIDAdapterLoader",
-         r"not found", r"put it in \S*models/ipadapter", "execution", ALL),
+         r"not found", r"put it in \S*models/ipadapter", "validation", ALL),
+    Case("adapter_loader_missing_bolid_file", p_apply(adapter="bolid_adapter_sdxl.safetensors"), "BoLIDAdapterLoader",
+         r"'bolid_adapter_sdxl\.safetensors' not found", r"put it in \S*models/bolid and press R.*bolid_lib\.train adapter",
+         "validation", ALL),
+    Case("adapter_loader_missing_ipadapter_file", p_apply(adapter="[ipadapter] ip-adapter_sdxl_vit-h.safetensors", body=None,
+                                                          image=[IMG], clip="h"), "BoLIDAdapterLoader",
+         r"'ip-adapter_sdxl_vit-h\.safetensors' not found", r"put it in \S*models/ipadapter and press R.*h94/IP-Adapter",
+         "validation", ALL),
     # --- apply: models, CLIP vision, Body-IDs, settings ---
     Case("apply_sd15_model", p_apply(model="TestOnlyBoLIDSD15Model"), "BoLIDApply",
          r"not an SDXL UNet|SD1\.5", r"load an SDXL", "execution", ALL),

@@ -37,6 +37,20 @@ class Env:
     sentinel: Path
     guard: ModelGuard
     roots: dict
+    checks_combos: bool    # the host refuses V3 combo values outside the options itself (ComfyUI 0.33: yes)
+
+
+def host_checks_v3_combos(comfy) -> bool:
+    """Ask the host, not its version: validate a V3 node's combo with a value outside its options."""
+    probe = testonly_nodes.combo_probe_node()
+    mappings = comfy.nodes.NODE_CLASS_MAPPINGS
+    mappings[probe.__name__] = probe
+    try:
+        prompt = {"1": {"class_type": probe.__name__, "inputs": {"choice": "zzz"}}}
+        _, errors, _ = asyncio.run(comfy.execution.validate_inputs("bolid-probe", prompt, "1", {}))
+    finally:
+        mappings.pop(probe.__name__, None)
+    return any(e.get("type") == "value_not_in_list" for e in errors)
 
 
 def _make_test_models():
@@ -145,7 +159,9 @@ def env(comfy, sdxl_small, yolo_pose_pt, yolo_detect_pt):
         roots[f"comfyui_{sub}"] = Path(comfy.root) / sub
     guard = ModelGuard(sdxl_small)
     guard.reference_output()
-    yield Env(comfy, comfy.base_dir, comfy.models_dir, comfy.input_dir, sentinel, guard, roots)
+    checks = host_checks_v3_combos(comfy)
+    print(f"\nthis host checks V3 combo values itself: {checks}")
+    yield Env(comfy, comfy.base_dir, comfy.models_dir, comfy.input_dir, sentinel, guard, roots, checks)
     for k in added:
         mappings.pop(k, None)
     testonly_nodes._CACHE.pop("sdxl", None)
@@ -171,7 +187,7 @@ def run_case(env: Env, case) -> list[str]:
         if undo:
             undo()
     out = outcome_of(result, prompt, node_errors=valid[3])
-    problems = check_outcome(case, out)
+    problems = check_outcome(case, out, env.checks_combos)
     allowed = ("base/temp/*",) + tuple(f"base/{g}" for g in case.writes)
     problems += diff(before, after, allowed).problems()
     problems += [f"a canary pickle was unpickled: {p.name}" for p in env.sentinel.glob("CANARY_FIRED_*")]

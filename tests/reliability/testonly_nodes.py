@@ -217,6 +217,27 @@ class TestOnlyBoLIDLatentStats:
                                             "mean": float(x.float().mean())})]}}
 
 
+def combo_probe_node():
+    """A V3 node with one combo (options "a", "b"), for asking a host whether it checks V3 combo values itself.
+
+    Built on demand (the V3 API is imported inside a booted ComfyUI only); not in NODE_CLASS_MAPPINGS.
+    """
+    from comfy_api.latest import io
+
+    class TestOnlyBoLIDComboProbe(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(node_id="TestOnlyBoLIDComboProbe", category="testing/bolid",
+                             inputs=[io.Combo.Input("choice", options=["a", "b"], tooltip="a or b")],
+                             outputs=[io.String.Output()])
+
+        @classmethod
+        def execute(cls, choice) -> io.NodeOutput:
+            return io.NodeOutput(choice)
+
+    return TestOnlyBoLIDComboProbe
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
     TestOnlyBoLIDSDXLModel, TestOnlyBoLIDSD15Model, TestOnlyBoLIDClipVision, TestOnlyBoLIDConditioning,
     TestOnlyBoLIDImageChannels, TestOnlyBoLIDPoseKeypointJSON, TestOnlyBoLIDLatentStats)}
