@@ -6,9 +6,9 @@ Node modules stay thin: unpack ComfyUI types, call one ``bolid_lib`` function, w
 from comfy_api.latest import ComfyExtension, io
 
 from ._comfy import register_model_folders
-from . import pose, weighting, body_id, adapter, evaluation
+from . import photos, pose, weighting, body_id, adapter, evaluation
 
-FAMILIES = (pose, weighting, body_id, adapter, evaluation)
+FAMILIES = (photos, pose, weighting, body_id, adapter, evaluation)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

@@ -188,11 +188,15 @@ def image_reference() -> Workflow:
 def build_body_id() -> Workflow:
     note = _files_note(
         [ROW_YOLO, ROW_VAE],
-        f"Put the photos of ONE person in ComfyUI/input/{PHOTO_FOLDER}/ (one is enough, 10-100 are better; "
-        "same size, or set resize_method to Crop). Photos with no person found are skipped and counted. "
-        f"The Body-ID is saved to ComfyUI/models/bolid/bodies/ and appears in BoLID Load Body-ID.")
+        f"Put the photos of ONE person in ComfyUI/input/{PHOTO_FOLDER}/ and press R (refresh) so BoLID Load Photos "
+        "lists the folder (one photo is enough, 10-100 are better). Photos as they come off a phone or camera are "
+        "fine: different sizes and orientations (EXIF rotation is applied), JPEG, PNG, WebP or HEIC; nothing needs "
+        "cropping: each photo is scaled so its long side is `size` and padded to a square. Other files in the "
+        "folder (text, damaged copies, sub-folders) are skipped and named in the report. Photos with no person "
+        "found are skipped and counted. The Body-ID is saved to ComfyUI/models/bolid/bodies/ and appears in "
+        "BoLID Load Body-ID.")
     nodes = [
-        N("photos", "LoadImageSetFromFolderNode", {"folder": PHOTO_FOLDER, "resize_method": "None"}, col=0),
+        N("photos", "BoLIDLoadPhotos", {"folder": PHOTO_FOLDER, "size": 1024, "max_photos": 0}, col=0),
         N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=0),
         N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=330, color="#432"),
         N("pose", "BoLIDPoseKeypoints", {"on_missing": "skip"}, col=1, height=520),
@@ -203,8 +207,8 @@ def build_body_id() -> Workflow:
         N("preview", "BoLIDBodyPreview", {}, col=4),
     ]
     links = [
-        ("photos", "IMAGE", "pose", "image"), ("pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"),
-        ("photos", "IMAGE", "weighting", "image"), ("pose", "BOLID_POSE", "weighting", "pose"),
+        ("photos", "images", "pose", "image"), ("pose_model", "BOLID_POSE_MODEL", "pose", "pose_model"),
+        ("photos", "images", "weighting", "image"), ("pose", "BOLID_POSE", "weighting", "pose"),
         ("weighting", "weighted", "encode", "views"), ("pose", "BOLID_POSE", "encode", "pose"),
         ("vae", "BOLID_BODY_VAE", "encode", "body_vae"), ("encode", "BOLID_BODY", "save", "body"),
         ("encode", "BOLID_BODY", "preview", "body"),
