@@ -88,8 +88,11 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def _tail(text: str, lines: int = 4) -> str:
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+def _tail(text: str, lines: int = 3) -> str:
+    """The tool's error lines (else its last lines), joined: the reason a test skips with."""
+    all_lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in all_lines if line.startswith(("ERROR", "E:"))]
+    return " | ".join((errors or all_lines)[-lines:])
 
 
 def pip_download(spec: str, python: str | None = None) -> Path:
