@@ -6,8 +6,6 @@ scores), and BlazePose (mediapipe 0.10.14, an independent model) for where the k
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 
 import numpy as np
@@ -61,16 +59,7 @@ def pose_graph(image_name: str, model_name: str, picks: dict[str, tuple[str, int
     return g
 
 
-def cached(comfy, node_id: str, slot: int):
-    """A node's output value from the executor's cache after a run.
-
-    ComfyUI 0.33's cache ``get`` is a coroutine and returns a CacheEntry(ui, outputs); 0.3.64's returns the
-    outputs list directly."""
-    entry = comfy.executor.caches.outputs.get(node_id)
-    if inspect.isawaitable(entry):
-        entry = asyncio.run(entry)
-    outputs = getattr(entry, "outputs", entry)
-    return outputs[slot][0]
+cached = reallib.executor_output
 
 
 def save_input(comfy, name: str, image: np.ndarray) -> str:
