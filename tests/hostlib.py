@@ -142,6 +142,18 @@ class ComfyHost:
     def node(self, name: str):
         return self.nodes.NODE_CLASS_MAPPINGS[name]
 
+    def cached_output(self, node_id: str, slot: int):
+        """A node's output value from the executor's cache after a run.
+
+        ComfyUI 0.33's cache ``get`` is a coroutine giving a CacheEntry(ui, outputs); 0.3.64's gives the outputs
+        list itself."""
+        import inspect
+
+        entry = self.executor.caches.outputs.get(node_id)
+        if inspect.isawaitable(entry):
+            entry = asyncio.run(entry)
+        return getattr(entry, "outputs", entry)[slot][0]
+
     def object_info(self, name: str) -> dict:
         """The node's entry of GET /object_info, built as server.py builds it."""
         return _node_info(self.nodes, name)

@@ -57,7 +57,7 @@ def weighting_node(source: list, key: str, sigma=0.1, alpha=0.2) -> dict:
 
 def cached(comfy, node_id: str, slot: int):
     """A node's output value from the executor's cache after a run."""
-    return comfy.executor.caches.outputs.get(node_id)[slot][0]
+    return comfy.cached_output(node_id, slot)
 
 
 def test_pose_and_weighting_nodes_in_real_executor(comfy, photos, yolo_pose_pt, install_model):
