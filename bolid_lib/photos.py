@@ -234,12 +234,11 @@ def _to_8bit(im: Image.Image, mode: str) -> Image.Image:
     """8-bit RGB/RGBA of any Pillow mode; 16-bit and 32-bit greys are scaled, not clipped."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return im.convert("I").point(lambda v: v / 257).convert("L").convert(mode)
-    if im.mode == "I":
-        lo, hi = im.getextrema()
-        scale = 1 / 257 if hi > 255 else 1
+    if im.mode in ("I", "F"):
+        # Pillow maps these modes only linearly: pick the scale from the range (16-bit in I, [0, 1] floats in F).
+        _, hi = im.getextrema()
+        scale = (1 / 257 if hi > 255 else 1) if im.mode == "I" else (255 if hi <= 1.0 else 1)
         return im.point(lambda v: v * scale).convert("L").convert(mode)
-    if im.mode == "F":
-        return im.point(lambda v: v * 255 if v <= 1.0 else v).convert("L").convert(mode)
     return im.convert(mode)
 
 
@@ -254,10 +253,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 def iter_photos(folder: str | os.PathLike, size: int = DEFAULT_SIZE, *, recursive: bool = False,
                 max_photos: int = 0) -> Iterator[Photo | Skipped]:
-    """Stream the folder in sorted order: a ``Photo`` per readable photo, a ``Skipped`` for everything else.
+    """Stream the folder: a ``Photo`` per readable photo, a ``Skipped`` for everything else.
 
-    One photo is decoded at a time and nothing is kept between items, so memory does not depend on how many
-    photos the folder holds. ``max_photos`` > 0 stops after that many photos (later entries are not read).
+    Entries skipped by the listing itself (sub-folders, links out of the folder) come first, then every file
+    in sorted order of its name. One photo is decoded at a time and nothing is kept between items, so memory
+    does not depend on how many photos the folder holds. ``max_photos`` > 0 stops after that many photos
+    (later entries are not read).
     """
     _check_size(size)
     files, skipped = list_entries(Path(folder), recursive=recursive)

@@ -361,3 +361,14 @@ def test_library_module_does_not_touch_pillow_at_import():
             "P.register_heif(); assert 'HEIF' in Image.OPEN; print('ok')")
     out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("mode, scale", [("F", 1.0), ("I", 65535)])
+def test_float_and_32_bit_greys_are_scaled_to_8_bit(tmp_path, mode, scale):
+    """A [0, 1] float TIFF and a 16-bit range in a 32-bit TIFF both span the 8-bit range (not clipped, not dark)."""
+    ramp = np.linspace(0, 1, 48 * 64).reshape(48, 64)
+    arr = (ramp * scale).astype(np.float32 if mode == "F" else np.int32)
+    Image.fromarray(arr, mode).save(tmp_path / "grey.tiff")
+    img = P.decode_photo(tmp_path / "grey.tiff", 64).image
+    assert img.shape == (48, 64, 3) and int(img.min()) <= 2 and int(img.max()) >= 250
+    assert abs(img[..., 0].astype(float) / 255 - ramp).mean() < 0.02
