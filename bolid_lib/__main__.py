@@ -2,8 +2,9 @@
 
 * ``run WORKFLOW.json``: run a workflow headless in a ComfyUI installation and write its images; prints
   a checklist of missing model files (exit status 2) instead of queueing when files are absent.
-* ``check WORKFLOW.json [--object-info FILE]``: check node types, links and widget values against an
-  ``/object_info`` dump (default: the committed core dump in tests/data) without starting ComfyUI.
+* ``check WORKFLOW.json [--comfyui-version V] [--object-info FILE]``: check node types, links and widget values
+  without starting ComfyUI, against the committed core-node dump of every supported ComfyUI version (or of
+  one, or against ``/object_info`` files you give), plus this pack's own node schemas.
 * ``train body-vae|adapter ...``: the trainers (same as ``python -m bolid_lib.train``).
 """
 
@@ -16,9 +17,6 @@ import sys
 from pathlib import Path
 
 from . import runner
-
-DEFAULT_OBJECT_INFO = Path(__file__).resolve().parent.parent / "tests" / "data" / "object_info_core.json"
-
 
 PACK_SCHEMAS = Path(__file__).resolve().parent.parent / "tests" / "standin" / "dump_pack_info.py"
 
@@ -37,22 +35,38 @@ def _pack_object_info() -> dict:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .workflow import check_workflow
+    from .workflow import WorkflowError, check_workflow, core_dumps, core_object_info
 
     workflow = runner.load_workflow(args.workflow)
-    info: dict = {}
-    for path in args.object_info or [DEFAULT_OBJECT_INFO]:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        info.update(data.get("nodes", data))
-    if not args.object_info:
-        info.update(_pack_object_info())
     ignore = {"missing model file", "missing input file"} if args.ignore_missing_files else set()
-    problems = check_workflow(workflow, info, ignore=ignore)
-    for line in problems:
-        sys.stdout.write(line + "\n")
-    sys.stdout.write(f"{len(problems)} problem(s) in {args.workflow}\n")
-    return 1 if problems else 0
+    targets: list[tuple[str, dict]] = []
+    if args.object_info:
+        info: dict = {}
+        for path in args.object_info:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            info.update(data.get("nodes", data))
+        targets.append((", ".join(str(p) for p in args.object_info), info))
+    else:
+        versions = [args.comfyui_version] if args.comfyui_version else list(core_dumps())
+        pack = _pack_object_info()
+        for version in versions:
+            try:
+                targets.append((f"ComfyUI {version}", {**core_object_info(version), **pack}))
+            except WorkflowError as e:
+                sys.stdout.write(f"error: {e}\n")
+                return 1
+        if not targets:
+            sys.stdout.write("error: no committed /object_info dump found (bolid_lib/data): pass --object-info FILE\n")
+            return 1
+    total = 0
+    for label, info in targets:
+        problems = check_workflow(workflow, info, ignore=ignore)
+        total += len(problems)
+        for line in problems:
+            sys.stdout.write(f"[{label}] {line}\n" if len(targets) > 1 else line + "\n")
+        sys.stdout.write(f"{len(problems)} problem(s) in {args.workflow} on {label}\n")
+    return 1 if total else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     check_p = sub.add_parser("check", help="check a workflow against an /object_info dump, without ComfyUI")
     check_p.add_argument("workflow", type=Path)
     check_p.add_argument("--object-info", type=Path, action="append",
-                         help="an /object_info JSON, repeatable (default: the committed core dump plus this "
+                         help="an /object_info JSON (e.g. saved from a running ComfyUI's /object_info), repeatable "
+                              "(default: the committed core-node dump of each supported ComfyUI version plus this "
                               "pack's schemas read through the test stand-in)")
+    check_p.add_argument("--comfyui-version", help="check against the committed dump of this ComfyUI version only "
+                                                   "(default: every supported version)")
     check_p.add_argument("--ignore-missing-files", action="store_true",
                          help="do not report model files and input images absent from the dump")
     sub.add_parser("train", help="train the Body-ID VAE or the adapter (python -m bolid_lib train -h)")

@@ -44,6 +44,10 @@ LOADER_FOLDERS: dict[tuple[str, str], str] = {
     ("PhotoMakerLoader", "photomaker_model_name"): "photomaker",
     ("LoadImage", "image"): "input",
     ("LoadImageMask", "image"): "input",
+    # folders of photos inside ComfyUI/input (the value names a sub-folder, not a file)
+    ("BoLIDLoadPhotos", "folder"): "input",
+    ("LoadImageSetFromFolderNode", "folder"): "input",
+    ("LoadImageDataSetFromFolder", "folder"): "input",
     # IPAdapter_plus (cubiq/ComfyUI_IPAdapter_plus), for the stacking example
     ("IPAdapterModelLoader", "ipadapter_file"): "ipadapter",
     # this pack (nodes/*.py; folder keys from nodes/_comfy.py)
@@ -154,6 +158,8 @@ def where_to_get(name: str, folder: str | None) -> str:
     if folder == "bolid_bodies":
         return "a saved Body-ID: build it with the example workflow bolid_build_body_id.json"
     if folder == "input":
+        if "." not in name.replace("\\", "/").rsplit("/", 1)[-1]:
+            return "your own photos: make this folder inside ComfyUI's input folder and copy photos of one person into it"
         return "your own image: copy it into ComfyUI's input folder (or upload it in the Load Image node)"
     return "not in this pack's catalogue: see where the workflow's author got it"
 

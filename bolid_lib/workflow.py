@@ -2,7 +2,8 @@
 
 Pure JSON and standard library; never imports ComfyUI. ``object_info`` is what ComfyUI's
 ``GET /object_info`` serves (a dict node type -> {input: {required, optional, hidden}, input_order,
-output, ...}), either live from a server or from the committed dump ``tests/data/object_info_core.json``.
+output, ...}), either live from a server or from a committed dump of ComfyUI's core nodes, one per supported
+ComfyUI version (``bolid_lib/data/object_info_core_<version>.json``: ``core_dumps``, ``core_object_info``).
 
 The conversion follows the frontend's ``graphToPrompt`` (comfyui-frontend-package 1.27), the reference:
 
@@ -27,7 +28,10 @@ plain nodes in ComfyUI (right-click > Unpack Subgraph) and save again.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import BoLIDError
@@ -49,6 +53,9 @@ WIDGET_TYPES = frozenset({
     "AUDIO_RECORD", "WEBCAM",
 })
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
+# Combos whose values are files of ComfyUI's input folder (the frontend adds an upload button to each; only
+# UPLOAD_OPTIONS add a serialised "upload" widget slot, the audio and 3D ones are trailing extras).
+INPUT_FILE_OPTIONS = UPLOAD_OPTIONS + ("audio_upload", "file_upload")
 MODEL_FILE_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".pkl", ".gguf", ".onnx")
 
 # Kinds of widget slots in widgets_values.
@@ -94,6 +101,11 @@ class InputSpec:
     @property
     def is_upload_combo(self) -> bool:
         return self.type == "COMBO" and any(self.options.get(k) is True for k in UPLOAD_OPTIONS)
+
+    @property
+    def names_input_file(self) -> bool:
+        """A combo of files in ComfyUI's input folder (images, videos, audio, 3D models)."""
+        return self.type == "COMBO" and any(self.options.get(k) is True for k in INPUT_FILE_OPTIONS)
 
     def default(self) -> Any:
         """The value a fresh widget gets (frontend: ``default``, else min / first option / empty)."""
@@ -180,6 +192,18 @@ def _legacy_layout(info: dict) -> list[tuple[str, str]]:
     return layout
 
 
+def _file_upload_buttons(layout: list[tuple[str, str]], specs: dict[str, "InputSpec"], n_raw: int) -> list[tuple[str, str]]:
+    """A ``file_upload`` combo (Load3D's model file) is followed in ``widgets_values`` by the frontend's button
+    widgets ("upload3dmodel", "uploadExtraResources", "clear": how many depends on the frontend version), before
+    the node's other widgets. Their count is what ``widgets_values`` holds beyond the layout."""
+    extra = n_raw - len(layout)
+    combo = next((s.name for s in specs.values() if s.type == "COMBO" and s.options.get("file_upload") is True), None)
+    if extra <= 0 or combo is None or (combo, SLOT_VALUE) not in layout:
+        return layout
+    at = layout.index((combo, SLOT_VALUE)) + 1
+    return layout[:at] + [(combo, SLOT_UPLOAD)] * extra + layout[at:]
+
+
 def widget_values(node: dict, info: dict) -> dict[str, Any]:
     """The widget values of a UI node by input name (control/upload slots dropped).
 
@@ -198,6 +222,7 @@ def widget_values(node: dict, info: dict) -> dict[str, Any]:
             legacy = _legacy_layout(info)
             if len(legacy) == len(raw):
                 layout = legacy
+        layout = _file_upload_buttons(layout, specs, len(raw))
         values = {}
         for (name, kind), value in zip(layout, raw):
             if kind == SLOT_VALUE and name not in values and not (specs[name].options.get("forceInput")):
@@ -309,6 +334,11 @@ class _Graph:
         return [l for l in self.links.values() if l.origin_id == node_id and l.origin_slot == slot]
 
 
+# A V3 MatchType socket (ComfyUI 0.33's switch and resize nodes) takes the type of what is connected (within its
+# template's allowed types); without running the frontend's type inference it is checked as a wildcard.
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
+
+
 def types_match(output_type: Any, input_type: Any) -> bool:
     """ComfyUI's link rule: equal, either is ``*``, or comma-separated alternatives overlap.
 
@@ -319,7 +349,7 @@ def types_match(output_type: Any, input_type: Any) -> bool:
     if isinstance(input_type, (list, tuple)):
         input_type = "COMBO"
     a, b = str(output_type or "*"), str(input_type or "*")
-    if a == b or a == "*" or b == "*":
+    if a == b or a == "*" or b == "*" or MATCH_TYPE in (a, b):
         return True
     return bool({t.strip() for t in a.split(",")} & {t.strip() for t in b.split(",")})
 
@@ -417,6 +447,28 @@ def _primitive_values(graph: _Graph) -> dict[tuple[int, str], Any]:
     return out
 
 
+# V3 inputs whose widgets depend on their own value (a DynamicCombo's chosen option brings its own widgets,
+# named "<combo>.<input>"; autogrow adds numbered sockets): widgets_values cannot be read without the frontend's
+# per-value layout, which this converter does not model yet.
+DYNAMIC_INPUT_TYPES = frozenset({"COMFY_DYNAMICCOMBO_V3", "COMFY_AUTOGROW_V3", "COMFY_DYNAMICSLOT_V3"})
+
+
+def dynamic_inputs(info: dict) -> list[str]:
+    """Names of the inputs of a node type whose widgets depend on their value (see DYNAMIC_INPUT_TYPES)."""
+    found = []
+    for section in ("required", "optional"):
+        for name, spec in ((info.get("input") or {}).get(section) or {}).items():
+            if isinstance(spec, (list, tuple)) and spec and isinstance(spec[0], str) and spec[0] in DYNAMIC_INPUT_TYPES:
+                found.append(name)
+    return found
+
+
+def _dynamic_message(node: dict, names: list[str]) -> str:
+    return (f"node {node.get('id')} ({node.get('type')}) has inputs whose widgets change with their value "
+            f"({', '.join(names)}), which this converter cannot read from a UI workflow: in ComfyUI, use "
+            "Workflow > Export (API) and give that file instead")
+
+
 def _node_info(object_info: dict, node: dict) -> dict:
     kind = node.get("type")
     info = object_info.get(kind)
@@ -424,6 +476,9 @@ def _node_info(object_info: dict, node: dict) -> dict:
         raise WorkflowError(
             f"node {node.get('id')} has the type {kind!r}, which this ComfyUI does not know: install the custom "
             "node pack that provides it (ComfyUI-Manager > Install Missing Custom Nodes), or remove the node")
+    dynamic = dynamic_inputs(info)
+    if dynamic:
+        raise WorkflowError(_dynamic_message(node, dynamic))
     return info
 
 
@@ -509,6 +564,46 @@ CATEGORIES = ("unsupported", "unknown node type", "bad link", "type mismatch", "
               "bad value", "missing model file", "missing input file")
 
 
+# --- committed /object_info dumps of ComfyUI's core nodes ---------------------------------------------
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+_DUMP_NAME = re.compile(r"object_info_core_(\d+(?:\.\d+)*)\.json")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """"0.3.64" -> (0, 3, 64), for ordering versions (anything after the numbers is ignored)."""
+    return tuple(int(p) for p in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def core_dumps(folder: Path | None = None) -> dict[str, Path]:
+    """ComfyUI version -> its committed core-node dump (made by tests/tools/dump_object_info.py), oldest first."""
+    folder = Path(folder) if folder else DATA_DIR
+    found = {}
+    for path in folder.glob("object_info_core_*.json"):
+        m = _DUMP_NAME.fullmatch(path.name)
+        if m:
+            found[m.group(1)] = path
+    return dict(sorted(found.items(), key=lambda kv: version_key(kv[0])))
+
+
+def load_core_dump(version: str, folder: Path | None = None) -> dict:
+    """The whole dump of one supported ComfyUI version: {"comfyui_version", "import_failed", "nodes"}.
+
+    A version without a dump is refused with the versions there are (the fix: make one with
+    tests/tools/dump_object_info.py, or check against a running ComfyUI's /object_info)."""
+    dumps = core_dumps(folder)
+    if version not in dumps:
+        raise WorkflowError(f"no committed /object_info dump for ComfyUI {version}; there are: "
+                            f"{', '.join(dumps) or 'none'} (make one with tests/tools/dump_object_info.py)")
+    with open(dumps[version], encoding="utf-8") as f:
+        return json.load(f)
+
+
+def core_object_info(version: str, folder: Path | None = None) -> dict:
+    """node type -> object_info entry of ComfyUI's core nodes in that version (its committed dump)."""
+    return load_core_dump(version, folder)["nodes"]
+
+
 def looks_like_model_file(value: Any) -> bool:
     return isinstance(value, str) and value.lower().endswith(MODEL_FILE_EXTENSIONS)
 
@@ -542,9 +637,10 @@ def check_value(spec: InputSpec, value: Any, node_type: str = "") -> tuple[str, 
         if spec.choices is None or spec.options.get("remote"):
             return None  # options come from elsewhere at run time
         if value not in spec.choices:
-            if spec.is_upload_combo:
+            folder = folder_for_input(node_type, spec.name)
+            if spec.names_input_file or folder == "input":
                 return "missing input file", f"{value!r} is not in ComfyUI's input folder: put the file there or pick another"
-            if folder_for_input(node_type, spec.name) or looks_like_model_file(value):
+            if folder or looks_like_model_file(value):
                 return "missing model file", f"{value!r} is not installed ({len(spec.choices)} file(s) listed)"
             shown = list(spec.choices[:12]) + (["..."] if len(spec.choices) > 12 else [])
             return "bad value", f"{value!r} is not one of {shown}"
@@ -578,6 +674,10 @@ def find_problems(workflow: dict, object_info: dict) -> list[Problem]:
             problems.append(Problem("unknown node type", node_id, kind,
                                     f"no node type {kind!r} in this ComfyUI: install the pack that provides it"))
             continue
+        dynamic = dynamic_inputs(info)
+        if dynamic:
+            problems.append(Problem("unsupported", node_id, kind, _dynamic_message(node, dynamic)))
+            continue
         specs = {s.name: s for s in input_specs(info)}
         linked = {inp.get("name") for inp in graph.inputs(node_id) if inp.get("link") is not None}
         values = widget_values(node, info)
@@ -610,6 +710,8 @@ def _link_problems(graph: _Graph, object_info: dict) -> list[Problem]:
         target = graph.nodes[link.target_id]
         if target.get("type") in FRONTEND_ONLY_TYPES or target.get("type") not in object_info:
             continue
+        if dynamic_inputs(object_info[target["type"]]):
+            continue  # reported with the node as unsupported
         inputs = graph.inputs(link.target_id)
         if link.target_slot >= len(inputs) or inputs[link.target_slot].get("link") != link.id:
             problems.append(Problem("bad link", link.target_id, target.get("type"),
@@ -725,7 +827,7 @@ def _file_input(node_type: str, spec: InputSpec | None, name: str, value: Any) -
     known = resolve_file(node_type, name, value)
     if known is not None:
         return known
-    if spec is not None and spec.is_upload_combo:
+    if spec is not None and spec.names_input_file:
         return "input", value
     if spec is not None and spec.type == "COMBO" and looks_like_model_file(value):
         return None, value
@@ -793,5 +895,6 @@ __all__ = [
     "WorkflowError", "InputSpec", "Problem", "RequiredFile", "input_specs", "widget_layout", "widget_values",
     "control_values", "is_ui_workflow", "is_api_prompt", "ui_to_api", "to_api_prompt", "types_match",
     "check_value", "find_problems", "check_workflow", "required_files", "required_models", "output_nodes",
-    "looks_like_model_file", "FRONTEND_ONLY_TYPES", "CATEGORIES",
+    "looks_like_model_file", "FRONTEND_ONLY_TYPES", "CATEGORIES", "core_dumps", "core_object_info",
+    "load_core_dump", "version_key", "DATA_DIR",
 ]

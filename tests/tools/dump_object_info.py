@@ -1,12 +1,16 @@
-"""Dump the ``/object_info`` schemas of a real ComfyUI's core nodes to ``tests/data/object_info_core.json``.
+"""Dump the ``/object_info`` schemas of a real ComfyUI's core nodes to ``bolid_lib/data/object_info_core_<version>.json``.
 
-The contract tier checks the example workflows against this file when no ComfyUI is installed, so it
-must hold exactly what ``GET /object_info`` serves for ComfyUI's own nodes (``nodes.py`` built-ins and
-``comfy_extras``): no custom nodes, no API nodes (the runner starts ComfyUI with ``--disable-api-nodes``).
+One committed dump per supported ComfyUI version (``bolid_lib.workflow.core_dumps`` finds them; they are package
+data, so ``python -m bolid_lib check`` works from an installed wheel). The contract tier checks the example
+workflows against each when no ComfyUI is installed, so a dump must hold exactly what ``GET /object_info``
+serves for ComfyUI's own nodes (``nodes.py`` built-ins and ``comfy_extras``): no custom nodes, no API/partner
+nodes (the runner starts ComfyUI with ``--offline`` or ``--disable-api-nodes``). Make it with the host's full
+requirements installed (torchaudio included): optional nodes whose imports fail are left out and listed
+under ``import_failed``; the tests compare only the nodes both sides have.
 
 Usage::
 
-    COMFYUI_PATH=/path/to/ComfyUI python tests/tools/dump_object_info.py [--out tests/data/object_info_core.json]
+    COMFYUI_PATH=/path/to/ComfyUI python tests/tools/dump_object_info.py [--out FILE]
 
 ComfyUI is booted in-process on the CPU (see HOST_NOTES.md): ``args.cpu = True`` before anything imports
 ``comfy.model_management``, ``utils.extra_config`` before ``nodes``, temp/output directories in a temp dir
@@ -26,7 +30,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, "..", "data", "object_info_core.json")
+DATA_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "bolid_lib", "data"))
 
 
 def boot(comfyui: str) -> list[str]:
@@ -38,7 +42,9 @@ def boot(comfyui: str) -> list[str]:
     from comfy.cli_args import args
 
     args.cpu = True
-    args.disable_api_nodes = True
+    for flag in ("disable_api_nodes", "offline", "disable_partner_nodes"):  # whichever this ComfyUI has
+        if hasattr(args, flag):
+            setattr(args, flag, True)
     # An empty base directory: model-file and input-file combos come out empty on every machine, so the
     # dump does not depend on what the machine that made it had installed.
     tmp = tempfile.mkdtemp(prefix="bolid_dump_")
@@ -98,7 +104,7 @@ def _shorten(obj, limit: int):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI checkout (default: $COMFYUI_PATH)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output JSON (default: tests/data/object_info_core.json)")
+    parser.add_argument("--out", help="output JSON (default: bolid_lib/data/object_info_core_<version>.json)")
     parser.add_argument("--max-mb", type=float, default=3.0, help="shorten long descriptions above this size")
     opts = parser.parse_args(argv)
     if not opts.comfyui or not os.path.isfile(os.path.join(opts.comfyui, "main.py")):
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(json.dumps(name) + ":" + json.dumps(dump["nodes"][name], ensure_ascii=False,
                                                           separators=(",", ":")) + sep)
     lines += ["}", "}"]
+    opts.out = opts.out or os.path.join(DATA_DIR, f"object_info_core_{__version__}.json")
     os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
     with open(opts.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -17,13 +17,29 @@ import pytest
 from bolid_lib import workflow as W
 from bolid_lib.errors import BoLIDError
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "data", "object_info_core.json")
+VERSIONS = list(W.core_dumps())  # one committed core-node dump per supported ComfyUI version
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def oi(request) -> dict:
+    return W.core_object_info(request.param)
 
 
 @pytest.fixture(scope="module")
-def oi() -> dict:
-    with open(DATA, encoding="utf-8") as f:
-        return json.load(f)["nodes"]
+def dump_path(oi, request) -> str:
+    version = next(v for v in VERSIONS if W.core_object_info(v).keys() == oi.keys())
+    return str(W.core_dumps()[version])
+
+
+def test_one_dump_per_supported_version():
+    assert {"0.3.64", "0.33.0"} <= set(VERSIONS)
+    for version, path in W.core_dumps().items():
+        dump = W.load_core_dump(version)
+        assert dump["comfyui_version"] == version and path.parent == W.DATA_DIR
+        assert {"KSampler", "CheckpointLoaderSimple", "SaveImage", "LoadImage"} <= set(dump["nodes"])
+        assert not any(str(i.get("python_module", "")).startswith("custom_nodes") for i in dump["nodes"].values())
+    with pytest.raises(W.WorkflowError, match="no committed /object_info dump for ComfyUI 9.9.9.*0.3.64"):
+        W.core_object_info("9.9.9")
 
 
 # --- a tiny workflow builder -------------------------------------------------------------------
@@ -443,13 +459,13 @@ def test_prefixed_adapter_choice_resolves_to_the_ipadapter_folder(oi):
     assert [p.split(":")[0] for p in W.check_workflow(ui.json(), info)] == ["missing model file"] * 2
 
 
-def test_check_command_reports_problems_without_comfyui(oi, tmp_path, capsys):
+def test_check_command_reports_problems_without_comfyui(oi, dump_path, tmp_path, capsys):
     from bolid_lib.__main__ import main
 
     ui = sampler_graph(oi)
     path = tmp_path / "wf.json"
     path.write_text(json.dumps(ui.json()), encoding="utf-8")
-    dump = ["--object-info", DATA]  # core nodes only: skips reading the pack's schemas (a subprocess)
+    dump = ["--object-info", dump_path]  # core nodes only: skips reading the pack's schemas (a subprocess)
     assert main(["check", str(path), "--ignore-missing-files", *dump]) == 0
     assert main(["check", str(path), *dump]) == 1
     assert "missing model file" in capsys.readouterr().out
@@ -457,3 +473,50 @@ def test_check_command_reports_problems_without_comfyui(oi, tmp_path, capsys):
     path.write_text(json.dumps(ui.json()), encoding="utf-8")
     assert main(["check", str(path), "--ignore-missing-files", *dump]) == 1
     assert "out of range: node 3 (KSampler) input 'steps'" in capsys.readouterr().out
+
+
+# --- V3 inputs of ComfyUI 0.33 and the frontend's extra widgets --------------------------------------
+
+def _info(required: dict, output=("IMAGE",)) -> dict:
+    return {"input": {"required": required}, "input_order": {"required": list(required)}, "output": list(output)}
+
+
+def test_dynamic_combo_nodes_are_refused_with_the_fix():
+    info = {"Resize": _info({"image": ["IMAGE", {}], "resize_type": ["COMFY_DYNAMICCOMBO_V3", {"options": [
+        {"key": "scale dimensions", "inputs": {"required": {"width": ["INT", {"default": 512}]}}}]}]})}
+    wf = {"nodes": [{"id": 1, "type": "Resize", "inputs": [], "outputs": [], "widgets_values": ["scale dimensions", 2048]}],
+          "links": [], "version": 0.4}
+    assert W.dynamic_inputs(info["Resize"]) == ["resize_type"]
+    with pytest.raises(W.WorkflowError, match=r"resize_type.*Export \(API\)"):
+        W.ui_to_api(wf, info)
+    assert [p.split(":")[0] for p in W.check_workflow(wf, info)] == ["unsupported"]
+
+
+def test_match_type_sockets_take_any_type():
+    assert W.types_match("MODEL", "COMFY_MATCHTYPE_V3") and W.types_match("COMFY_MATCHTYPE_V3", "INT")
+    assert not W.types_match("MODEL", "INT")
+
+
+def test_file_upload_buttons_sit_after_their_combo():
+    """Load3D in the 0.33 frontend: the model file, three button widgets, the LOAD_3D widget, width, height."""
+    info = _info({"model_file": ["COMBO", {"options": ["none"], "file_upload": True}], "image": ["LOAD_3D", {}],
+                  "width": ["INT", {"default": 1024, "min": 1}], "height": ["INT", {"default": 1024, "min": 1}]})
+    node = {"id": 1, "type": "Load3D",
+            "widgets_values": ["bike.fbx", "upload3dmodel", "uploadExtraResources", "clear", "", 640, 480]}
+    assert W.widget_values(node, info) == {"model_file": "bike.fbx", "image": "", "width": 640, "height": 480}
+    node["widgets_values"] = ["bike.fbx", "", 640, 480]        # no buttons saved: the plain layout
+    assert W.widget_values(node, info)["width"] == 640
+
+
+def test_input_folder_files_of_any_kind_are_missing_input_files():
+    """Audio and 3D upload combos, and folders of photos, name things in ComfyUI's input folder."""
+    audio = W.input_specs(_info({"audio": [[], {"audio_upload": True}]}))[0]
+    assert W.check_value(audio, "song.mp3", "LoadAudio")[0] == "missing input file"
+    folder = W.input_specs(_info({"folder": [["3d"], {}]}))[0]
+    assert W.check_value(folder, "bolid_person", "BoLIDLoadPhotos")[0] == "missing input file"
+    assert W.check_value(folder, "bolid_person", "SomeOtherNode")[0] == "bad value"
+    from bolid_lib.model_catalog import where_to_get
+
+    assert "photos of one person" in where_to_get("bolid_person", "input")
+    assert "ultralytics/assets" in where_to_get("pose/my_pose.pt", "ultralytics")
+    assert "h94/IP-Adapter" in where_to_get("other.safetensors", "ipadapter")
