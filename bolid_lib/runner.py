@@ -4,8 +4,9 @@
 
 1. Find ComfyUI: ``--comfyui``, else ``$COMFYUI_PATH``, else the ComfyUI this pack sits in
    (``ComfyUI/custom_nodes/<pack>``).
-2. Start it as a subprocess with the same Python (``main.py --listen 127.0.0.1 --port <free port>
-   --disable-api-nodes``), its log in a file; or use a running one with ``--server http://127.0.0.1:8188``
+2. Start it as a subprocess with the same Python (``main.py --listen 127.0.0.1 --port <free port> --offline``,
+   each flag only if that ComfyUI's ``main.py --help`` lists it: ``--offline`` where it exists, else the older
+   ``--disable-api-nodes``), its log in a file; or use a running one with ``--server http://127.0.0.1:8188``
    (loopback only). When the pack is not inside that ComfyUI's ``custom_nodes``, it is loaded through a
    temporary ``--extra-model-paths-config`` that adds a ``custom_nodes`` folder linking to the pack.
 3. Read ``/object_info``, convert the workflow (UI format or API format), list the model folders
@@ -23,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -171,6 +173,91 @@ def check_loopback(url: str) -> str:
 
 # --- the server we start -----------------------------------------------------------------------
 
+_FLAGS_CACHE: dict[str, frozenset[str]] = {}
+
+
+def parse_help_flags(text: str) -> set[str]:
+    """The long options an argparse ``--help`` text lists (its option lines: ``  --port PORT   Set ...``)."""
+    flags = set()
+    for line in text.splitlines():
+        if not re.match(r"^\s{1,8}-", line):
+            continue
+        head = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]      # "-h, --help" or "--listen [IP]"
+        for part in head.split(", "):
+            token = part.split()[0].split("=")[0] if part.split() else ""
+            if re.fullmatch(r"--[A-Za-z0-9][\w-]*", token):
+                flags.add(token)
+    return flags
+
+
+def parse_cli_args_flags(source: str) -> set[str]:
+    """The long options ``add_argument`` calls declare in a ``comfy/cli_args.py`` text."""
+    flags = set()
+    for names in re.findall(r"""add_argument\(\s*((?:["']-[^"']*["']\s*,\s*)+)""", source):
+        flags |= {f for f in re.findall(r"""["'](--[A-Za-z0-9][\w-]*)["']""", names)}
+    return flags
+
+
+def host_flags(comfyui: Path) -> frozenset[str]:
+    """The command-line flags this ComfyUI's ``main.py`` accepts: asked from ``main.py --help`` (which parses
+    the arguments before importing anything heavy), else read from ``comfy/cli_args.py``. Flags come and go
+    between ComfyUI versions (``--offline`` replaced ``--disable-api-nodes``), so the runner never assumes."""
+    key = str(comfyui)
+    if key in _FLAGS_CACHE:
+        return _FLAGS_CACHE[key]
+    flags: set[str] = set()
+    try:
+        done = subprocess.run([sys.executable, "main.py", "--help"], cwd=key, capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        if done.returncode == 0:
+            flags = parse_help_flags(done.stdout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("could not ask %s/main.py --help (%s); reading comfy/cli_args.py instead", key, e)
+    if not flags:
+        try:
+            flags = parse_cli_args_flags((comfyui / "comfy" / "cli_args.py").read_text(encoding="utf-8"))
+        except OSError:
+            flags = set()
+    if not flags:
+        raise RunError(f"cannot tell which command-line options {comfyui}/main.py accepts (`python main.py --help` "
+                       "failed and comfy/cli_args.py is unreadable): check that this ComfyUI starts on its own")
+    _FLAGS_CACHE[key] = frozenset(flags)
+    return _FLAGS_CACHE[key]
+
+
+def server_args(flags: frozenset[str] | set[str], port: int, *, cpu: bool, base_directory: Path | None = None) -> list[str]:
+    """``main.py`` arguments for a headless, loopback-only ComfyUI, using only the flags ``flags`` holds.
+
+    No partner/API nodes (the runner works offline): ``--offline`` where it exists (ComfyUI after 0.33, where
+    ``--disable-api-nodes`` became its deprecated alias), else ``--disable-api-nodes``, else
+    ``--disable-partner-nodes``. With a base directory, its database goes there too (0.33 would write
+    ``user/comfyui.db`` into the ComfyUI folder otherwise).
+    """
+    for needed in ("--listen", "--port"):
+        if needed not in flags:
+            raise RunError(f"this ComfyUI's main.py has no {needed} option, which the runner needs to start it on a "
+                           "free loopback port: start ComfyUI yourself and pass --server http://127.0.0.1:PORT")
+    args = ["--listen", "127.0.0.1", "--port", str(port)]
+    offline = next((f for f in ("--offline", "--disable-api-nodes", "--disable-partner-nodes") if f in flags), None)
+    if offline:
+        args.append(offline)
+    else:
+        log.warning("this ComfyUI has no option to leave out its API nodes; they load as usual")
+    if cpu:
+        if "--cpu" in flags:
+            args.append("--cpu")
+        else:
+            log.warning("this ComfyUI has no --cpu option; it picks its device itself")
+    if base_directory is not None:
+        if "--base-directory" not in flags:
+            raise RunError("this ComfyUI's main.py has no --base-directory option: update ComfyUI, or run without "
+                           "--base-directory")
+        args += ["--base-directory", str(base_directory)]
+        if "--database-url" in flags:
+            (base_directory / "user").mkdir(parents=True, exist_ok=True)
+            args += ["--database-url", f"sqlite:///{(base_directory / 'user' / 'comfyui.db').as_posix()}"]
+    return args
+
 @dataclass
 class ServerProcess:
     """A ComfyUI started by us; ``stop()`` ends exactly this process (by its PID)."""
@@ -237,14 +324,19 @@ class ServerProcess:
             self._log_file = None
 
 
-def prepare_pack_loading(comfyui: Path, base_directory: Path | None, workdir: Path) -> list[str]:
+def prepare_pack_loading(comfyui: Path, base_directory: Path | None, workdir: Path,
+                         flags: frozenset[str] | set[str] | None = None) -> list[str]:
     """Arguments that make ComfyUI load this pack when it is not in its ``custom_nodes`` folder.
 
     A ``custom_nodes`` folder in ``workdir`` holds a link to the pack; an extra model paths file adds it.
+    ``flags``: what this ComfyUI's main.py accepts (``host_flags``), checked when given.
     """
     custom_nodes = (base_directory or comfyui) / "custom_nodes"
     if pack_is_installed_in(custom_nodes):
         return []
+    if flags is not None and "--extra-model-paths-config" not in flags:
+        raise RunError(f"this pack is not in {custom_nodes} and this ComfyUI has no --extra-model-paths-config "
+                       f"option to load it from elsewhere: install the pack in {custom_nodes}")
     folder = workdir / "custom_nodes"
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / "ComfyUI-BoLID"
@@ -471,15 +563,13 @@ def run(opts: RunOptions, say: Callable[[str], None]) -> RunResult:
             comfyui = find_comfyui(opts.comfyui)
             workdir = Path(tempfile.mkdtemp(prefix="bolid_run_"))
             port = opts.port or free_port()
-            args = ["--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes"]
+            flags = host_flags(comfyui)
             use_cpu = opts.cpu if opts.cpu is not None else not _gpu_available()
-            if use_cpu:
-                args.append("--cpu")
-            if opts.base_directory:
-                base = opts.base_directory.resolve()
+            base = opts.base_directory.resolve() if opts.base_directory else None
+            if base is not None:
                 (base / "custom_nodes").mkdir(parents=True, exist_ok=True)  # ComfyUI lists it at start
-                args += ["--base-directory", str(base)]
-            args += prepare_pack_loading(comfyui, opts.base_directory.resolve() if opts.base_directory else None, workdir)
+            args = server_args(flags, port, cpu=use_cpu, base_directory=base)
+            args += prepare_pack_loading(comfyui, base, workdir, flags)
             args += list(opts.extra_args)
             log_path = workdir / "comfyui.log"
             server = ServerProcess(comfyui, port, log_path, args)
@@ -683,4 +773,5 @@ def main_run(args: argparse.Namespace, stream: TextIO | None = None) -> int:
 
 
 __all__ = ["run", "RunOptions", "RunResult", "RunError", "find_comfyui", "find_missing_files", "format_checklist",
+           "host_flags", "server_args", "parse_help_flags", "parse_cli_args_flags",
            "format_node_errors", "add_arguments", "main_run", "EXIT_OK", "EXIT_ERROR", "EXIT_MISSING_FILES"]

@@ -90,20 +90,43 @@ def _checkpoint_workflow(name: str) -> dict:
     return wf
 
 
+SHARED_BODY = "shared_person.safetensors"
+
+
+def _write_shared_body(path: Path) -> None:
+    import torch
+
+    from bolid_lib.embedding import BodyEmbedding, save_body
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_body(BodyEmbedding(torch.linspace(-1, 1, 16), torch.zeros(16), {"vae_fingerprint": "shared", "views_used": 2}),
+              path, overwrite=True)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One ComfyUI for the ``--server`` tests, stopped by PID at the end whatever happens."""
+    """One ComfyUI for the ``--server`` tests, stopped by PID at the end whatever happens.
+
+    Started with the runner's own arguments for this host (``server_args``), plus a user's
+    extra_model_paths.yaml that shares a Body-ID folder (``bolid: <shared>``), as ComfyUI's main.py reads it.
+    """
     comfyui = _comfyui()
     work = tmp_path_factory.mktemp("runner_server")
     base = work / "base"
     (base / "custom_nodes").mkdir(parents=True)
+    shared = work / "shared_models"
+    _write_shared_body(shared / "bolid" / "bodies" / SHARED_BODY)
+    user_yaml = work / "extra_model_paths.yaml"
+    user_yaml.write_text(f"shared:\n    base_path: {json.dumps(str(shared))}\n    bolid: bolid\n", encoding="utf-8")
     # The pack is loaded the way the runner loads it when it is not in ComfyUI/custom_nodes.
-    pack_args = runner.prepare_pack_loading(comfyui, base, work)
+    flags = runner.host_flags(comfyui)
+    pack_args = runner.prepare_pack_loading(comfyui, base, work, flags)
     assert pack_args, "the pack unexpectedly sits in the temp base's custom_nodes"
-    proc = runner.ServerProcess(comfyui, runner.free_port(), work / "comfyui.log",
-                                ["--listen", "127.0.0.1", "--port", "0", "--disable-api-nodes", "--cpu",
-                                 "--base-directory", str(base), *pack_args])
-    proc.args[proc.args.index("--port") + 1] = str(proc.port)
+    port = runner.free_port()
+    proc = runner.ServerProcess(comfyui, port, work / "comfyui.log",
+                                [*runner.server_args(flags, port, cpu=True, base_directory=base), *pack_args,
+                                 "--extra-model-paths-config", str(user_yaml)])
+    proc.shared = shared
     proc.start()
     try:
         proc.wait_ready(400, lambda _: None)
@@ -111,6 +134,61 @@ def server(tmp_path_factory):
     finally:
         proc.stop()
         assert _pid_gone(proc.proc.pid)
+
+
+def test_flags_the_runner_reads_are_those_of_this_comfyui():
+    """``main.py --help`` and the host's comfy/cli_args.py agree on the flags; the runner picks from them."""
+    comfyui = _comfyui()
+    flags = runner.host_flags(comfyui)
+    declared = runner.parse_cli_args_flags((comfyui / "comfy" / "cli_args.py").read_text(encoding="utf-8"))
+    assert flags - {"--help"} == declared
+    args = runner.server_args(flags, 8190, cpu=True)
+    assert {a for a in args if a.startswith("--")} <= flags
+    offline = "--offline" if "--offline" in flags else "--disable-api-nodes"
+    assert offline in args and ("--disable-api-nodes" not in args or "--offline" not in flags)
+
+
+def test_example_workflows_and_thumbnails_are_served(server):
+    """What the template browser fetches: /workflow_templates lists the pack's examples under its folder
+    name, and each workflow and its .jpg thumbnail come from the route this host serves, byte for byte."""
+    proc, _ = server
+    client = runner.Client(proc.url)
+    status, listed = client.get_json("/workflow_templates")
+    assert status == 200 and isinstance(listed, dict), listed
+    examples = {p.stem for p in (PACK / "example_workflows").glob("*.json")}
+    module = next((m for m, names in listed.items() if examples and examples <= set(names)), None)
+    assert module is not None, f"the pack's examples are not listed: {listed}"
+    routes = (f"/api/workflow_templates/{module}/", f"/workflow_templates/{module}/")
+    for name in sorted(examples):
+        for suffix in (".json", ".jpg"):
+            local = (PACK / "example_workflows" / f"{name}{suffix}").read_bytes()
+            served = {}
+            for route in routes:
+                status, raw = client._request("GET", route + name + suffix)
+                served[route] = status == 200 and raw == local
+            assert any(served.values()), f"{name}{suffix} is not served on {routes}: {served}"
+
+
+def test_body_ids_in_a_shared_folder_are_offered_and_loaded(server, tmp_path):
+    """``bolid: <shared>`` in the user's extra_model_paths.yaml: Load Body-ID offers <shared>/bodies/x and runs
+    with it (0.33 checks the choice against the list), and the Body-ID VAE list leaves it out."""
+    proc, _ = server
+    client = runner.Client(proc.url)
+    info = client.get_json("/object_info/BoLIDLoadBody")[1]["BoLIDLoadBody"]
+    spec = info["input"]["required"]["body_name"]
+    options = spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+    assert SHARED_BODY in options, options
+    vae = client.get_json("/object_info/BoLIDBodyVAELoader")[1]["BoLIDBodyVAELoader"]["input"]["required"]["vae_name"]
+    assert not any(SHARED_BODY in str(o) for o in (vae[0] if isinstance(vae[0], list) else vae[1]["options"]))
+    api = {"1": {"class_type": "BoLIDLoadBody", "inputs": {"body_name": SHARED_BODY}},
+           "2": {"class_type": "BoLIDBodyPreview", "inputs": {"body": ["1", 0]}}}
+    wf = tmp_path / "shared_body.json"
+    wf.write_text(json.dumps(api), encoding="utf-8")
+    done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"), "--timeout", "120")
+    assert done.returncode == 0, done.stdout + done.stderr + proc.log_tail(30)
+    prompt_id = done.stdout.split("queued prompt ")[1].split()[0]
+    entry = client.get_json(f"/history/{prompt_id}")[1][prompt_id]
+    assert entry["outputs"]["2"]["bolid_body"][0]["dim"] == 16   # the shared file, not another one
 
 
 def test_run_writes_the_image_and_stops_its_server(tmp_path):
@@ -327,3 +405,110 @@ def test_pack_user_error_reaches_the_terminal(server, tmp_path, yolo_pose_pt):
     done = _cli(str(wf), "--server", proc.url, "--out", str(tmp_path / "out"), "--timeout", "300")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "node 3 (BoLIDPoseKeypoints)" in done.stdout and "BoLIDError" in done.stdout
+
+
+def _put_example_inputs(base: Path) -> None:
+    """Photos for the examples: procedural people (tests/browserlib.sample_files) in input/ and
+    input/bolid_person/, plus copies of other sizes and orientations (the photo loader letterboxes them)."""
+    import io
+
+    import browserlib
+    from PIL import Image
+
+    files = browserlib.sample_files()
+    for rel, data in files.items():
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_bytes(data)
+    first = Image.open(io.BytesIO(next(d for r, d in files.items() if "bolid_person/" in r))).convert("RGB")
+    first.resize((300, 500)).save(base / "input" / "bolid_person" / "tall_300x500.jpg", quality=90)
+    first.resize((640, 360)).rotate(90, expand=True).save(base / "input" / "bolid_person" / "turned_360x640.png")
+
+
+def _example_with(name: str, **widgets) -> dict:
+    """An example workflow with some widgets changed: {node type: {widget index: value}}."""
+    wf = json.loads((PACK / "example_workflows" / f"{name}.json").read_text(encoding="utf-8"))
+    for node in wf["nodes"]:
+        for index, value in widgets.get(node["type"], {}).items():
+            node["widgets_values"][index] = value
+    return wf
+
+
+def test_build_body_id_example_runs_through_the_cli(server, tmp_path, yolo_pose_pt):
+    """`python -m bolid_lib run example_workflows/bolid_build_body_id.json` against this host: a random-weight
+    YOLO pose model and Body-ID VAE (default layout) in the server's folders, photos of several sizes. The
+    only change to the example: the pose thresholds (random weights score every detection about 2e-4)."""
+    import shutil
+
+    import torch
+
+    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.embedding import load_body
+
+    proc, base = server
+    (base / "models" / "ultralytics" / "pose").mkdir(parents=True, exist_ok=True)
+    shutil.copy(yolo_pose_pt, base / "models" / "ultralytics" / "pose" / "yolo11n-pose.pt")
+    torch.manual_seed(0)
+    save_body_vae(BodyVAE(BodyVAEConfig()), base / "models" / "bolid" / "bolid_body_vae.safetensors")
+    _put_example_inputs(base)
+    wf = _example_with("bolid_build_body_id", BoLIDPoseKeypoints={0: 0.0001, 1: 0.0})
+    path = tmp_path / "bolid_build_body_id.json"
+    path.write_text(json.dumps(wf), encoding="utf-8")
+    # The server's user yaml shares a Body-ID folder (``bolid: <shared>``, read before the pack loads), so
+    # Save Body-ID writes into that first Body-ID folder, where Load Body-ID lists it.
+    bodies = proc.shared / "bolid" / "bodies"
+    before = set(bodies.glob("my_person*.safetensors"))
+    done = _cli(str(path), "--server", proc.url, "--out", str(tmp_path / "out"), "--timeout", "400")
+    assert done.returncode == 0, done.stdout + done.stderr + proc.log_tail(40)
+    new = sorted(set(bodies.glob("my_person*.safetensors")) - before)
+    assert len(new) == 1, (new, done.stdout)
+    body = load_body(new[0])
+    photos = [p for p in (base / "input" / "bolid_person").iterdir() if p.is_file()]
+    assert body.dim == 756 and body.meta["views_used"] + body.meta["views_skipped"] == len(photos) >= 6
+    options = client_options(proc, "BoLIDLoadBody", "body_name")
+    assert new[0].name in options, options
+
+
+def client_options(proc, node: str, name: str) -> list:
+    spec = runner.Client(proc.url).get_json(f"/object_info/{node}")[1][node]["input"]["required"][name]
+    return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES if p.stem != "bolid_build_body_id"])
+def test_sdxl_examples_are_accepted_by_the_server(server, tmp_path, name, yolo_pose_pt):
+    """The SDXL examples through the CLI up to the server: converted, every file found, queued (ComfyUI's own
+    validation passed); they then stop at the first stand-in model file (an empty file: a full-size SDXL does
+    not fit beside the other tests here; tests/host/test_workflows_run.py runs them with BOLID_SDXL_RUN=1)."""
+    import shutil
+
+    import torch
+
+    from bolid_lib import workflow as W
+    from bolid_lib.embedding import BodyEmbedding, save_body
+
+    proc, base = server
+    client = runner.Client(proc.url)
+    info = client.get_json("/object_info")[1]
+    _put_example_inputs(base)
+    stand_ins = set()
+    dirs = {"checkpoints": "checkpoints", "clip_vision": "clip_vision", "bolid": "bolid", "bolid_bodies": "bolid/bodies",
+            "ultralytics": "ultralytics"}
+    wf = _example_with(name, BoLIDPoseKeypoints={0: 0.0001, 1: 0.0})  # random pose weights score ~2e-4
+    for f in W.required_files(wf, info):
+        if f.folder in (None, "input"):
+            continue
+        target = base / "models" / dirs[f.folder] / f.file_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if f.folder == "ultralytics":
+            shutil.copy(yolo_pose_pt, target)
+        elif f.folder == "bolid_bodies":
+            save_body(BodyEmbedding(torch.zeros(756), torch.zeros(756)), target, overwrite=True)
+        else:
+            target.write_bytes(b"")
+            stand_ins.add(f.node_type)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(wf), encoding="utf-8")
+    done = _cli(str(path), "--server", proc.url, "--out", str(tmp_path / "out"))
+    assert "queued prompt" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 1 and "the workflow failed while running" in done.stdout, done.stdout
+    failed = done.stdout.split("failed while running:")[1]
+    assert any(f"({kind})" in failed for kind in stand_ins), (stand_ins, failed)

@@ -1,7 +1,8 @@
 """Soak: a ComfyUI server started by the test runs 200 prompts of a small graph that uses every node family,
 good and bad interleaved.
 
-The server is ``main.py --cpu --listen 127.0.0.1 --port <free> --disable-api-nodes --base-directory <tmp>``,
+The server is ``main.py --listen 127.0.0.1 --port <free> --offline|--disable-api-nodes --cpu --base-directory <tmp>``
+(the runner's ``server_args``: only flags this host's main.py lists),
 started and stopped by its own PID (bolid_lib.runner.ServerProcess). Its base directory is a temporary folder:
 ``custom_nodes`` holds a link to this pack and a test-only node package (tests/reliability/testonly_nodes.py,
 which gives a reduced-width SDXL MODEL, CLIP vision and conditioning), ``models`` the random-weight files.
@@ -174,8 +175,7 @@ def server(tmp_path_factory, yolo_pose_pt, yolo_detect_pt):
     _prepare_base(base, yolo_pose_pt, yolo_detect_pt)
     port = runner.free_port()
     proc = runner.ServerProcess(comfyui=root, port=port, log_path=base / "server.log",
-                                args=["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes",
-                                      "--base-directory", str(base)])
+                                args=runner.server_args(runner.host_flags(root), port, cpu=True, base_directory=base))
     before_checkout = snapshot({sub: root / sub for sub in ("models", "input", "output", "temp", "user")})
     proc.start()
     try:

@@ -111,3 +111,66 @@ def test_unreachable_server_is_a_user_error(tmp_path, capsys):
     assert runner.main_run(args) == runner.EXIT_ERROR
     out = capsys.readouterr().out
     assert "cannot reach ComfyUI" in out and "Traceback" not in out
+
+
+def _argparse_help(flags_and_kwargs: list[tuple[tuple[str, ...], dict]]) -> str:
+    """A real argparse --help text (what ComfyUI's main.py prints), for the flags given."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="main.py")
+    for names, kwargs in flags_and_kwargs:
+        parser.add_argument(*names, **kwargs)
+    return parser.format_help()
+
+
+NEWEST = [(("--listen",), dict(type=str, nargs="?", const="0.0.0.0,::", metavar="IP", help="Specify the IP address " * 5)),
+          (("--port",), dict(type=int, help="Set the listen port.")),
+          (("--base-directory",), dict(type=str, help="base")),
+          (("--extra-model-paths-config",), dict(type=str, nargs="+", action="append", metavar="PATH", help="yaml")),
+          (("--cpu",), dict(action="store_true", help="To use the CPU for everything (slow).")),
+          (("--disable-partner-nodes",), dict(action="store_true", help="partner nodes only")),
+          (("--offline",), dict(action="store_true", help="no internet; also disables partner nodes")),
+          (("--disable-api-nodes",), dict(action="store_true", help="Deprecated alias for --offline.")),
+          (("--database-url",), dict(type=str, help="db")),
+          (("--feature-flag",), dict(type=str, action="append", metavar="KEY[=VALUE]", help="Examples: --feature-flag x " * 4))]
+
+
+def test_flags_are_read_from_help_and_from_cli_args_source():
+    flags = runner.parse_help_flags(_argparse_help(NEWEST))
+    assert flags == {n for names, _ in NEWEST for n in names} | {"--help"}
+    source = "\n".join(f"parser.add_argument({', '.join(repr(n) for n in names)}, help='x')" for names, _ in NEWEST)
+    source += "\nvram_group.add_argument(\"--lowvram\", action=\"store_true\")\n# '--not-a-flag' in a comment\n"
+    assert runner.parse_cli_args_flags(source) == {n for names, _ in NEWEST for n in names} | {"--lowvram"}
+
+
+@pytest.mark.parametrize("host, offline", [
+    ("newest", "--offline"),                       # --disable-api-nodes is only a deprecated alias there
+    ("0.3.64/0.33", "--disable-api-nodes"),
+    ("partner-only", "--disable-partner-nodes"),
+    ("none", None),
+])
+def test_server_args_use_only_flags_the_host_has(host, offline, tmp_path):
+    flags = runner.parse_help_flags(_argparse_help(NEWEST))
+    drop = {"newest": set(), "0.3.64/0.33": {"--offline", "--disable-partner-nodes"},
+            "partner-only": {"--offline", "--disable-api-nodes"},
+            "none": {"--offline", "--disable-api-nodes", "--disable-partner-nodes", "--cpu", "--database-url"}}[host]
+    flags -= drop
+    args = runner.server_args(flags, 8190, cpu=True, base_directory=tmp_path)
+    assert args[:4] == ["--listen", "127.0.0.1", "--port", "8190"]
+    assert set(a for a in args if a.startswith("--")) <= flags, f"a flag this host lacks: {args}"
+    chosen = [a for a in args if a in ("--offline", "--disable-api-nodes", "--disable-partner-nodes")]
+    assert chosen == ([offline] if offline else [])
+    assert ("--cpu" in args) == ("--cpu" in flags)
+    assert args[args.index("--base-directory") + 1] == str(tmp_path)
+    if "--database-url" in flags:
+        assert args[args.index("--database-url") + 1] == f"sqlite:///{(tmp_path / 'user' / 'comfyui.db').as_posix()}"
+
+
+def test_server_args_refuse_a_host_without_what_the_runner_needs(tmp_path):
+    with pytest.raises(runner.RunError, match="no --port option.*--server"):
+        runner.server_args({"--listen", "--cpu"}, 8190, cpu=True)
+    with pytest.raises(runner.RunError, match="no --base-directory"):
+        runner.server_args({"--listen", "--port"}, 8190, cpu=False, base_directory=tmp_path)
+    comfyui = _fake_comfyui(tmp_path / "ComfyUI")
+    with pytest.raises(runner.RunError, match="no --extra-model-paths-config"):
+        runner.prepare_pack_loading(comfyui, None, tmp_path / "work", flags={"--listen", "--port"})
