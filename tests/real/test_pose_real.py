@@ -89,7 +89,8 @@ def test_person_policies_pick_as_ultralytics_ranks(comfy, real_inputs, real_phot
     else:
         assert largest != confident, "the crop no longer separates the two policies"
     picks = {"largest": ("largest", 0), "confident": ("most_confident", 0)}
-    picks |= {f"idx{i}": ("by_index", i) for i in range(n + 1)}  # n: one past the last person
+    if crop is None:  # (the crop cuts a person in two at its edge, scored near conf by both: no stable count)
+        picks |= {f"idx{i}": ("by_index", i) for i in range(n + 1)}  # n: one past the last person
     result = comfy.run(pose_graph(name, real_model_name, picks))
     assert result.ok, result.error_text()
 
@@ -110,6 +111,8 @@ def test_person_policies_pick_as_ultralytics_ranks(comfy, real_inputs, real_phot
 
     assert matched("largest") == largest
     assert matched("confident") == confident
+    if crop is not None:
+        return
     chosen = []
     for i in range(n):
         ties = set(np.flatnonzero(np.abs(truth["conf"] - truth["conf"][i]) < SCORE_TIE).tolist())

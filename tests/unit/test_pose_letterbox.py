@@ -1,0 +1,39 @@
+"""The pose wrapper's letterbox against ultralytics' own (ultralytics.data.augment.LetterBox): the network must
+see the pixels ultralytics' predict would show it, or its scores and keypoints drift (on real photos the
+antialiased shrink the wrapper used before moved bus.jpg's detection scores by up to 0.045)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bolid_lib import pose as P
+
+
+def ultralytics_letterbox(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (1, 3, H', W') float as ultralytics' predictor builds it, padded right/bottom as the
+    pack pads (center=False; where the padding goes is the one difference the pack keeps on purpose)."""
+    from ultralytics.data.augment import LetterBox
+
+    out = LetterBox(new_shape=size, auto=False, scaleup=True, center=False, padding_value=114)(image=image)
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.mark.parametrize("hw", [(1080, 810), (720, 1280), (342, 548), (97, 161)])
+def test_letterbox_equals_ultralytics(hw):
+    """High-frequency content (noise) shows any difference in the resampling filter."""
+    h, w = hw
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    plan = P._letterbox_plan(h, w, 640, 32)
+    ours = P._letterbox(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, plan)
+    theirs = ultralytics_letterbox(image, plan.size)
+    assert ours.shape == theirs.shape
+    # OpenCV interpolates uint8 in fixed point and rounds: within 1/255 plus its rounding.
+    assert (ours - theirs).abs().max() <= 2.5 / 255
+    if plan.gain < 1:  # what an antialiased shrink gives differs by far more (the filter the pack used before)
+        nh, nw = round(h * plan.gain), round(w * plan.gain)
+        aa = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, size=(nh, nw),
+                           mode="bilinear", align_corners=False, antialias=True)
+        assert (aa - theirs[..., :nh, :nw]).abs().max() > 20 / 255
