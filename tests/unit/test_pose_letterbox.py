@@ -37,3 +37,24 @@ def test_letterbox_equals_ultralytics(hw):
         aa = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, size=(nh, nw),
                            mode="bilinear", align_corners=False, antialias=True)
         assert (aa - theirs[..., :nh, :nw]).abs().max() > 20 / 255
+
+
+def test_network_gets_nchw_contiguous_input(yolo_pose_pt, monkeypatch):
+    """The node edge permutes ComfyUI's BHWC image to BCHW (channels-last strides); a tensor already of the
+    network's size goes in without a resize, and channels-last strides would run every convolution in that
+    slower layout. The network must get NCHW-contiguous input, with the same results."""
+    model = P.PoseModel.load(str(yolo_pose_pt))
+    original, seen = model.yolo.predict, []
+
+    def spy(x, **kwargs):
+        seen.append(x.is_contiguous())
+        return original(x, **kwargs)
+
+    monkeypatch.setattr(model.yolo, "predict", spy)
+    images = torch.rand(2, 64, 96, 3, generator=torch.Generator().manual_seed(0)).permute(0, 3, 1, 2)
+    assert not images.is_contiguous() and P._letterbox_plan(64, 96, 96, model.stride).size == (64, 96)
+    strided = model.predict(images, conf=1e-4, imgsz=96)
+    plain = model.predict(images.contiguous(), conf=1e-4, imgsz=96)
+    assert seen == [True, True]
+    assert torch.equal(strided.found, plain.found)
+    torch.testing.assert_close(strided.keypoints, plain.keypoints, rtol=1e-4, atol=1e-3)
