@@ -18,11 +18,9 @@ Used by ``tests/real/conftest.py`` (each fetch failure becomes a skip with its r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import gzip
-import inspect
 import json
 import os
 import shutil
@@ -257,13 +255,3 @@ def run_blazepose(jobs: list[dict], python: Path | None = None) -> list[list[lis
             raise RuntimeError(f"BlazePose job failed:\n{done.stderr[-3000:]}")
         return json.loads(out_file.read_text())
 
-
-def executor_output(comfy, node_id: str, slot: int):
-    """A node's output value from the cache of a booted ComfyUI's executor (tests/hostlib.py) after a run.
-
-    ComfyUI 0.33's cache ``get`` is a coroutine returning a CacheEntry(ui, outputs); 0.3.64's returns the
-    outputs list itself."""
-    entry = comfy.executor.caches.outputs.get(node_id)
-    if inspect.isawaitable(entry):
-        entry = asyncio.run(entry)
-    return getattr(entry, "outputs", entry)[slot][0]

@@ -59,7 +59,8 @@ def pose_graph(image_name: str, model_name: str, picks: dict[str, tuple[str, int
     return g
 
 
-cached = reallib.executor_output
+def cached(comfy, node_id: str, slot: int):
+    return comfy.cached_output(node_id, slot)
 
 
 def save_input(comfy, name: str, image: np.ndarray) -> str:

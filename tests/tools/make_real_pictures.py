@@ -68,10 +68,10 @@ def main() -> None:
     result = comfy.run(prompt)
     if not result.ok:
         raise SystemExit(result.error_text())
-    pose = reallib.executor_output(comfy, "pose", 0)
+    pose = comfy.cached_output("pose", 0)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, node, slot in (("real_pose_overlay.jpg", "pose", 2), ("real_weighted.jpg", "weight", 0)):
-        size = save_jpeg(reallib.executor_output(comfy, node, slot)[0].numpy(), args.out / name)
+        size = save_jpeg(comfy.cached_output(node, slot)[0].numpy(), args.out / name)
         print(f"{args.out / name}: {size / 1000:.0f} KB")
     print(f"{args.photo}: person {args.person_index} by detection score, {int(pose.visible.sum())} visible keypoints")
 
