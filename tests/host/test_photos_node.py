@@ -125,23 +125,25 @@ def test_the_node_loads_mixed_photos_in_the_executor(comfy, mixed):
 
 
 def test_node_outputs_images_masks_and_report(comfy, mixed):
-    with torch.inference_mode():
-        out = comfy.node("BoLIDLoadPhotos").execute(folder=mixed, size=SIZE, max_photos=0)
-    images, masks, report = out.result
-    assert images.shape == (len(PHOTOS), SIZE, SIZE, 3) and images.dtype == torch.float32
+    result = comfy.run(load_graph(mixed))
+    assert result.ok, result.error_text()
+    images, masks, report = (comfy.cached_output("p", slot) for slot in range(3))   # as the next nodes get them
+    assert images.shape == (len(PHOTOS), SIZE, SIZE, 3) and images.dtype == torch.float32 and images.is_contiguous()
     assert masks.shape == (len(PHOTOS), SIZE, SIZE)
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     for i, (w, h) in enumerate(PHOTOS.values()):
         vw, vh = ph._fit(w, h, SIZE)
         assert float(masks[i].sum()) == vw * vh and float(masks[i, :vh, :vw].min()) == 1.0
     assert report.splitlines()[0].startswith(f"loaded {len(PHOTOS)} photos from {mixed}")
-    assert out.ui["text"][0] == report
+    assert result.outputs["p"]["text"][0] == report
 
 
 def test_max_photos_limits_the_batch(comfy, mixed):
-    with torch.inference_mode():
-        images, _, report = comfy.node("BoLIDLoadPhotos").execute(folder=mixed, size=128, max_photos=2).result
-    assert images.shape == (2, 128, 128, 3) and "not read: 3 more files" in report  # broken.jpg, c_phone.heic, d_square.png
+    result = comfy.run(load_graph(mixed, size=128, max_photos=2))
+    assert result.ok, result.error_text()
+    images, report = comfy.cached_output("p", 0), comfy.cached_output("p", 2)
+    assert images.shape == (2, 128, 128, 3)
+    assert "not read: 3 more files" in report  # broken.jpg, c_phone.heic, d_square.png
 
 
 @pytest.mark.parametrize("folder, words", [
