@@ -108,16 +108,17 @@ def _ref_features(adapter: BoLIDAdapter, clip_vision, image, clip_vision_output)
         raise BoLIDError(f"the CLIP vision output has no {key}, which this {kind} adapter reads: encode with a CLIP vision model")
     uncond = None
     if kind == "plus":
-        # IP-Adapter plus is trained with the hidden states of an all-zero (normalised) image as "no image":
-        # an image of CLIP's mean colour normalises to zero.
+        # "No image" for the unconditional rows of a plus adapter: the hidden states of a black image, as
+        # ComfyUI_IPAdapter_plus encodes it (torch.zeros IMAGE, then CLIP's normalisation), so the weights users
+        # run there give the same picture here (tests/host/test_ipadapter_parity.py). The plain layout's "no image"
+        # is zero image_embeds (BoLIDPatch's default), as there too.
         if clip_vision is not None:
             size = getattr(clip_vision, "image_size", 224)
-            mean = torch.tensor(getattr(clip_vision, "image_mean", [0.48145466, 0.4578275, 0.40821073]))
-            blank = mean.reshape(1, 1, 1, 3).expand(1, size, size, 3).contiguous()
-            uncond = clip_vision.encode_image(blank)[key]
+            uncond = clip_vision.encode_image(torch.zeros(1, size, size, 3))[key]
         else:
             log.warning("BoLID: no CLIP vision model connected, so the unconditional reference of this 'plus' adapter is "
-                        "a zero tensor instead of the encoding of a blank image; connect the CLIP vision model to match training")
+                        "a zero tensor instead of the encoding of a black image (what IPAdapter_plus uses); connect the CLIP "
+                        "vision model too to get IPAdapter_plus's picture")
     return features.float().cpu(), None if uncond is None else uncond.float().cpu()
 
 
