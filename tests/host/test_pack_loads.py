@@ -76,3 +76,31 @@ def test_web_directory_registered(comfy):
     dirs = {k: v for k, v in comfy.nodes.EXTENSION_WEB_DIRS.items()}
     ours = [v for v in dirs.values() if os.path.samefile(v, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "js"))]
     assert ours, f"the pack's js/ folder is not served: {dirs}"
+
+
+def test_body_id_folders_follow_the_bolid_folders(comfy, tmp_path):
+    """extra_model_paths.yaml read by ComfyUI's loader before the pack registers (main.py's order): a
+    "bolid_bodies" path the user gave stays first, then <each "bolid" folder>/bodies in that key's order."""
+    import importlib
+    import sys
+
+    import folder_paths
+
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"mine:\n    base_path: {tmp_path}\n    bolid: shared_bolid\n    bolid_bodies: my_bodies\n",
+                      encoding="utf-8")
+    try:
+        for key in ("bolid", "bolid_bodies"):
+            folder_paths.folder_names_and_paths.pop(key, None)
+        importlib.import_module("utils.extra_config").load_extra_path_config(str(config))
+        comfy_mod = next(m for name, m in sys.modules.items() if name.endswith("nodes._comfy") and hasattr(m, "register_model_folders"))
+        comfy_mod.register_model_folders()
+        comfy_mod.register_model_folders()  # twice (a reload): nothing is added twice
+        own = str(comfy.models_dir / "bolid")
+        assert folder_paths.get_folder_paths("bolid") == [str(tmp_path / "shared_bolid"), own]
+        assert folder_paths.get_folder_paths("bolid_bodies") == [
+            str(tmp_path / "my_bodies"), str(tmp_path / "shared_bolid" / "bodies"), str(comfy.models_dir / "bolid" / "bodies")]
+    finally:
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update(saved)
