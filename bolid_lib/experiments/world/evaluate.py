@@ -1,0 +1,155 @@
+"""Evaluation of generated images with the independent classifiers, and the run's figures (JSON, plot, grid).
+
+Every generated image is sampled from the frozen base with the adapter's body branch at lambda_b, decoded by the
+world's latent map, and judged by classifiers trained on ground-truth renders only. Sample seeds depend on
+(identity, pose, k) and not on lambda_b, so every lambda_b sees the same starting noise.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ... import metrics
+from . import nets, render
+from .latent import to_image
+from .sample import Sampler
+from .text import TrainerText, prompt_for
+
+log = logging.getLogger("bolid")
+
+
+@torch.no_grad()
+def keypoint_error(net, images: torch.Tensor, keypoints: torch.Tensor) -> float:
+    return float((net.keypoints(images)[..., :2] - keypoints[..., :2]).norm(dim=-1).mean())
+
+
+def retrieval(gallery: torch.Tensor, queries: torch.Tensor, ids: int) -> float:
+    """Top-1 of identity-major queries (ids * Q, D) against the gallery (ids, D)."""
+    truth = torch.arange(ids).repeat_interleave(queries.shape[0] // ids)
+    return float((torch.cdist(queries, gallery).argmin(1) == truth).float().mean())
+
+
+def plan(world, ids: list[int]) -> list[tuple[int, int, int]]:
+    """(identity, pose, k) of every sample of these identities."""
+    return [(i, p, k) for i in ids for p in range(len(render.POSES)) for k in range(world.cfg.eval_seeds)]
+
+
+def sample_seed(world, i: int, p: int, k: int) -> int:
+    return world.cfg.seed * 1_000_000 + i * 1000 + p * 10 + k
+
+
+@torch.no_grad()
+def generate(world, sampler: Sampler, rows: list[tuple[int, int, int]], body: torch.Tensor | None, lam: float,
+             chunk: int = 24) -> torch.Tensor:
+    """Images (B, 3, S, S) for the planned rows; body (B, D) per row or None."""
+    out = []
+    for s in range(0, len(rows), chunk):
+        part = rows[s:s + chunk]
+        lat = sampler([prompt_for(p) for _, p, _ in part], [sample_seed(world, *r) for r in part],
+                      None if body is None else body[s:s + chunk], lam, world.cfg.sample_steps, world.cfg.cfg_scale)
+        out.append(to_image(lat, world.latent_map))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def judge(world, images: torch.Tensor, rows: list[tuple[int, int, int]]) -> dict[str, float]:
+    ids = torch.tensor([r[0] for r in rows])
+    poses = torch.tensor([r[1] for r in rows])
+    id_pred = world.id_clf(images).argmax(1)
+    pose_pred = world.pose_clf(images).argmax(1)
+    return {"identity_top1": float((id_pred == ids).float().mean()), "pose_accuracy": float((pose_pred == poses).float().mean()),
+            "n": len(rows)}
+
+
+def quality(world, images: torch.Tensor) -> dict[str, float]:
+    """FID against held-out ground-truth renders and IS, both on the identity classifier's features / logits."""
+    with torch.no_grad():
+        real = world.id_clf.features(world.real_test)
+        gen = world.id_clf.features(images)
+        logits = world.id_clf(images)
+    is_mean, is_std = metrics.inception_score(logits, splits=min(10, images.shape[0]))
+    return {"fid": metrics.fid(real, gen), "is": is_mean, "is_std": is_std}
+
+
+def run_all(world, adapter, tag: str, lambdas=None) -> None:
+    """Identity / pose accuracy per lambda_b (adapter identities and held-out ones apart), the image-referenced mode,
+    FID / IS with the branch off and on; figures into ``world.figures[tag]``."""
+    cfg = world.cfg
+    sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(),
+                      cfg.size, adapter)
+    res: dict = {"lambda_sweep": {}}
+    groups = {"adapter_ids": world.train_ids, "held_out_ids": world.held_ids}
+    keep = {}
+    for lam in (lambdas or cfg.lambdas):
+        row = {}
+        for name, ids in groups.items():
+            rows = plan(world, ids)
+            body = world.gallery[torch.tensor([r[0] for r in rows])]
+            images = generate(world, sampler, rows, body, lam)
+            row[name] = judge(world, images, rows)
+            keep[(lam, name)] = images
+        res["lambda_sweep"][str(lam)] = row
+        log.info("%s lambda_b %.2f: %s", tag, lam, row)
+        world.figures[tag] = res
+        world.save_figures()
+    res["image_referenced"] = {}
+    for name, ids in groups.items():
+        rows = plan(world, ids)
+        per = len(render.POSES) * cfg.eval_seeds
+        body = torch.stack([world.single[i * per + p * cfg.eval_seeds + k] for i, p, k in rows])
+        res["image_referenced"][name] = judge(world, generate(world, sampler, rows, body, 1.0), rows)
+    log.info("%s image-referenced (one view): %s", tag, res["image_referenced"])
+    if (0.0, "adapter_ids") in keep and (1.0, "adapter_ids") in keep:
+        res["quality"] = {f"lambda_{lam}": quality(world, torch.cat([keep[(lam, "adapter_ids")], keep[(lam, "held_out_ids")]]))
+                          for lam in (0.0, 1.0)}
+        world.samples = {lam: keep[(lam, "adapter_ids")] for lam in (0.0, 1.0)}
+    world.figures[tag] = res
+    world.save_figures()
+
+
+def figures_out(world) -> None:
+    """world_lambda_sweep.png (identity and pose accuracy against lambda_b) and world_samples.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = world.figures["main"]["lambda_sweep"]
+    lams = sorted(float(k) for k in sweep)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, style in (("adapter_ids", "-o"), ("held_out_ids", "--s")):
+        ax.plot(lams, [100 * sweep[str(l)][name]["identity_top1"] for l in lams], style, label=f"identity top-1 ({name})")
+        ax.plot(lams, [100 * sweep[str(l)][name]["pose_accuracy"] for l in lams], style, alpha=0.5, label=f"prompt accuracy ({name})")
+    ax.axhline(100 / world.cfg.ids, color="grey", lw=0.8, ls=":", label="chance (identity)")
+    ax.set_xlabel("λ_b")
+    ax.set_ylabel("% of generated images")
+    ax.set_ylim(0, 102)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(world.out / "world_lambda_sweep.png", dpi=130)
+    plt.close(fig)
+    if getattr(world, "samples", None) is not None:
+        save_grid(world)
+
+
+def save_grid(world) -> None:
+    """Rows: adapter identities; columns: a ground-truth view, then per prompt the sample at lambda_b 0 and 1."""
+    from PIL import Image
+
+    cfg = world.cfg
+    ids = world.train_ids
+    gt = world.views(1, 8, ids)["images"]
+    per = len(render.POSES) * cfg.eval_seeds
+    cells = []
+    for j, i in enumerate(ids):
+        row = [gt[j]]
+        for p in range(len(render.POSES)):
+            for lam in (0.0, 1.0):
+                row.append(world.samples[lam][j * per + p * cfg.eval_seeds])
+        cells.append(torch.cat(row, dim=2))
+    grid = torch.cat(cells, dim=1)
+    arr = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    img = Image.fromarray(arr)
+    img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(world.out / "world_samples.png")

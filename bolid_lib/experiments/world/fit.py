@@ -1,0 +1,150 @@
+"""Training loops of the world's own models: the text-only base (UNet + text encoder), the classifiers and the
+keypoint regressor. Each saves a safetensors checkpoint it resumes from (the Body-ID VAE and the adapter are trained
+by the pack's own trainers, see ``world_proof``).
+
+Legend: B batch, S image side, h latent side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...files import read_format, read_safetensors, save_safetensors_atomic
+from . import nets
+from .text import WorldTextEncoder, prompt_for
+
+log = logging.getLogger("bolid")
+FORMAT = "bolid.world_checkpoint"
+
+
+def save_state(path: Path, modules: dict[str, nn.Module], config: dict | None = None,
+               extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Modules' weights under ``name.`` prefixes (plus ``extra`` tensors), ``config`` in the metadata."""
+    tensors = {f"{name}.{k}": v.detach().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors.update({k: v.contiguous() for k, v in (extra or {}).items()})
+    save_safetensors_atomic(tensors, path, fmt=FORMAT, version=1, config=config or {}, overwrite=True)
+
+
+def load_state(path: Path, modules: dict[str, nn.Module]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Load ``modules`` from a ``save_state`` file; returns (config, all tensors)."""
+    tensors, meta = read_safetensors(path)
+    _, config = read_format(meta, path, fmt=FORMAT, max_version=1)
+    for name, m in modules.items():
+        m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+    return config, tensors
+
+
+def _lr(step: int, lr: float, warmup: int) -> float:
+    return lr * min(1.0, (step + 1) / max(1, warmup))
+
+
+def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: Path) -> tuple[nn.Module, WorldTextEncoder, dict]:
+    """The text-only base: UNet + text encoder from scratch on (latent, prompt of its pose class), 10% empty prompts
+    (classifier-free guidance). latents (N, 4, h, h), pose (N,). Stops at cfg.base_steps or cfg.base_seconds."""
+    unet = nets.build_unet(cfg.model_channels, cfg.head_channels, seed=cfg.seed)
+    nets.share_context_projections(unet)
+    text = WorldTextEncoder()
+    sched = nets.scheduler()
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.base_lr, weight_decay=0.0)
+    step, spent = 0, 0.0
+    if ckpt.is_file():
+        meta = _load_base(ckpt, unet, text, opt)
+        step, spent = int(meta["step"]), float(meta.get("seconds", 0.0))
+        log.info("base: resumed at step %d", step)
+    acp = sched.alphas_cumprod
+    g = torch.Generator().manual_seed(cfg.seed * 7 + step)
+    t0 = time.time() - spent
+    unet.train()
+    losses = []
+    while step < cfg.base_steps and time.time() - t0 < cfg.base_seconds:
+        idx = torch.randint(0, latents.shape[0], (cfg.base_batch,), generator=g)
+        x0 = latents[idx]
+        caps = [prompt_for(int(p)) if float(u) >= 0.1 else "" for p, u in zip(pose[idx], torch.rand(len(idx), generator=g))]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, 1000, (len(idx),), generator=g)
+        noisy = acp[t].sqrt().reshape(-1, 1, 1, 1) * x0 + (1 - acp[t]).sqrt().reshape(-1, 1, 1, 1) * noise
+        ctx, pooled = text.encode_unique(caps)
+        pred = unet(noisy, t, encoder_hidden_states=ctx,
+                    added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(size, len(idx))}).sample
+        loss = F.mse_loss(pred, noise)
+        for grp in opt.param_groups:
+            grp["lr"] = _lr(step, cfg.base_lr, 100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        if step % 50 == 0:
+            log.info("base step %d loss %.4f (%.0f s)", step, sum(losses[-50:]) / len(losses[-50:]), time.time() - t0)
+        if step % cfg.checkpoint_every == 0:
+            _save_base(ckpt, unet, text, opt, step, time.time() - t0)
+    _save_base(ckpt, unet, text, opt, step, time.time() - t0)
+    unet.eval().requires_grad_(False)
+    text.eval().requires_grad_(False)
+    return unet, text, {"base_steps": step, "base_seconds": time.time() - t0,
+                        "base_final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])) if losses else None}
+
+
+def _save_base(path: Path, unet, text, opt, step: int, seconds: float) -> None:
+    state = opt.state_dict()["state"]
+    extra = {f"opt.{i}.{k}": v for i, st in state.items() for k, v in st.items() if isinstance(v, torch.Tensor)}
+    save_state(path, {"unet": unet, "text": text}, {"step": step, "seconds": seconds}, extra)
+
+
+def _load_base(path: Path, unet, text, opt) -> dict:
+    config, tensors = load_state(path, {"unet": unet, "text": text})
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, key = k.split(".", 2)
+            state.setdefault(int(i), {})[key] = v
+    if state:
+        sd = opt.state_dict()
+        sd["state"] = state
+        opt.load_state_dict(sd)
+    return config
+
+
+def train_supervised(model: nn.Module, batch_fn, loss_fn, steps: int, lr: float, name: str) -> nn.Module:
+    """AdamW with cosine decay on ``batch_fn(step) -> (inputs, targets)`` (fresh renders every step: no view is
+    seen twice, so the evaluators cannot memorise views)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    for step in range(steps):
+        x, y = batch_fn(step)
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loss = loss_fn(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0:
+            log.info("%s step %d loss %.4f", name, step + 1, loss.item())
+    return model.eval().requires_grad_(False)
+
+
+def ce_loss(model, x, y):
+    return F.cross_entropy(model(x), y)
+
+
+def keypoint_loss(model, x, kp):
+    pred = model.keypoints(x)
+    s = x.shape[-1]
+    return F.smooth_l1_loss(pred[..., :2] / s, kp[..., :2] / s, beta=0.02) + \
+        F.binary_cross_entropy_with_logits(pred[..., 2], (kp[..., 2] > 0).float())
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk: int = 256) -> float:
+    pred = torch.cat([model(images[i:i + chunk]).argmax(1) for i in range(0, images.shape[0], chunk)])
+    return float((pred == labels).float().mean())

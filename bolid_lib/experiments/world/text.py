@@ -1,0 +1,77 @@
+"""A tiny text encoder with SDXL's output shapes: prompt -> context (77, 2048) and pooled (1280).
+
+A prompt is a few words of ``VOCAB``; each word has a learned embedding, tokens are [start, words..., end, end...]
+as CLIP pads, plus a learned position embedding; a small MLP and two linear maps give the 2048-wide context and the
+1280-wide pooled vector (from the mean of the word tokens). Trained with the base model, then frozen.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ...errors import BoLIDError
+from ...sdxl_layers import CONTEXT_DIM
+from .render import POSES
+
+TOKENS = 77
+POOLED_DIM = 1280
+VOCAB = ("<start>", "<end>", "a", "person", "arms") + POSES
+
+
+def prompt_for(pose: int) -> str:
+    return f"a person arms {POSES[pose]}"
+
+
+class WorldTextEncoder(nn.Module):
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.words = nn.Embedding(len(VOCAB), width)
+        self.position = nn.Parameter(torch.zeros(TOKENS, width))
+        self.mix = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+        self.to_context = nn.Linear(width, CONTEXT_DIM)
+        self.to_pooled = nn.Linear(width, POOLED_DIM)
+        nn.init.normal_(self.position, std=0.02)
+
+    def token_ids(self, caption: str) -> list[int]:
+        words = caption.split()
+        bad = [w for w in words if w not in VOCAB[2:]]
+        if bad:
+            raise BoLIDError(f"the world's text encoder knows the words {VOCAB[2:]}; got {bad}")
+        ids = [0] + [VOCAB.index(w) for w in words][:TOKENS - 2] + [1]
+        return ids + [1] * (TOKENS - len(ids))
+
+    def forward(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> context (B, 77, 2048), pooled (B, 1280)."""
+        ids = torch.tensor([self.token_ids(c) for c in captions], device=self.position.device)
+        h = self.words(ids) + self.position
+        h = h + self.mix(h)
+        n_words = torch.tensor([len(c.split()) for c in captions], device=h.device)
+        mask = (torch.arange(TOKENS, device=h.device)[None] >= 1) & (torch.arange(TOKENS, device=h.device)[None] <= n_words[:, None])
+        mean = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return self.to_context(h), self.to_pooled(mean)
+
+    def encode_unique(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same as forward, computed once per distinct caption and gathered (gradient intact)."""
+        uniq = list(dict.fromkeys(captions))
+        ctx, pooled = self(uniq)
+        idx = torch.tensor([uniq.index(c) for c in captions], device=ctx.device)
+        return ctx[idx], pooled[idx]
+
+
+class TrainerText:
+    """What the adapter trainer reads as ``ModelSet.text``: ``encode(captions)`` without gradient, and the two
+    encoder modules it moves to the device (the second is empty: one encoder plays both of SDXL's)."""
+
+    def __init__(self, encoder: WorldTextEncoder):
+        self.encoder_1 = encoder.eval().requires_grad_(False)
+        self.encoder_2 = nn.Identity()
+
+    def to(self, device) -> "TrainerText":
+        self.encoder_1.to(device)
+        return self
+
+    @torch.no_grad()
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx, pooled = self.encoder_1.encode_unique(list(captions))
+        return ctx.float(), pooled.float()

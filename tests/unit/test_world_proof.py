@@ -1,0 +1,126 @@
+"""The world of the whole-method proof (bolid_lib.experiments.world_proof): its pieces behave as documented.
+The end-to-end run through ComfyUI's executor is tests/host/test_world_proof.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bolid_lib.experiments.world import nets, render
+from bolid_lib.experiments.world.latent import PatchLatentMap, projection, round_trip, to_image, to_latent
+from bolid_lib.experiments.world.sample import normal_sigmas, sigma_at, sigma_table, timestep_of
+from bolid_lib.experiments.world.text import TOKENS, TrainerText, WorldTextEncoder, prompt_for
+from bolid_lib.errors import BoLIDError
+from bolid_lib.training import losses as L
+
+
+def test_render_sets_the_pose_class_and_keeps_identity_in_shape():
+    shapes = render.pick_identities(3, 0)
+    pose = torch.tensor([0, 1, 2])
+    img, kp = render.render(shapes, pose, seed=1)
+    again, _ = render.render(shapes, pose, seed=1)
+    assert img.shape == (3, 3, 32, 32) and kp.shape == (3, 17, 3) and torch.equal(img, again)
+    assert float(img.min()) >= 0 and float(img.max()) <= 1
+    # wrists relative to the shoulders: below for "down", level for "out", above for "up" (image y points down)
+    lift = (kp[:, 5:7, 1] - kp[:, 9:11, 1]).mean(1)
+    assert lift[0] < -3 and abs(float(lift[1])) < 3 and lift[2] > 3
+    assert float(kp[..., 0].min()) >= 0 and float(kp[..., :2].max()) <= 32
+
+
+def test_pick_identities_spreads_people_apart():
+    chosen = render.pick_identities(6, 0)
+    lo = torch.tensor([q[1] for q in render.syn.SHAPE_PARAMS])
+    hi = torch.tensor([q[2] for q in render.syn.SHAPE_PARAMS])
+    spread = lambda s: torch.pdist((s - lo) / (hi - lo)).min()
+    assert spread(chosen) > spread(render.syn.random_shapes(6, 0))
+
+
+def test_latent_map_is_orthonormal_and_exact_on_its_range():
+    p = projection()
+    torch.testing.assert_close(p @ p.t(), torch.eye(4))
+    m = PatchLatentMap()
+    z = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(m.encode(m.decode(z).sample).latents, z, atol=1e-5, rtol=0)
+    img = torch.rand(2, 3, 16, 16)
+    assert to_latent(img, m).shape == (2, 4, 8, 8)
+    once = m.decode(m.encode(img).latents).sample
+    torch.testing.assert_close(m.decode(m.encode(once).latents).sample, once, atol=1e-5, rtol=0)   # a projection
+    assert round_trip(img, m).shape == img.shape
+    flat = torch.rand(1, 3, 1, 1).expand(1, 3, 16, 16)                               # colour-constant images pass unchanged
+    torch.testing.assert_close(to_image(to_latent(flat, m), m), flat, atol=1e-5, rtol=0)
+
+
+def test_latent_map_plays_the_vae_in_the_trainers_encode_and_decode():
+    m = PatchLatentMap()
+    img = torch.rand(2, 3, 16, 16)
+    z = L.encode_images(m, img)
+    torch.testing.assert_close(z, to_latent(img, m))
+    torch.testing.assert_close(L.decode_latents(m, z), to_image(z, m))
+
+
+def test_text_encoder_gives_sdxl_shapes_and_refuses_unknown_words():
+    enc = WorldTextEncoder()
+    ctx, pooled = enc([prompt_for(0), prompt_for(2), ""])
+    assert ctx.shape == (3, TOKENS, 2048) and pooled.shape == (3, 1280)
+    assert not torch.allclose(ctx[0], ctx[1])
+    c2, p2 = enc.encode_unique([prompt_for(0), "", prompt_for(0)])
+    torch.testing.assert_close(c2[0], ctx[0])
+    torch.testing.assert_close(c2[2], ctx[0])
+    torch.testing.assert_close(p2[1], pooled[2])
+    with pytest.raises(BoLIDError, match="knows the words"):
+        enc(["a cat"])
+    text = TrainerText(enc)
+    c3, _ = text.encode([prompt_for(1)])
+    assert not c3.requires_grad
+
+
+def test_shared_context_projection_equals_the_plain_linear_with_gradients():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5)
+    ref = torch.nn.Linear(6, 5)
+    ref.load_state_dict(lin.state_dict())
+    import types
+    lin.forward = types.MethodType(nets._dedup_linear, lin)
+    base = torch.randn(2, 3, 6)
+    x = base[torch.tensor([0, 1, 0, 0])].clone().requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    w = torch.randn(4, 3, 5)
+    (lin(x) * w).sum().backward()
+    (ref(x2) * w).sum().backward()
+    torch.testing.assert_close(lin(x), ref(x2))
+    torch.testing.assert_close(lin.weight.grad, ref.weight.grad)
+    torch.testing.assert_close(lin.bias.grad, ref.bias.grad)
+
+
+def test_keypoint_net_reads_as_a_yolo_pose_model_to_the_identity_loss():
+    net = nets.KeypointNet(32).eval()
+    img = torch.rand(2, 3, 32, 32, requires_grad=True)
+    dense = L.dense_keypoints(net, img)
+    kp = L.reduce_keypoints(dense, "soft")
+    assert kp.shape == (2, 17, 3)
+    torch.testing.assert_close(kp[..., :2], net.keypoints(img)[..., :2])
+    L.keypoint_loss(kp, kp.detach() + 1.0, (32, 32), visibility=0.0).backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+
+
+def test_sampler_schedule_is_comfyuis_discrete_sdxl_schedule():
+    table = sigma_table(nets.scheduler())
+    assert abs(float(table[0]) - 0.0292) < 1e-3 and abs(float(table[-1]) - 14.6146) < 1e-3   # SDXL's sigma_min / max
+    t = torch.tensor([0.0, 10.0, 999.0])
+    torch.testing.assert_close(timestep_of(table, sigma_at(table, t)), t.long())
+    s = normal_sigmas(table, 5)
+    assert s.shape == (6,) and float(s[-1]) == 0 and bool((s[:-1].diff() < 0).all())
+
+
+@pytest.mark.slow
+def test_world_unet_has_the_70_sdxl_sites():
+    from bolid_lib.training.host import attn2_names
+
+    unet = nets.build_unet(32, 8)
+    assert len(attn2_names(unet)) == 70
+    assert nets.share_context_projections(unet) == 140
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(1, 77, 2048).expand(2, 77, 2048)
+    with torch.no_grad():
+        out = unet(x, torch.tensor([10, 500]), encoder_hidden_states=ctx,
+                   added_cond_kwargs={"text_embeds": torch.randn(2, 1280), "time_ids": nets.time_ids(16, 2)}).sample
+    assert out.shape == x.shape and torch.isfinite(out).all()
