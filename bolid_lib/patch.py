@@ -114,7 +114,7 @@ class BoLIDPatch:
     adapter: the loaded adapter. ref_features: CLIP vision features of the reference(s) (plain: image_embeds
     (R, E); plus: penultimate_hidden_states (R, 257, E)) or None. ref_uncond_features: the features of the
     "no image" input, (1, ...) (default zeros, as IP-Adapter is trained for image_embeds; for "plus" pass the
-    features of an all-zero normalised image). body: c_body (D,) or (1, D), or None. attention: the attention
+    hidden states of a black image, as ComfyUI_IPAdapter_plus does). body: c_body (D,) or (1, D), or None. attention: the attention
     implementation. Sites with zero weight or branches with λ = 0 cost nothing.
     """
 

@@ -301,6 +301,20 @@ def _ref_features(models, cfg, images: torch.Tensor, kind: str) -> torch.Tensor:
     return (out.hidden_states[-2] if kind == "plus" else out.image_embeds).float()
 
 
+def reference_features(models, cfg, images: torch.Tensor, kind: str, keep: torch.Tensor) -> torch.Tensor:
+    """CLIP features of the reference images, with the rows whose reference is dropped (``keep`` False) set to
+    what "no image" is at inference (``nodes/adapter.py``, as in ComfyUI_IPAdapter_plus): zero ``image_embeds``
+    for a plain adapter, the hidden states of a black image for a plus adapter."""
+    ref = _ref_features(models, cfg, images, kind)
+    keep = keep.to(ref.device).reshape(-1, *([1] * (ref.ndim - 1))).to(ref.dtype)
+    if kind != "plus":
+        return ref * keep
+    if bool(keep.all()):
+        return ref
+    black = _ref_features(models, cfg, torch.zeros_like(images[:1]), kind)
+    return ref * keep + black * (1 - keep)
+
+
 def _pose_input(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                                            antialias=images.shape[-1] > size)
@@ -331,8 +345,7 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
     ref = body = None
     a = core.adapter
     if a.ref is not None:
-        ref = _ref_features(models, cfg, batch["ref_image"].to(dev), a.config.ref_kind)
-        ref = ref * keep["ref"].to(dev).reshape(-1, *([1] * (ref.ndim - 1))).to(ref.dtype)
+        ref = reference_features(models, cfg, batch["ref_image"].to(dev), a.config.ref_kind, keep["ref"])
     if a.body is not None:
         if batch["body"] is None:
             raise BoLIDError("the adapter has a body branch but the data has no Body-IDs")

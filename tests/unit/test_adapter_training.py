@@ -310,3 +310,24 @@ def test_gradient_accumulation_equals_big_batch(models, data_dir, tmp_path):
     assert float(da.norm()) > 0
     # AdamW's first step is lr·sign-like (g / |g|), so float-level differences of tiny gradients show; see test_ddp
     assert float((da - db).norm()) < 5e-3 * float(da.norm())
+
+
+def test_dropped_reference_is_what_inference_calls_no_image(models, data_dir, tmp_path):
+    """A dropped reference trains the branch on what BoLID Apply gives the unconditional rows (as
+    ComfyUI_IPAdapter_plus does): zero image_embeds for a plain adapter, the hidden states of a black image for a
+    plus adapter; kept rows are their own features."""
+    from bolid_lib.training.adapter import _ref_features, reference_features
+
+    cfg = make_cfg(data_dir, tmp_path)
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    keep = torch.tensor([True, False, True])
+    black = _ref_features(models, cfg, torch.zeros(1, 3, 64, 64), "plus")[0]
+    got = reference_features(models, cfg, images, "plus", keep)
+    own = _ref_features(models, cfg, images, "plus")
+    torch.testing.assert_close(got[0], own[0])
+    torch.testing.assert_close(got[2], own[2])
+    torch.testing.assert_close(got[1], black)
+    assert black.abs().max() > 0                                       # not the zero tensor of a plain adapter
+    plain = reference_features(models, cfg, images, "plain", keep)
+    assert torch.equal(plain[1], torch.zeros_like(plain[1]))
+    torch.testing.assert_close(plain[0], _ref_features(models, cfg, images, "plain")[0])
