@@ -39,6 +39,26 @@ def test_letterbox_equals_ultralytics(hw):
         assert (aa - theirs[..., :nh, :nw]).abs().max() > 20 / 255
 
 
+
+@pytest.mark.parametrize("hw", [(1080, 810), (342, 548)])  # a shrink and an enlargement
+@pytest.mark.parametrize("layout", ["permuted_bhwc", "nchw"])
+def test_cpu_resize_equals_the_torch_branch(hw, layout):
+    """On the CPU the letterbox resizes with OpenCV; elsewhere with torch's bilinear (align_corners=False, no
+    antialiasing). The two are the same filter: any input layout gives the same pixels within 1e-4 (OpenCV
+    rounds its interpolation weights), far below one 8-bit step (1/255 = 3.9e-3)."""
+    h, w = hw
+    g = torch.Generator().manual_seed(1)
+    bhwc = torch.rand(2, h, w, 3, generator=g)
+    images = bhwc.permute(0, 3, 1, 2) if layout == "permuted_bhwc" else bhwc.permute(0, 3, 1, 2).contiguous()
+    plan = P._letterbox_plan(h, w, 640, 32)
+    nh, nw = round(h * plan.gain), round(w * plan.gain)
+    ours = P._letterbox(images, plan)
+    torch_branch = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=False)
+    assert ours.shape == (2, 3, *plan.size)
+    torch.testing.assert_close(ours[..., :nh, :nw], torch_branch, rtol=0, atol=1e-4)
+    assert (ours[..., nh:, :] == P._PAD_VALUE).all() and (ours[..., :, nw:] == P._PAD_VALUE).all()
+
+
 def test_network_gets_nchw_contiguous_input(yolo_pose_pt, monkeypatch):
     """The node edge permutes ComfyUI's BHWC image to BCHW (channels-last strides); a tensor already of the
     network's size goes in without a resize, and channels-last strides would run every convolution in that
