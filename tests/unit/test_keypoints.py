@@ -160,3 +160,25 @@ def test_draw_skeleton_marks_visible_limbs_only():
     assert torch.equal(out[1], images[1])                              # no person found: unchanged
     with pytest.raises(BoLIDError, match="size"):
         draw_skeleton(images[:, :, :32], pose)
+
+
+def test_draw_skeleton_strokes_reach_past_the_keypoint_box_and_image_edges():
+    """Drawing is done in the box around the visible keypoints: a point on the image edge or outside it still
+    gets its full anti-aliased disc inside the image, a limb leaving the image is drawn up to the edge, and a
+    second image's drawing does not spill into the first."""
+    from bolid_lib.draw import draw_skeleton
+
+    h, w = 80, 60
+    images = torch.zeros(2, 3, h, w)
+    kp = torch.zeros(2, 17, 3)
+    kp[0, 0] = torch.tensor([0.0, 0.0, 1.0])       # nose exactly on the corner
+    kp[0, 5] = torch.tensor([30.0, 40.0, 1.0])     # left shoulder
+    kp[0, 7] = torch.tensor([90.0, 40.0, 1.0])     # left elbow outside the image: limb (5, 7) runs to the edge
+    kp[1, 9] = torch.tensor([-30.0, -30.0, 1.0])   # only keypoint far outside: nothing to draw
+    pose = K.PoseBatch(kp, torch.zeros(2, 4), torch.tensor([True, True]), (h, w))
+    out = draw_skeleton(images, pose, thickness=2)
+    assert out[0, :, 0:2, 0:2].min() > 0.5                         # the corner disc (radius 3) is drawn
+    assert out[0, :, 40, 59].max() > 0.3                           # the limb reaches the right edge
+    assert out[0, :, 40, 45].max() > 0.3
+    assert torch.equal(out[0, :, 60:, :], images[0, :, 60:, :])     # below everything: untouched
+    assert torch.equal(out[1], images[1])
