@@ -2,18 +2,22 @@
 //
 // After a Body-ID node has run, its `ui` output carries a summary of the embedding: its width D, the
 // norm of its mean, how many views were used or skipped, their mean pose confidence, and the fingerprint
-// of the Body-ID VAE that made it. This extension draws those lines at the bottom of the node, so a user
+// of the Body-ID VAE that made it. This extension shows those lines at the bottom of the node, so a user
 // sees at once whether the Body-ID came from the views they expected and from the VAE the adapter needs.
+// The lines are a DOM widget (text in an element), which the classic canvas and Nodes 2.0 both show; Nodes 2.0
+// calls no canvas hook of a node (onDrawForeground), so drawing on the canvas would show nothing there.
 //
 // Accepted `ui` shapes (the node sends one of them):
 //   {bolid_body: [{dim, norm, views_used, views_skipped, mean_confidence, vae_fingerprint, source}]}
 //   {text: ["line\nline..."]}           (ui.PreviewText)
-// State lives on the node instance (`node.bolidBodySummary`); nothing in LiteGraph is patched.
+// State lives on the node instance (`node.bolidBodySummary`, the widget `bolid_body_summary`); nothing in
+// LiteGraph is patched.
 
 import { app } from "../../scripts/app.js";
 
 const LINE_HEIGHT = 16;
 const PAD = 6;
+const WIDGET_NAME = "bolid_body_summary";
 
 function isBodyNode(nodeData) {
     if (!nodeData || !String(nodeData.name || "").startsWith("BoLID")) return false;
@@ -51,6 +55,33 @@ function boxHeight(lines) {
     return lines.length * LINE_HEIGHT + 2 * PAD;
 }
 
+// The summary's element, added to the node as a DOM widget the first time the node has a summary to show.
+function showSummary(node, lines) {
+    let state = node.bolidBodySummaryWidget;
+    if (!state) {
+        const element = document.createElement("div");
+        element.className = "bolid-body-summary";
+        Object.assign(element.style, {
+            font: "12px monospace", lineHeight: `${LINE_HEIGHT}px`, whiteSpace: "pre", overflow: "hidden",
+            color: "#d8e4f0", background: "rgba(0, 0, 0, 0.35)", borderRadius: "4px", padding: `${PAD}px`,
+            boxSizing: "border-box", width: "100%", height: "100%",
+        });
+        const widget = node.addDOMWidget(WIDGET_NAME, "bolid_body_summary", element, {
+            serialize: false,
+            hideOnZoom: false,
+            getValue: () => "",
+            setValue: () => {},
+            getMinHeight: () => boxHeight(node.bolidBodySummary || [""]),
+        });
+        widget.serialize = false;
+        state = node.bolidBodySummaryWidget = { element, widget };
+    }
+    state.element.textContent = lines.join("\n");
+    const min = node.computeSize();
+    node.setSize([Math.max(node.size[0], min[0], 260), Math.max(node.size[1], min[1])]);
+    node.setDirtyCanvas?.(true, true);
+}
+
 app.registerExtension({
     name: "bolid.bodySummary",
 
@@ -63,31 +94,8 @@ app.registerExtension({
             const lines = summaryLines(message);
             if (lines) {
                 this.bolidBodySummary = lines;
-                const min = this.computeSize();
-                this.setSize([Math.max(this.size[0], min[0], 240), Math.max(this.size[1], min[1] + boxHeight(lines))]);
-                this.setDirtyCanvas(true, true);
+                showSummary(this, lines);
             }
-            return result;
-        };
-
-        const onDrawForeground = nodeType.prototype.onDrawForeground;
-        nodeType.prototype.onDrawForeground = function (ctx) {
-            const result = onDrawForeground?.apply(this, arguments);
-            const lines = this.bolidBodySummary;
-            if (!lines || this.flags?.collapsed) return result;
-            const h = boxHeight(lines);
-            const y0 = this.size[1] - h - 4;
-            ctx.save();
-            ctx.fillStyle = "rgba(0, 0, 0, 0.35)";
-            ctx.beginPath();
-            if (ctx.roundRect) ctx.roundRect(6, y0, this.size[0] - 12, h, 4);
-            else ctx.rect(6, y0, this.size[0] - 12, h);
-            ctx.fill();
-            ctx.font = "12px monospace";
-            ctx.fillStyle = "#d8e4f0";
-            ctx.textBaseline = "top";
-            lines.forEach((line, i) => ctx.fillText(line, 12, y0 + PAD + i * LINE_HEIGHT, this.size[0] - 24));
-            ctx.restore();
             return result;
         };
     },

@@ -1,7 +1,8 @@
 // Keypoint overlay on the BoLIDPoseKeypoints node: the chosen person's skeleton for each image of the batch
 // (up to 16), drawn from the node's `ui` output `bolid_pose: [{keypoints, found, image_size, skeleton, names}]`,
 // with the images where no person was found marked, so a long batch's failures are seen at a glance.
-// State lives on the node instance (`node.bolidPoseOverlay`); nothing of LiteGraph is patched.
+// A DOM widget, so it shows in the classic canvas and in Nodes 2.0 alike (Nodes 2.0 draws no node through
+// canvas hooks). State lives on the node instance (`node.bolidPoseOverlay`); nothing of LiteGraph is patched.
 
 import { app } from "../../scripts/app.js";
 
@@ -26,8 +27,10 @@ class PoseOverlay {
   ensureWidget() {
     if (this.widget) return;
     const container = document.createElement("div");
+    container.className = "bolid-pose-overlay";
     Object.assign(container.style, { width: "100%", height: "100%", background: "#111", display: "flex", flexDirection: "column" });
     container.append(this.label, this.canvas);
+    // A DOM widget: the classic canvas places it over the node, Nodes 2.0 mounts it inside the node's element.
     this.widget = this.node.addDOMWidget(WIDGET_NAME, "bolid_pose_overlay", container, {
       serialize: false,
       hideOnZoom: false,

@@ -4,13 +4,18 @@
 // preview_size, sigma, sigma_mode, alpha, min_sigma_px, widgets}]`: small copies of the first images (in the
 // temp folder) and their keypoints in original pixels. When the sigma, sigma_mode or alpha widgets change, this
 // extension recomputes I_w = I * (alpha + (1 - alpha) * W_norm) on a canvas in the browser, without queueing
-// the graph. State lives on the node instance (`node.bolidLivePreview`); nothing of LiteGraph is patched.
+// the graph. The preview is a DOM widget, which the classic canvas and Nodes 2.0 both show. A drag calls the
+// widget's callback in both renderers (redraw at once); a value set any other way is picked up by the node's
+// onDrawForeground in the classic canvas and, since Nodes 2.0 calls no canvas hook of a node, by a light
+// check every WATCH_MS while the preview is in the page. State lives on the node instance
+// (`node.bolidLivePreview`); nothing of LiteGraph is patched.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_TYPE = "BoLIDGaussianWeighting";
 const WIDGET_NAME = "bolid_live_preview";
+const WATCH_MS = 250;
 
 function viewUrl(ref) {
   const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder || "", type: ref.type || "temp" });
@@ -70,11 +75,26 @@ class LivePreview {
     this.label = document.createElement("div");
     Object.assign(this.label.style, { font: "11px sans-serif", color: "#ddd", padding: "2px 4px", flex: "0 0 auto" });
     this.widget = null;
+    this.watch = null;
+  }
+
+  // Pick up widget values set without a callback while the preview is shown (a no-op when nothing changed).
+  startWatch() {
+    if (this.watch !== null) return;
+    this.watch = setInterval(() => {
+      if (this.canvas.isConnected) this.redraw();
+    }, WATCH_MS);
+  }
+
+  stopWatch() {
+    if (this.watch !== null) clearInterval(this.watch);
+    this.watch = null;
   }
 
   ensureWidget() {
     if (this.widget) return;
     const container = document.createElement("div");
+    container.className = "bolid-live-preview-widget";
     Object.assign(container.style, { width: "100%", height: "100%", background: "#111", display: "flex", flexDirection: "column" });
     container.append(this.label, this.canvas);
     this.widget = this.node.addDOMWidget(WIDGET_NAME, "bolid_preview", container, {
@@ -108,6 +128,7 @@ class LivePreview {
     this.data = data;
     this.lastKey = null;
     this.ensureWidget();
+    this.startWatch();
     this.ready = Promise.all(data.sources.map((ref) => loadImage(viewUrl(ref)))).then((imgs) => {
       const [h, w] = data.preview_size;
       this.sources = imgs.map((img) => {
@@ -183,7 +204,9 @@ app.registerExtension({
       const widget = node.widgets?.find((w) => w.name === name);
       if (widget) widget.callback = chain(widget.callback, () => preview.redraw());
     }
-    // A value set any other way (a script, an undo) is picked up at the next frame.
+    // A value set any other way (a script, an undo) is picked up at the next frame (classic canvas) or by the
+    // preview's watch (both renderers).
     node.onDrawForeground = chain(node.onDrawForeground, () => preview.redraw());
+    node.onRemoved = chain(node.onRemoved, () => preview.stopWatch());
   },
 });

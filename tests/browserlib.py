@@ -58,6 +58,38 @@ def chromium_missing() -> str | None:
     return None
 
 
+NEWEST_FRONTEND = os.environ.get("BOLID_NEWEST_FRONTEND", "1.58.1")
+FRONTEND_CACHE = Path(os.environ.get("BOLID_TEST_ASSETS", Path.home() / ".cache" / "bolid-test-assets")) / "frontends"
+VUE_NODES_SETTING = "Comfy.VueNodes.Enabled"  # Nodes 2.0: the DOM-rendered node design
+
+
+def fetch_frontend(version: str = NEWEST_FRONTEND, cache: Path | None = None) -> tuple[Path | None, str]:
+    """(the ``static`` folder of ``comfyui-frontend-package==version`` for ``main.py --front-end-root``, how it
+    was found) or (None, why not). Installed once from the registry with pip into a cache outside the repo."""
+    folder = Path(cache or FRONTEND_CACHE) / version
+    static = folder / "comfyui_frontend_package" / "static"
+    if (static / "index.html").is_file():
+        return static, f"comfyui-frontend-package {version} from {folder}"
+    tmp = folder.with_name(f"{version}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
+           "--target", str(tmp), f"comfyui-frontend-package=={version}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, f"cannot get comfyui-frontend-package {version} from the registry: {e}"
+    if done.returncode != 0 or not (tmp / "comfyui_frontend_package" / "static" / "index.html").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return None, f"cannot get comfyui-frontend-package {version} from the registry: {' | '.join(tail)}"
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process filled the cache meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return static, f"comfyui-frontend-package {version} from the registry, cached in {folder}"
+
+
 def sample_files() -> dict[str, bytes]:
     """Pictures for the example workflows' image loaders: procedural people (bolid_lib.synthetic), so the
     canvas shows a person in Load Image and the photo folder exists for Load Image Dataset from Folder."""
@@ -136,9 +168,10 @@ def make_base_dir(base: Path, files: dict[str, Path | bytes] | None = None) -> P
 class ComfyServer:
     """A ComfyUI process serving the real frontend; ``stop()`` ends it by its PID."""
 
-    def __init__(self, root: Path, base: Path, port: int | None = None):
+    def __init__(self, root: Path, base: Path, port: int | None = None, front_end_root: Path | None = None):
         self.root = Path(root)
         self.base = Path(base)
+        self.front_end_root = Path(front_end_root) if front_end_root else None
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.base / "comfyui.log"
@@ -148,6 +181,8 @@ class ComfyServer:
         log = open(self.log_path, "wb")
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-api-nodes", "--base-directory", str(self.base)]
+        if self.front_end_root is not None:  # a frontend other than the one the host pins
+            cmd += ["--front-end-root", str(self.front_end_root)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
@@ -174,6 +209,19 @@ class ComfyServer:
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
             return json.loads(r.read())
 
+    def post_json(self, path: str, value) -> int:
+        req = urllib.request.Request(self.url + path, data=json.dumps(value).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+
+    def set_setting(self, key: str, value) -> None:
+        """A user setting through the settings API (what the frontend's settings dialog stores); pages opened
+        afterwards read it at start."""
+        status = self.post_json(f"/api/settings/{key}", value)
+        if status != 200:
+            raise RuntimeError(f"POST /api/settings/{key} answered {status}")
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -196,16 +244,95 @@ def launch_browser(playwright, user_data_dir: Path, viewport=(1600, 1000)):
 def open_app(context, url: str, timeout_ms: int = 120_000):
     """Open the ComfyUI page and wait until the frontend app and its graph exist and node defs are in."""
     page = context.new_page()
-    page.console_messages = []  # type: ignore[attr-defined]
-    page.on("console", lambda m: page.console_messages.append((m.type, m.text)))
-    page.on("pageerror", lambda e: page.console_messages.append(("pageerror", str(e))))
+    page.console_messages = []  # type: ignore[attr-defined]  (kind, text, where it came from)
+    page.failed_requests = []  # type: ignore[attr-defined]  (status, url)
+
+    def on_console(m):
+        page.console_messages.append((m.type, m.text, (m.location or {}).get("url", "")))
+
+    def on_pageerror(e):
+        page.console_messages.append(("pageerror", str(e), getattr(e, "stack", "") or ""))
+
+    page.on("console", on_console)
+    page.on("pageerror", on_pageerror)
+    page.pack_responses = []  # type: ignore[attr-defined]  (status, url, content type) of the pack's files
+
+    def on_response(r):
+        if r.status >= 400:
+            page.failed_requests.append((r.status, r.url))
+        if f"/{PACK_NAME}/" in r.url:
+            page.pack_responses.append((r.status, r.url, r.headers.get("content-type", "")))
+
+    page.on("response", on_response)
     page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
     page.wait_for_function(
         "() => window.app && window.app.graph && window.LiteGraph && "
         "Object.keys(window.LiteGraph.registered_node_types).length > 50",
         timeout=timeout_ms,
     )
+    page.wait_for_timeout(300)
+    page.startup_messages = len(page.console_messages)  # type: ignore[attr-defined]
     return page
+
+
+def pack_errors(page) -> list[str]:
+    """What the page logged that points at this pack: every uncaught exception (a page error), console
+    errors raised from the pack's extension files or naming it, and failed requests for the pack's files
+    (extensions, example workflows and their thumbnails). The frontend's own complaints about this sandbox
+    (no internet: CSP-blocked model downloads; 404 for user.css and empty user folders) are not the pack's."""
+    prefix = (f"/extensions/{PACK_NAME}/", f"/workflow_templates/{PACK_NAME}/")
+    started = getattr(page, "startup_messages", 0)
+    out = []
+    for i, (kind, text, where) in enumerate(page.console_messages):
+        ours = any(p in where for p in prefix) or "bolid" in (text + where).lower()
+        # A page error while the app starts is the frontend's own unless its stack passes through the pack
+        # (1.27.10 throws one from its Comfy.Canvas.NavigationMode setting on every start); after that, any.
+        if kind == "pageerror" and (i >= started or ours):
+            out.append(f"page error: {text}\n{where[:1500]}")
+        elif kind == "error" and ours:
+            out.append(f"console error from {where or '?'}: {text}")
+    out += [f"HTTP {status} for {url}" for status, url in page.failed_requests if any(p in url for p in prefix)]
+    return out
+
+
+def renderer_state(page) -> dict:
+    """Which node renderer the page runs: LiteGraph's flag, the stored setting, and whether this frontend
+    offers Nodes 2.0 to users (its setting exists and is not a hidden experiment)."""
+    return page.evaluate("""(key) => {
+        const lookup = (window.app.ui && window.app.ui.settings && window.app.ui.settings.settingsLookup) || {};
+        const def = lookup[key];
+        const setting = window.app.extensionManager && window.app.extensionManager.setting;
+        return {vueNodesMode: !!window.LiteGraph.vueNodesMode,
+                setting: setting ? setting.get(key) : null,
+                offered: !!def && def.type !== 'hidden',
+                version: window.__COMFYUI_FRONTEND_VERSION__ || null,
+                domNodes: document.querySelectorAll('[data-node-id]').length};
+    }""", VUE_NODES_SETTING)
+
+
+# JS: is an element shown to the user? Attached, of a real size, inside the window, and on top at its centre
+# (not hidden behind another node or a dialog).
+SHOWN_JS = """
+(el) => {
+  if (!el || !el.isConnected) return 'not in the document';
+  const r = el.getBoundingClientRect();
+  if (r.width < 8 || r.height < 8) return `too small: ${r.width}x${r.height}`;
+  const cx = r.x + r.width / 2, cy = r.y + r.height / 2;
+  if (cx < 0 || cy < 0 || cx > window.innerWidth || cy > window.innerHeight) return `outside the window at ${cx},${cy}`;
+  const style = getComputedStyle(el);
+  if (style.visibility === 'hidden' || style.display === 'none' || Number(style.opacity) === 0) return 'hidden by style';
+  const top = document.elementFromPoint(cx, cy);
+  if (!top || !(top === el || el.contains(top) || top.contains(el))) {
+    return `covered by ${top ? top.tagName + '.' + String(top.className).slice(0, 60) : 'nothing'}`;
+  }
+  return '';
+}
+"""
+
+
+def why_not_shown(locator) -> str:
+    """'' when the element is shown (see SHOWN_JS), else why not."""
+    return locator.evaluate(SHOWN_JS)
 
 
 # JS: the frontend's view of a loaded graph (missing types, broken links, visible dialogs).
@@ -236,8 +363,10 @@ GRAPH_REPORT_JS = """
     .filter(d => d.offsetParent !== null || d.getClientRects().length)
     .map(d => d.innerText.slice(0, 400));
   const toasts = [...document.querySelectorAll('.p-toast-message')].map(t => t.innerText.slice(0, 400));
-  return {nodeCount: nodes.length, linkCount: links.length, missingTypes, broken, dialogs, toasts,
-          types: nodes.map(n => n.type)};
+  // Nodes 2.0 draws each node as a DOM element carrying its id; the classic canvas draws none.
+  const domNodes = document.querySelectorAll('[data-node-id]').length;
+  return {nodeCount: nodes.length, linkCount: links.length, missingTypes, broken, dialogs, toasts, domNodes,
+          vueNodesMode: !!window.LiteGraph.vueNodesMode, types: nodes.map(n => n.type)};
 }
 """
 
@@ -251,6 +380,31 @@ def load_workflow(page, workflow: dict, name: str) -> dict:
     page.evaluate("async ([wf, name]) => { await window.app.loadGraphData(wf, true, true, name); }", [workflow, name])
     page.wait_for_timeout(800)
     return graph_report(page)
+
+
+def queue_and_wait(page, server, timeout_s: float = 300) -> dict:
+    """Queue the graph on the canvas as the Run button does (the frontend's graphToPrompt, POST /prompt with
+    this page's client id, so the page gets the nodes' ``executed`` messages) and wait until the server has
+    run it; returns its history entry."""
+    answer = page.evaluate("""async () => {
+        const p = await window.app.graphToPrompt();
+        const r = await fetch('/prompt', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                  body: JSON.stringify({prompt: p.output, client_id: window.app.api.clientId,
+                                        extra_data: {extra_pnginfo: {workflow: p.workflow}}})});
+        return {status: r.status, body: await r.json()};
+    }""")
+    if answer["status"] != 200:
+        raise AssertionError(json.dumps(answer["body"])[:3000])
+    prompt_id = answer["body"]["prompt_id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        entry = server.get_json(f"/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
+            if entry["status"]["status_str"] != "success":
+                raise AssertionError(json.dumps(entry["status"])[:3000])
+            return entry
+        time.sleep(0.5)
+    raise AssertionError(f"prompt {prompt_id} did not finish in {timeout_s} s:\n{server.log_tail()}")
 
 
 def close_dialogs(page) -> None:

@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 GRAPH_TO_PROMPT_JS = """
 async (wf) => {
   await window.app.loadGraphData(wf, true, true, null);
+  await new Promise(r => requestAnimationFrame(() => r()));  // Nodes 2.0 mounts its node components
+  // Remote combos (LoadImageOutput's list of output files) read "Loading..." until their list arrives.
+  const loading = () => window.app.graph._nodes.some(n => (n.widgets || []).some(w => w.value === 'Loading...'));
+  for (let t = 0; t < 100 && loading(); t++) await new Promise(r => setTimeout(r, 100));
   const out = (await window.app.graphToPrompt()).output;
   const slim = {};
   for (const [id, n] of Object.entries(out)) slim[id] = {class_type: n.class_type, inputs: n.inputs};
@@ -34,6 +38,24 @@ async (wf) => {
 
 
 def _templates() -> list[Path]:
+    """ComfyUI's own workflow templates as installed with the host: through the package's manifest API
+    (``iter_templates``/``get_asset_path``, comfyui-workflow-templates 0.2+ split into bundles; what 0.33
+    serves) or its single ``templates/`` folder (older releases; what 0.3.64 serves)."""
+    try:
+        from comfyui_workflow_templates import get_asset_path, iter_templates
+
+        found = []
+        for entry in iter_templates():
+            for asset in entry.assets:
+                if asset.filename.endswith(".json"):
+                    try:
+                        found.append(Path(get_asset_path(entry.template_id, asset.filename)))
+                    except Exception:  # a bundle of the split package that is not installed
+                        continue
+        if found:
+            return sorted(p for p in found if p.is_file())
+    except ImportError:
+        pass
     for base in sys.path:
         folder = os.path.join(base, "comfyui_workflow_templates", "templates")
         if os.path.isdir(folder):
@@ -41,15 +63,26 @@ def _templates() -> list[Path]:
     return []
 
 
+# Input types that only show something on the node: 0.33's ImageCompare ``compare_view`` (IMAGECOMPARE; the
+# frontend sends ``{"__value__": ["", ""]}`` whatever the file saved, ImageCompare.execute ignores it).
+DISPLAY_ONLY_TYPES = frozenset({"IMAGECOMPARE"})
+
+
 def _normalise(prompt: dict, object_info: dict) -> dict:
     """JSON round trip without the ``_meta`` titles and without values of inputs the node does not declare.
 
     Frontend extensions add widgets of their own that graphToPrompt serialises and the server ignores
     (SaveGLB's 3D preview sends ``image: ""``, LoadImageOutput's refresh button ``refresh: "refresh"``).
+    Inputs of a remote combo (``remote`` in its spec: LoadImageOutput's list of output files) are left out too:
+    the frontend replaces the saved value with the first entry of the server's list once it arrives (and reads
+    "Loading..." until then), so what it sends depends on the output folder and the moment, not on the workflow.
+    So are display-only inputs (DISPLAY_ONLY_TYPES: ImageCompare's ``compare_view``), which the frontend fills
+    from the node's last run and never from the file, and the node never reads.
     """
     out = {}
     for node_id, node in prompt.items():
-        declared = {s.name for s in W.input_specs(object_info.get(node["class_type"], {}))}
+        specs = W.input_specs(object_info.get(node["class_type"], {}))
+        declared = {s.name for s in specs if not s.options.get("remote") and s.type not in DISPLAY_ONLY_TYPES}
         inputs = {k: v for k, v in node["inputs"].items() if k in declared or isinstance(v, list)}
         out[node_id] = {"class_type": node["class_type"], "inputs": inputs}
     return json.loads(json.dumps(out))
@@ -67,12 +100,18 @@ def _convertible(path: Path, object_info: dict) -> dict | None:
     return None
 
 
+def _dynamic(wf: dict, object_info: dict) -> list[str]:
+    """The node types of a workflow that the converter refuses (V3 inputs whose widgets change with their value)."""
+    return sorted({n["type"] for n in wf["nodes"] if W.dynamic_inputs(object_info.get(n.get("type"), {}))})
+
+
 def _candidates(object_info: dict, max_templates: int = 30) -> list[Path]:
     """All example workflows, and the templates that together cover the most node types (greedy):
     loading each costs about 2 s in the browser."""
     chosen = [p for p in sorted((REPO / "example_workflows").glob("*.json")) if _convertible(p, object_info)]
     pool = {p: {n["type"] for n in wf["nodes"]} | {f"mode{n.get('mode', 0)}" for n in wf["nodes"]}
-            for p in _templates() if (wf := _convertible(p, object_info)) is not None}
+            for p in _templates()
+            if (wf := _convertible(p, object_info)) is not None and not _dynamic(wf, object_info)}
     covered: set[str] = set()
     for _ in range(max_templates):
         best = max(sorted(pool), key=lambda p: len(pool[p] - covered), default=None)
@@ -102,6 +141,21 @@ def test_headless_conversion_equals_graph_to_prompt(app_page, comfy_server):
                 differences.append(f"{path.name} node {node_id}: ours {a} != frontend {b}")
     assert compared >= 5
     assert differences == [], "\n".join(differences[:30])
+
+
+def test_converter_refuses_what_it_cannot_read(comfy_server):
+    """A template with a node whose widgets change with their value (0.33's SaveVideo: a DynamicCombo) is
+    refused with an error that names the node and the fix, never converted wrongly."""
+    object_info = comfy_server.get_json("/object_info")
+    for path in _templates():
+        wf = _convertible(path, object_info)
+        if wf is not None and _dynamic(wf, object_info):
+            break
+    else:
+        pytest.skip("no template of this ComfyUI has a node with value-dependent widgets (0.33's SaveVideo has)")
+    with pytest.raises(W.WorkflowError) as err:
+        W.ui_to_api(wf, object_info)
+    assert any(t in str(err.value) for t in _dynamic(wf, object_info)), str(err.value)
 
 
 def _modes_workflow() -> dict:
