@@ -71,7 +71,7 @@ function showSummary(node, lines) {
             hideOnZoom: false,
             getValue: () => "",
             setValue: () => {},
-            getMinHeight: () => boxHeight(node.bolidBodySummary || [""]),
+            getMinHeight: () => boxHeight(node.bolidBodySummary || [""]) + 4,
         });
         widget.serialize = false;
         state = node.bolidBodySummaryWidget = { element, widget };

@@ -44,6 +44,8 @@ FRONTEND_SETTINGS = {
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,  # full drawing when zoomed out (pictures of whole workflows)
     "Comfy.Minimap.Visible": False,
     "Comfy.UseNewMenu": "Top",
+    # Each page starts clean: no workflow tabs restored from an earlier page of the same profile.
+    "Comfy.Workflow.Persist": False,
 }
 
 
