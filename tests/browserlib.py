@@ -75,7 +75,7 @@ def fetch_frontend(version: str = NEWEST_FRONTEND, cache: Path | None = None) ->
     tmp = folder.with_name(f"{version}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-           "--target", str(tmp), f"comfyui-frontend-package=={version}"]
+           "--retries", "2", "--timeout", "30", "--target", str(tmp), f"comfyui-frontend-package=={version}"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -83,8 +83,9 @@ def fetch_frontend(version: str = NEWEST_FRONTEND, cache: Path | None = None) ->
         return None, f"cannot get comfyui-frontend-package {version} from the registry: {e}"
     if done.returncode != 0 or not (tmp / "comfyui_frontend_package" / "static" / "index.html").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return None, f"cannot get comfyui-frontend-package {version} from the registry: {' | '.join(tail)}"
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["pip said nothing"]
+        why = next((ln for ln in reversed(lines) if "ERROR" in ln), lines[-1])
+        return None, f"cannot get comfyui-frontend-package {version} from the registry: {why[:300]}"
     try:
         tmp.rename(folder)
     except OSError:  # another process filled the cache meanwhile
