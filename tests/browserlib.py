@@ -61,7 +61,8 @@ def chromium_missing() -> str | None:
 
 
 NEWEST_FRONTEND = os.environ.get("BOLID_NEWEST_FRONTEND", "1.58.1")
-FRONTEND_CACHE = Path(os.environ.get("BOLID_TEST_ASSETS", Path.home() / ".cache" / "bolid-test-assets")) / "frontends"
+FRONTEND_CACHE = (Path(os.environ.get("BOLID_ASSET_CACHE") or Path.home() / ".cache" / "bolid-test-assets").expanduser()
+                  / "frontends")
 VUE_NODES_SETTING = "Comfy.VueNodes.Enabled"  # Nodes 2.0: the DOM-rendered node design
 
 

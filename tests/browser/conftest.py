@@ -4,8 +4,8 @@ Every test that opens the app runs in each combination of
 
 - frontend: the one the host pins (``fe-pinned``: what ``pip install -r requirements.txt`` gives) and the newest
   ``comfyui-frontend-package`` (``fe-1.58.1``, ``BOLID_NEWEST_FRONTEND`` to change it), installed once from the
-  registry into ``~/.cache/bolid-test-assets/frontends`` and served with ``main.py --front-end-root``; skipped
-  with the reason when the registry cannot be reached;
+  registry into ``$BOLID_ASSET_CACHE/frontends`` (default ``~/.cache/bolid-test-assets``) and served with
+  ``main.py --front-end-root``; skipped with the reason when the registry cannot be reached;
 - renderer: the classic LiteGraph canvas (``classic``) and Nodes 2.0 (``nodes2``, the user setting
   ``Comfy.VueNodes.Enabled`` stored through the settings API before the page opens); skipped with the reason
   on a frontend that keeps Nodes 2.0 a hidden experiment (1.27.x).
