@@ -90,6 +90,28 @@ def clip_vision_bigg(comfy):
     return hostlib.build_clip_vision("g")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): on 2 shared cores,
+    OpenMP spinning makes small ops much slower than one thread."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def ipa_plus(comfy):
+    """ComfyUI_IPAdapter_plus's IPAdapterPlus module (skipped, saying where to put it, when it is absent)."""
+    mod = hostlib.load_ipadapter_plus(comfy.root)
+    if mod is None:
+        pytest.skip("ComfyUI_IPAdapter_plus not found: set BOLID_IPADAPTER_PLUS to its folder, or install it in "
+                    "ComfyUI/custom_nodes")
+    return mod
+
+
 @pytest.fixture
 def install_model(comfy):
     """Copy a model file into the booted ComfyUI's models folder: install_model(src, "ultralytics/pose/x.pt")."""

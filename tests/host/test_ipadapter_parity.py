@@ -54,15 +54,6 @@ def _free_models():
     gc.collect()
 
 
-@pytest.fixture(scope="module")
-def ipa_plus(comfy):
-    mod = hostlib.load_ipadapter_plus(comfy.root)
-    if mod is None:
-        pytest.skip("ComfyUI_IPAdapter_plus not found: set BOLID_IPADAPTER_PLUS to its folder, or install it in "
-                    "ComfyUI/custom_nodes")
-    return mod
-
-
 _CLIP: dict = {}
 
 

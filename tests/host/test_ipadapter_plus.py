@@ -11,22 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import hostlib
 
 from test_apply_node import WIDTHS, _apply, _ref, _sample, _site_patches  # noqa: F401  (fixtures below come from there too)
 from test_apply_node import files, ipa, one_thread, pack  # noqa: F401
 from tools.make_test_models import save_ip_adapter
 
 pytestmark = pytest.mark.host
-
-
-@pytest.fixture(scope="module")
-def ipa_plus(comfy):
-    mod = hostlib.load_ipadapter_plus(comfy.root)
-    if mod is None:
-        pytest.skip("ComfyUI_IPAdapter_plus not found: set BOLID_IPADAPTER_PLUS to its folder, or install it in "
-                    "ComfyUI/custom_nodes")
-    return mod
 
 
 @pytest.fixture(scope="module")

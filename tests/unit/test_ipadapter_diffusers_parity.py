@@ -30,12 +30,7 @@ from tools.make_test_models import ip_adapter_state  # noqa: E402
 SCALES = (0.7, 1.0, 1.6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)     # 2 shared cores: OpenMP spinning makes small ops much slower than one thread
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rand(gen, *shape, std=1.0):

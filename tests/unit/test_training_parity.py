@@ -14,12 +14,7 @@ from bolid_lib.training.host import BoLIDAttnProcessor, BranchTokens, attn2_name
 from bolid_lib.training.models import TINY_BLOCKS, tiny_unet
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)     # 2 shared cores: OpenMP spinning makes small ops much slower than one thread
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
