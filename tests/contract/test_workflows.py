@@ -29,7 +29,7 @@ FILE_PROBLEMS = {"missing model file", "missing input file"}
 FILE_INPUTS = {
     "CheckpointLoaderSimple": ("ckpt_name",), "CLIPVisionLoader": ("clip_name",),
     "BoLIDPoseModelLoader": ("model_name",), "BoLIDAdapterLoader": ("adapter_name",),
-    "BoLIDBodyVAELoader": ("vae_name",), "BoLIDLoadBody": ("body_name",),
+    "BoLIDBodyVAELoader": ("vae_name",), "BoLIDLoadBody": ("body_name",), "BoLIDLoadPhotos": ("folder",),
 }
 
 
