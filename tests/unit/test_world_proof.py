@@ -124,3 +124,28 @@ def test_world_unet_has_the_70_sdxl_sites():
         out = unet(x, torch.tensor([10, 500]), encoder_hidden_states=ctx,
                    added_cond_kwargs={"text_embeds": torch.randn(2, 1280), "time_ids": nets.time_ids(16, 2)}).sample
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_sampler_reads_v_as_the_trainer_defines_it():
+    """Sampler.denoised (ComfyUI's V_PREDICTION formula) gives the x0 the trainer's predict_x0 gives for v."""
+    from types import SimpleNamespace
+
+    from bolid_lib.experiments.world.sample import Sampler
+
+    v = torch.randn(2, 4, 4, 4)
+    seen = {}
+
+    def unet(x_in, t, encoder_hidden_states, added_cond_kwargs):
+        seen["x_in"], seen["t"] = x_in, t
+        return SimpleNamespace(sample=v)
+
+    sched = nets.scheduler()
+    assert sched.config.prediction_type == "v_prediction"
+    sampler = Sampler(unet, None, sched, 8)
+    t = 400
+    sigma = float(sigma_table(sched)[t])
+    x = torch.randn(2, 4, 4, 4)
+    d = sampler.denoised(x, sigma, torch.zeros(2, 77, 2048), torch.zeros(2, 1280))
+    assert int(seen["t"][0]) == t
+    acp = sched.alphas_cumprod[torch.tensor([t, t])]
+    torch.testing.assert_close(d, L.predict_x0(seen["x_in"], v, acp, "v_prediction"), atol=1e-4, rtol=1e-4)

@@ -47,7 +47,7 @@ def _lr(step: int, lr: float, warmup: int) -> float:
 
 
 def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: Path) -> tuple[nn.Module, WorldTextEncoder, dict]:
-    """The text-only base: UNet + text encoder from scratch on (latent, prompt of its pose class), 10% empty prompts
+    """The text-only base: UNet + text encoder from scratch (v-prediction) on (latent, prompt of its pose class), 10% empty prompts
     (classifier-free guidance). latents (N, 4, h, h), pose (N,). Stops at cfg.base_steps or cfg.base_seconds."""
     unet = nets.build_unet(cfg.model_channels, cfg.head_channels, seed=cfg.seed)
     nets.share_context_projections(unet)
@@ -75,7 +75,8 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
         ctx, pooled = text.encode_unique(caps)
         pred = unet(noisy, t, encoder_hidden_states=ctx,
                     added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(size, len(idx))}).sample
-        loss = F.mse_loss(pred, noise)
+        a = acp[t].reshape(-1, 1, 1, 1)
+        loss = F.mse_loss(pred, a.sqrt() * noise - (1 - a).sqrt() * x0)        # v-prediction (nets.PREDICTION)
         for grp in opt.param_groups:
             grp["lr"] = _lr(step, cfg.base_lr, 100)
         opt.zero_grad(set_to_none=True)

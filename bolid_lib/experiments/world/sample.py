@@ -1,6 +1,6 @@
 """Sampling the world's base, with or without the adapter's body branch, in-process.
 
-The same sampler as ComfyUI's KSampler with ``euler`` / ``normal`` on an SDXL (eps, scaled-linear discrete
+The same sampler as ComfyUI's KSampler with ``euler`` / ``normal`` on an SDXL (v-prediction, scaled-linear discrete
 schedule): sigmas at timesteps spaced evenly from 999 to 0, the model fed x / sqrt(sigma^2 + 1), classifier-free
 guidance over a [cond, uncond] batch, and the uncond rows given a zero Body-ID (what the ComfyUI patch does). The
 UNet is diffusers' with the trainer's BoLID processors on its 70 sites (the processors' outputs equal the ComfyUI
@@ -51,12 +51,15 @@ class Sampler:
             install_processors(unet, adapter, self.tokens)
 
     @torch.no_grad()
-    def eps(self, x: torch.Tensor, sigma: float, ctx: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    def denoised(self, x: torch.Tensor, sigma: float, ctx: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """ComfyUI's V_PREDICTION.calculate_denoised: x sigma_d^2 / (sigma^2 + sigma_d^2) - v sigma sigma_d / sqrt(...)
+        with sigma_d = 1, the model fed x / sqrt(sigma^2 + 1)."""
         s = torch.full((x.shape[0],), float(sigma))
         t = timestep_of(self.table, s)
-        x_in = x / (s ** 2 + 1).sqrt().reshape(-1, 1, 1, 1)
-        return self.unet(x_in, t, encoder_hidden_states=ctx,
-                         added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(self.size, x.shape[0])}).sample
+        c = (s ** 2 + 1).reshape(-1, 1, 1, 1)
+        v = self.unet(x / c.sqrt(), t, encoder_hidden_states=ctx,
+                      added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(self.size, x.shape[0])}).sample
+        return x / c - v * float(sigma) / c.sqrt()
 
     @torch.no_grad()
     def __call__(self, captions: list[str], seeds: list[int], body: torch.Tensor | None = None, lambda_body: float = 1.0,
@@ -74,9 +77,8 @@ class Sampler:
             self.tokens.body = self.adapter.body_tokens(rows) if (body is not None and lambda_body != 0) else None
         for i in range(steps):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-            e = self.eps(torch.cat([x, x]), s, ctx, pooled)
-            e = e[b:] + cfg * (e[:b] - e[b:])
-            denoised = x - s * e
+            d = self.denoised(torch.cat([x, x]), s, ctx, pooled)
+            denoised = d[b:] + cfg * (d[:b] - d[b:])
             x = x + (x - denoised) / s * (s_next - s)
         self.tokens.clear()
         return x
