@@ -475,9 +475,10 @@ CASES: list[Case] = [
     Case("adapter_loader_missing_bolid_file", p_apply(adapter="bolid_adapter_sdxl.safetensors"), "BoLIDAdapterLoader",
          r"'bolid_adapter_sdxl\.safetensors' not found", r"put it in \S*models/bolid and press R.*bolid_lib\.train adapter",
          "validation", ALL),
-    Case("adapter_loader_missing_ipadapter_file", p_apply(adapter="[ipadapter] ip-adapter_sdxl_vit-h.safetensors", body=None,
-                                                          image=[IMG], clip="h"), "BoLIDAdapterLoader",
-         r"'ip-adapter_sdxl_vit-h\.safetensors' not found", r"put it in \S*models/ipadapter and press R.*h94/IP-Adapter",
+    # (a name no other test installs: the host tier puts ip-adapter_sdxl_vit-h.safetensors in the shared models folder)
+    Case("adapter_loader_missing_ipadapter_file", p_apply(adapter="[ipadapter] ip-adapter_sdxl_vit-h_not_installed.safetensors",
+                                                          body=None, image=[IMG], clip="h"), "BoLIDAdapterLoader",
+         r"'ip-adapter_sdxl_vit-h_not_installed\.safetensors' not found", r"put it in \S*models/ipadapter and press R.*h94/IP-Adapter",
          "validation", ALL),
     # --- apply: models, CLIP vision, Body-IDs, settings ---
     Case("apply_sd15_model", p_apply(model="TestOnlyBoLIDSD15Model"), "BoLIDApply",
