@@ -17,7 +17,9 @@ Stages (each saved under DIR and skipped when its file is there, so a stopped ru
    Body-ID from one fresh view), identities held out from the VAE and the adapter, FID / IS with the identity
    classifier's features (no Inception weights can be had here).
 
-Figures go to DIR/figures.json, DIR/world_lambda_sweep.png and DIR/world_samples.png.
+Figures go to DIR/figures.json, DIR/world_lambda_sweep.png and DIR/world_samples.png. A second call with a larger
+--base-seconds / --base-steps trains the finished base further; the adapters of the old base are then stale: remove
+DIR/adapter* (and DIR/adapter_data is kept).
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ class World:
     def stage_base(self) -> None:
         cfg, path = self.cfg, self.out / "base.safetensors"
         done = self.out / "base.done"
-        if done.is_file():
+        if done.is_file() and not self.base_budget_left(json.loads(done.read_text())):
             self.unet, self.text = nets.build_unet(cfg.model_channels, cfg.head_channels), WorldTextEncoder()
             fit.load_state(path, {"unet": self.unet, "text": self.text})
             nets.share_context_projections(self.unet)
@@ -168,6 +170,10 @@ class World:
         self.unet, self.text, info = fit.train_base(lat, v["pose"], cfg.size, cfg, path)
         done.write_text(json.dumps(info))
         self.figures.update(info)
+
+    def base_budget_left(self, info: dict) -> bool:
+        """A finished base is trained further when this run allows more steps and seconds than it had."""
+        return info["base_steps"] < self.cfg.base_steps and info["base_seconds"] < self.cfg.base_seconds - 60
 
     def stage_body_vae(self) -> None:
         cfg = self.cfg
