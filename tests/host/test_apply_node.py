@@ -9,19 +9,10 @@ import torch
 
 from tools.make_test_models import save_bolid_adapter, save_ip_adapter
 
-pytestmark = pytest.mark.host
+pytestmark = [pytest.mark.host, pytest.mark.usefixtures("one_thread")]
 
 WIDTHS = (64, 128)      # sdxl_small: model_channels 32 -> levels of 64 and 128
 BODY_DIM = 756
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared, busy CPU, torch's thread pool spins and a tiny forward takes 10x longer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ import torch
 import hostlib
 
 from test_apply_node import WIDTHS, _sample, _site_patches  # noqa: F401
-from test_apply_node import one_thread, pack  # noqa: F401  (fixtures)
+from test_apply_node import pack  # noqa: F401  (fixture)
 from tools.make_test_models import save_ip_adapter
 
-pytestmark = pytest.mark.host
+pytestmark = [pytest.mark.host, pytest.mark.usefixtures("one_thread")]
 
 W = 0.7                 # λ_ref of BoLID = weight of IPAdapter_plus
 REL_TOL = 1e-3          # parity: |BoLID - IPAdapter_plus| < REL_TOL × |IPAdapter_plus - unpatched|

@@ -13,10 +13,10 @@ import torch
 
 
 from test_apply_node import WIDTHS, _apply, _ref, _sample, _site_patches  # noqa: F401  (fixtures below come from there too)
-from test_apply_node import files, ipa, one_thread, pack  # noqa: F401
+from test_apply_node import files, ipa, pack  # noqa: F401
 from tools.make_test_models import save_ip_adapter
 
-pytestmark = pytest.mark.host
+pytestmark = [pytest.mark.host, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from bolid_lib.training.host import AdapterTrainingModule
 from bolid_lib.training.models import tiny_models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: OpenMP spinning across busy cores makes small ops ~8x slower than one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
