@@ -8,8 +8,10 @@ pack sitting in ``ComfyUI/custom_nodes/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -141,6 +143,18 @@ class ComfyHost:
 
     def node(self, name: str):
         return self.nodes.NODE_CLASS_MAPPINGS[name]
+
+    @contextlib.contextmanager
+    def model_installed(self, src, rel: str):
+        """A model file copied into this ComfyUI's models folder for the duration: ``rel`` is its path under
+        models/ (e.g. "ultralytics/pose/x.pt"); yields the name its loader lists (the part after the folder)."""
+        dst = self.models_dir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        try:
+            yield rel.split("/", 1)[1]
+        finally:
+            dst.unlink(missing_ok=True)
 
     def cached_output(self, node_id: str, slot: int):
         """A node's output value from the executor's cache after a run.

@@ -61,11 +61,8 @@ def photos(comfy):
 
 @pytest.fixture(scope="module")
 def pose_name(comfy, yolo_pose_pt):
-    dst = comfy.models_dir / "ultralytics" / "pose" / "yolo11n-pose-body-test.pt"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(yolo_pose_pt, dst)
-    yield "pose/yolo11n-pose-body-test.pt"
-    dst.unlink(missing_ok=True)
+    with comfy.model_installed(yolo_pose_pt, "ultralytics/pose/yolo11n-pose-body-test.pt") as name:
+        yield name
 
 
 @pytest.fixture

@@ -56,11 +56,8 @@ def ultralytics_pose(real_pose_pt):
 @pytest.fixture(scope="module")
 def real_model_name(comfy, real_pose_pt):
     """The real checkpoint in the booted ComfyUI's models/ultralytics/pose/, where users put it."""
-    dst = comfy.models_dir / "ultralytics" / "pose" / "yolo11n-pose-real.pt"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(real_pose_pt, dst)
-    yield "pose/yolo11n-pose-real.pt"
-    dst.unlink(missing_ok=True)
+    with comfy.model_installed(real_pose_pt, "ultralytics/pose/yolo11n-pose-real.pt") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
