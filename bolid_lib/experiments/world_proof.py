@@ -54,6 +54,7 @@ class WorldConfig:
     base_seconds: float = 2400.0
     base_batch: int = 16               # ~2.9 GiB peak; 32 needs ~3.8
     base_lr: float = 8e-4
+    base_ema: float = 0.999
     classifier_steps: int = 2000
     body_dim: int = 128
     vae_views: int = 300

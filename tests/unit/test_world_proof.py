@@ -81,6 +81,7 @@ def test_shared_context_projection_equals_the_plain_linear_with_gradients():
     ref.load_state_dict(lin.state_dict())
     import types
     lin.forward = types.MethodType(nets._dedup_linear, lin)
+    lin._context_rows = nets._ContextRows()
     base = torch.randn(2, 3, 6)
     x = base[torch.tensor([0, 1, 0, 0])].clone().requires_grad_(True)
     x2 = x.detach().clone().requires_grad_(True)
@@ -90,6 +91,9 @@ def test_shared_context_projection_equals_the_plain_linear_with_gradients():
     torch.testing.assert_close(lin(x), ref(x2))
     torch.testing.assert_close(lin.weight.grad, ref.weight.grad)
     torch.testing.assert_close(lin.bias.grad, ref.bias.grad)
+    # a group of equal rows gets its gradient once (on its first row): the sum over the group is the plain one's
+    torch.testing.assert_close(x.grad[0] + x.grad[2] + x.grad[3], x2.grad[0] + x2.grad[2] + x2.grad[3])
+    assert lin._context_rows.rows.shape[0] == 6          # 2 distinct batch rows x 3 tokens
 
 
 def test_keypoint_net_reads_as_a_yolo_pose_model_to_the_identity_loss():
@@ -124,6 +128,33 @@ def test_world_unet_has_the_70_sdxl_sites():
         out = unet(x, torch.tensor([10, 500]), encoder_hidden_states=ctx,
                    added_cond_kwargs={"text_embeds": torch.randn(2, 1280), "time_ids": nets.time_ids(16, 2)}).sample
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.slow
+def test_shared_context_projections_are_exact_in_value_and_gradient():
+    """The dedup of context rows changes no output and no gradient (of the UNet's weights and of the context)."""
+    from bolid_lib.experiments.world.text import WorldTextEncoder, prompt_for
+
+    torch.manual_seed(0)
+    text = WorldTextEncoder()
+    caps = [prompt_for(0), "", prompt_for(2), prompt_for(0)]
+    runs = []
+    for share in (False, True):
+        unet = nets.build_unet(32, 8, seed=3)
+        if share:
+            nets.share_context_projections(unet)
+        text.zero_grad()
+        ctx, pooled = text.encode_unique(caps)
+        out = unet(torch.ones(4, 4, 8, 8), torch.tensor([10, 500, 900, 10]), encoder_hidden_states=ctx,
+                   added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(16, 4)}).sample
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        k = next(m for n, m in unet.named_modules() if n.endswith("attn2")).to_k
+        runs.append((out.detach(), k.weight.grad.clone(), text.words.weight.grad.clone()))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # the padding rows after the first end token are alike: a prompt has few distinct rows
+    ctx, _ = text.encode_unique([prompt_for(1)])
+    assert torch.unique(ctx[0].detach(), dim=0).shape[0] == len(prompt_for(1).split()) + 3   # + start, end, padding
 
 
 def test_sampler_reads_v_as_the_trainer_defines_it():

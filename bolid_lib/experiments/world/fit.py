@@ -7,6 +7,7 @@ Legend: B batch, S image side, h latent side.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import logging
@@ -46,18 +47,44 @@ def _lr(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / max(1, warmup))
 
 
+class Ema:
+    """Exponential moving average of modules' parameters (decay warmed up as (1 + n) / (10 + n), capped): what a
+    short diffusion training samples best from."""
+
+    def __init__(self, modules: dict[str, nn.Module], decay: float):
+        self.decay = decay
+        self.copies = {name: copy.deepcopy(m).eval().requires_grad_(False) for name, m in modules.items()}
+        self.sources = modules
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for name, m in self.sources.items():
+            for pe, p in zip(self.copies[name].parameters(), m.parameters()):
+                pe.lerp_(p.detach(), 1 - d)
+
+
+def min_snr_weight(acp: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma loss weight for a v-prediction loss (Hang et al. 2023): min(SNR, gamma) / (SNR + 1)."""
+    snr = acp / (1 - acp)
+    return snr.clamp(max=gamma) / (snr + 1)
+
+
 def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: Path) -> tuple[nn.Module, WorldTextEncoder, dict]:
-    """The text-only base: UNet + text encoder from scratch (v-prediction) on (latent, prompt of its pose class), 10% empty prompts
-    (classifier-free guidance). latents (N, 4, h, h), pose (N,). Stops at cfg.base_steps or cfg.base_seconds."""
+    """The text-only base: UNet + text encoder from scratch (v-prediction, min-SNR-5 weights, EMA of the weights)
+    on (latent, prompt of its pose class), 10% empty prompts (classifier-free guidance). latents (N, 4, h, h),
+    pose (N,). Stops at cfg.base_steps or cfg.base_seconds; returns the EMA models."""
     unet = nets.build_unet(cfg.model_channels, cfg.head_channels, seed=cfg.seed)
-    nets.share_context_projections(unet)
     text = WorldTextEncoder()
+    ema = Ema({"unet": unet, "text": text}, cfg.base_ema)
+    nets.share_context_projections(unet)
+    nets.share_context_projections(ema.copies["unet"])
     sched = nets.scheduler()
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.base_lr, weight_decay=0.0)
     step, spent = 0, 0.0
     if ckpt.is_file():
-        meta = _load_base(ckpt, unet, text, opt)
+        meta = _load_base(ckpt, unet, text, ema, opt)
         step, spent = int(meta["step"]), float(meta.get("seconds", 0.0))
         log.info("base: resumed at step %d", step)
     acp = sched.alphas_cumprod
@@ -71,39 +98,45 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
         caps = [prompt_for(int(p)) if float(u) >= 0.1 else "" for p, u in zip(pose[idx], torch.rand(len(idx), generator=g))]
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, 1000, (len(idx),), generator=g)
-        noisy = acp[t].sqrt().reshape(-1, 1, 1, 1) * x0 + (1 - acp[t]).sqrt().reshape(-1, 1, 1, 1) * noise
+        a = acp[t].reshape(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         ctx, pooled = text.encode_unique(caps)
         pred = unet(noisy, t, encoder_hidden_states=ctx,
                     added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(size, len(idx))}).sample
-        a = acp[t].reshape(-1, 1, 1, 1)
-        loss = F.mse_loss(pred, a.sqrt() * noise - (1 - a).sqrt() * x0)        # v-prediction (nets.PREDICTION)
+        err = (pred - (a.sqrt() * noise - (1 - a).sqrt() * x0)).pow(2).mean(dim=(1, 2, 3))  # v-prediction (nets.PREDICTION)
+        loss = (err * min_snr_weight(acp[t])).mean()
         for grp in opt.param_groups:
             grp["lr"] = _lr(step, cfg.base_lr, 100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        ema.update(step)
         step += 1
-        losses.append(loss.item())
+        losses.append(float(err.detach().mean()))
         if step % 50 == 0:
-            log.info("base step %d loss %.4f (%.0f s)", step, sum(losses[-50:]) / len(losses[-50:]), time.time() - t0)
+            log.info("base step %d v-loss %.4f (%.0f s)", step, sum(losses[-50:]) / len(losses[-50:]), time.time() - t0)
         if step % cfg.checkpoint_every == 0:
-            _save_base(ckpt, unet, text, opt, step, time.time() - t0)
-    _save_base(ckpt, unet, text, opt, step, time.time() - t0)
-    unet.eval().requires_grad_(False)
-    text.eval().requires_grad_(False)
+            _save_base(ckpt, unet, text, ema, opt, step, time.time() - t0)
+    _save_base(ckpt, unet, text, ema, opt, step, time.time() - t0)
+    unet, text = ema.copies["unet"], ema.copies["text"]
     return unet, text, {"base_steps": step, "base_seconds": time.time() - t0,
                         "base_final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])) if losses else None}
 
 
-def _save_base(path: Path, unet, text, opt, step: int, seconds: float) -> None:
+def _save_base(path: Path, unet, text, ema: Ema, opt, step: int, seconds: float) -> None:
+    """The EMA weights as ``unet.`` / ``text.`` (what the later stages and ComfyUI load), the trained ones as
+    ``train_unet.`` / ``train_text.`` and the optimizer state as ``opt.`` (to resume)."""
     state = opt.state_dict()["state"]
     extra = {f"opt.{i}.{k}": v for i, st in state.items() for k, v in st.items() if isinstance(v, torch.Tensor)}
-    save_state(path, {"unet": unet, "text": text}, {"step": step, "seconds": seconds}, extra)
+    extra.update({f"train_unet.{k}": v.detach() for k, v in unet.state_dict().items()})
+    extra.update({f"train_text.{k}": v.detach() for k, v in text.state_dict().items()})
+    save_state(path, {"unet": ema.copies["unet"], "text": ema.copies["text"]}, {"step": step, "seconds": seconds}, extra)
 
 
-def _load_base(path: Path, unet, text, opt) -> dict:
-    config, tensors = load_state(path, {"unet": unet, "text": text})
+def _load_base(path: Path, unet, text, ema: Ema, opt) -> dict:
+    config, tensors = load_state(path, {"unet": ema.copies["unet"], "text": ema.copies["text"],
+                                        "train_unet": unet, "train_text": text})
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):

@@ -56,27 +56,48 @@ def scheduler():
                          prediction_type=PREDICTION)
 
 
+class _ContextRows:
+    """The distinct rows of the last context the UNet was given, found once per forward and shared by its 140
+    context projections: ``rows`` (U, 2048) with gradient, ``gather`` (B*T, U) one-hot (a matmul, whose backward is
+    a matmul too, where indexing's backward is a scatter per layer)."""
+
+    def __init__(self):
+        self.x = None
+        self.rows = self.gather = None
+
+    def of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x is not self.x:
+            flat = x.reshape(-1, x.shape[-1])
+            _, inverse = torch.unique(flat.detach(), dim=0, return_inverse=True)
+            u = int(inverse.max()) + 1
+            first = torch.full((u,), flat.shape[0], dtype=torch.long, device=x.device)
+            first = first.scatter_reduce(0, inverse, torch.arange(flat.shape[0], device=x.device), reduce="amin")
+            self.x, self.rows = x, flat[first]
+            self.gather = F.one_hot(inverse, u).to(flat.dtype)
+        return self.rows, self.gather
+
+
 def _dedup_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """nn.Linear on the distinct rows of a batched context only (exact: equal rows give equal outputs)."""
-    if x.ndim != 3 or x.shape[0] < 2:
+    """nn.Linear on the distinct rows of a context only (exact: equal rows give equal outputs)."""
+    if x.ndim != 3:
         return F.linear(x, self.weight, self.bias)
-    flat = x.detach().reshape(x.shape[0], -1)
-    _, inverse = torch.unique(flat, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), x.shape[0], dtype=torch.long, device=x.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(x.shape[0], device=x.device), reduce="amin")
-    return F.linear(x[first], self.weight, self.bias)[inverse]
+    rows, gather = self._context_rows.of(x)
+    return (gather @ F.linear(rows, self.weight, self.bias)).reshape(*x.shape[:-1], self.out_features)
 
 
 def share_context_projections(unet: nn.Module) -> int:
-    """Make every attn2 to_k / to_v of ``unet`` project each distinct context once per batch (rows of one prompt
-    share it). The weights and their names are untouched; returns how many layers were changed.
+    """Make every attn2 to_k / to_v of ``unet`` project each distinct context row once per forward. The weights and
+    their names are untouched; returns how many layers were changed.
 
-    A batch of this world holds a handful of prompts, and the 2048-wide context projections are most of the
-    reduced-width UNet's work (70 sites x 2 x 77 x 2048 x width)."""
+    A batch of this world holds a handful of prompts, and the text encoder's padding rows are all alike
+    (``text.WorldTextEncoder``), so a batch's context has a few dozen distinct rows among B x 77; the 2048-wide
+    context projections were most of the reduced-width UNet's work (70 sites x 2 x 77 x 2048 x width)."""
+    shared = _ContextRows()
     n = 0
     for name, mod in unet.named_modules():
         if name.endswith("attn2"):
             for lin in (mod.to_k, mod.to_v):
+                lin._context_rows = shared
                 lin.forward = types.MethodType(_dedup_linear, lin)
                 n += 1
     return n

@@ -1,7 +1,8 @@
 """A tiny text encoder with SDXL's output shapes: prompt -> context (77, 2048) and pooled (1280).
 
 A prompt is a few words of ``VOCAB``; each word has a learned embedding, tokens are [start, words..., end, end...]
-as CLIP pads, plus a learned position embedding; a small MLP and two linear maps give the 2048-wide context and the
+as CLIP pads, plus a learned position embedding up to the first end token (the padding rows after it are all alike,
+so the UNet's context projections need only a prompt's few distinct rows, ``nets.share_context_projections``); a small MLP and two linear maps give the 2048-wide context and the
 1280-wide pooled vector (from the mean of the word tokens). Trained with the base model, then frozen.
 """
 
@@ -44,9 +45,10 @@ class WorldTextEncoder(nn.Module):
     def forward(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions -> context (B, 77, 2048), pooled (B, 1280)."""
         ids = torch.tensor([self.token_ids(c) for c in captions], device=self.position.device)
-        h = self.words(ids) + self.position
+        n_words = torch.tensor([len(c.split()) for c in captions], device=ids.device)
+        placed = torch.arange(TOKENS, device=ids.device)[None] <= n_words[:, None] + 1       # start, words, first end
+        h = self.words(ids) + self.position * placed[..., None]
         h = h + self.mix(h)
-        n_words = torch.tensor([len(c.split()) for c in captions], device=h.device)
         mask = (torch.arange(TOKENS, device=h.device)[None] >= 1) & (torch.arange(TOKENS, device=h.device)[None] <= n_words[:, None])
         mean = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return self.to_context(h), self.to_pooled(mean)
