@@ -5,7 +5,7 @@
 * ``check WORKFLOW.json [--comfyui-version V] [--object-info FILE]``: check node types, links and widget values
   without starting ComfyUI, against the committed core-node dump of every supported ComfyUI version (or of
   one, or against ``/object_info`` files you give), plus this pack's own node schemas.
-* ``train body-vae|adapter ...``: the trainers (same as ``python -m bolid_lib.train``).
+* ``train body-vae|adapter ...``: the trainers (same as ``python -m bolid_lib.training``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import runner
+from .runner import headless as runner
 
 PACK_SCHEMAS = Path(__file__).resolve().parent.parent / "tests" / "standin" / "dump_pack_info.py"
 
@@ -35,7 +35,7 @@ def _pack_object_info() -> dict:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .workflow import WorkflowError, check_workflow, core_dumps, core_object_info
+    from .runner.workflow import WorkflowError, check_workflow, core_dumps, core_object_info
 
     workflow = runner.load_workflow(args.workflow)
     ignore = {"missing model file", "missing input file"} if args.ignore_missing_files else set()
@@ -57,7 +57,7 @@ def _check(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"error: {e}\n")
                 return 1
         if not targets:
-            sys.stdout.write("error: no committed /object_info dump found (bolid_lib/data): pass --object-info FILE\n")
+            sys.stdout.write("error: no committed /object_info dump found (bolid_lib/runner/core_nodes): pass --object-info FILE\n")
             return 1
     total = 0
     for label, info in targets:
@@ -72,7 +72,7 @@ def _check(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
-        from .train import main as train_main
+        from .training.cli import main as train_main
 
         return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bolid_lib", description=__doc__.splitlines()[0])

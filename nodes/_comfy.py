@@ -110,7 +110,7 @@ def list_models(key: str, *, exclude_prefix: str | None = None) -> list[str]:
 
 def missing_model_message(key: str, name: str) -> str:
     """What to tell the user about a model file that is not there: the folder it goes in and where to get it."""
-    from ..bolid_lib.model_catalog import where_to_get
+    from ..bolid_lib.runner.model_catalog import where_to_get
 
     _sync(key)
     folders = folder_paths.get_folder_paths(key) if key in folder_paths.folder_names_and_paths else []

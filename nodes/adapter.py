@@ -2,7 +2,7 @@
 
 The patch is an ``attn2`` replace on all 70 SDXL cross-attention sites of a clone of the MODEL
 (paper 4.3: Z' = Attn(Q,K_t,V_t) + λ_ref·Attn(Q,K_ref,V_ref) + λ_b·Attn(Q,K_b,V_b)); the logic lives in
-``bolid_lib.patch``. Another pack's patch already on a site (e.g. IPAdapter_plus) computes the text term, so
+``bolid_lib.method.patch``. Another pack's patch already on a site (e.g. IPAdapter_plus) computes the text term, so
 both take effect; applying BoLID twice stacks too (e.g. an IP-Adapter for the image, a BoLID adapter for the body).
 """
 
@@ -13,10 +13,10 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..bolid_lib.adapter import BoLIDAdapter, clip_vision_name, load_adapter
+from ..bolid_lib.method.adapter import BoLIDAdapter, clip_vision_name, load_adapter
 from ..bolid_lib.errors import BoLIDError
-from ..bolid_lib.patch import BoLIDPatch, PatchSettings, SitePatch, check_unet, detach_patch
-from ..bolid_lib.sdxl_layers import SITES
+from ..bolid_lib.method.patch import BoLIDPatch, PatchSettings, SitePatch, check_unet, detach_patch
+from ..bolid_lib.method.sdxl_layers import SITES
 from ._comfy import (
     BODIES_SUBFOLDER, CATEGORY, FOLDER_BOLID, FOLDER_IPADAPTER, Adapter, Body, check_model_choice, list_models, model_path,
 )

@@ -6,8 +6,8 @@ import os
 
 from comfy_api.latest import io, ui
 
-from ..bolid_lib import body_vae as vae_lib
-from ..bolid_lib import embedding as emb_lib
+from ..bolid_lib.method import body_vae as vae_lib
+from ..bolid_lib.method import embedding as emb_lib
 from ..bolid_lib.errors import BoLIDError
 from ..bolid_lib.files import resolve_inside
 from ._comfy import (
@@ -42,7 +42,7 @@ class BoLIDBodyVAELoader(io.ComfyNode):
             node_id="BoLIDBodyVAELoader",
             display_name="BoLID Body-ID VAE Loader",
             category=SUBCATEGORY,
-            description=("Loads a Body-ID VAE (.safetensors written by 'python -m bolid_lib.train body-vae') from "
+            description=("Loads a Body-ID VAE (.safetensors written by 'python -m bolid_lib.training body-vae') from "
                          "models/bolid/. It turns weighted photos of a person into a Body-ID (paper 4.2). "
                          "A file of another kind is refused with a note on what it is."),
             inputs=[io.Combo.Input("vae_name", options=vae_choices(),

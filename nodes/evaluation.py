@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..bolid_lib import metrics
+from ..bolid_lib.evaluation import metrics
 from ..bolid_lib.errors import BoLIDError
 from ._comfy import CATEGORY, Pose, PoseModel, image_to_bchw
 

@@ -1,7 +1,7 @@
 """Photo loading node: a folder of one person's photos (any sizes, orientations, JPEG/PNG/WebP/HEIC) as one batch.
 
 The pack's own loader, so the Body-ID workflow leans on no young core node (LoadImageSetFromFolderNode of
-ComfyUI 0.3.64 is gone in 0.33). The work is in bolid_lib.photos.
+ComfyUI 0.3.64 is gone in 0.33). The work is in bolid_lib.data.photos.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 import folder_paths
 
-from ..bolid_lib import photos as ph
+from ..bolid_lib.data import photos as ph
 from ..bolid_lib.errors import BoLIDError
 from ._comfy import CATEGORY, bchw_to_image, progress_callback
 

@@ -8,7 +8,7 @@ import string
 import torch
 from comfy_api.latest import io, ui
 
-from ..bolid_lib.keypoints import COCO_KEYPOINTS, COCO_SKELETON, PoseBatch, pose_batch_to_pose_keypoint
+from ..bolid_lib.method.keypoints import COCO_KEYPOINTS, COCO_SKELETON, PoseBatch, pose_batch_to_pose_keypoint
 from ._comfy import (
     CATEGORY, FOLDER_POSE, Pose, PoseKeypoint, PoseModel, bchw_to_image, check_model_choice, image_to_bchw, list_models,
     model_path, progress_callback,
@@ -73,7 +73,7 @@ class BoLIDPoseModelLoader(io.ComfyNode):
     def execute(cls, model_name: str) -> io.NodeOutput:
         import comfy.model_management
 
-        from ..bolid_lib.pose import PoseModel as Model
+        from ..bolid_lib.method.pose import PoseModel as Model
 
         model = Model.load(model_path(FOLDER_POSE, model_name), device=comfy.model_management.get_torch_device())
         return io.NodeOutput(model)
@@ -119,7 +119,7 @@ class BoLIDPoseKeypoints(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, pose_model, conf, visibility, person, person_index, on_missing) -> io.NodeOutput:
-        from ..bolid_lib.draw import draw_skeleton
+        from ..bolid_lib.method.draw import draw_skeleton
 
         images = image_to_bchw(image)                                             # (B, 3, H, W)
         policy = person_index if person == "by_index" else person

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
 
-from ..bolid_lib import weighting as wt
+from ..bolid_lib.method import weighting as wt
 from ..bolid_lib.errors import BoLIDError
-from ..bolid_lib.keypoints import PoseBatch, pose_keypoint_to_pose_batch
+from ..bolid_lib.method.keypoints import PoseBatch, pose_keypoint_to_pose_batch
 from ._comfy import CATEGORY, Pose, PoseKeypoint, bchw_to_image, image_to_bchw, progress_callback
 from .pose import MAX_PREVIEWS, preview_ui, save_temp_images
 

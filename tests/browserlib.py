@@ -95,13 +95,13 @@ def fetch_frontend(version: str = NEWEST_FRONTEND, cache: Path | None = None) ->
 
 
 def sample_files() -> dict[str, bytes]:
-    """Pictures for the example workflows' image loaders: procedural people (bolid_lib.synthetic), so the
+    """Pictures for the example workflows' image loaders: procedural people (bolid_lib.data.synthetic), so the
     canvas shows a person in Load Image and the photo folder exists for Load Image Dataset from Folder."""
     import torch
     from PIL import Image
 
     sys.path.insert(0, str(PACK_DIR))
-    from bolid_lib.synthetic import RenderSettings, random_shapes, render_views
+    from bolid_lib.data.synthetic import RenderSettings, random_shapes, render_views
 
     shapes = random_shapes(1, seed=7).repeat(5, 1)
     images, _ = render_views(shapes, seed=11, settings=RenderSettings(size=384, min_height=0.8, max_height=0.92))

@@ -2,7 +2,7 @@
 
     python -m bolid_lib.experiments.body_id_proof [--ids 20] [--time-limit 420]
 
-Procedural people (bolid_lib.synthetic) whose identity is only their body shape: every view has a new
+Procedural people (bolid_lib.data.synthetic) whose identity is only their body shape: every view has a new
 pose, scale, position, viewpoint, clothing, skin and background. The VAE is trained with the trainer's
 own loop and defaults (reconstruction across views + beta KL + limb ratios + the cross-view and per-view
 identity terms, image-branch dropout) on poses from the range [0, 0.6] of each joint's maximum
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..body_vae import BodyVAE, BodyVAEConfig
-from .. import synthetic
+from ..method.body_vae import BodyVAE, BodyVAEConfig
+from ..data import synthetic
 from ..training.body_vae import TrainConfig, synthetic_viewset, train_body_vae
-from ..weighting import apply_weighting
+from ..method.weighting import apply_weighting
 
 log = logging.getLogger("bolid")
 

@@ -18,8 +18,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from .. import synthetic
-from ..body_vae import keypoint_geometry, person_crop
+from ..data import synthetic
+from ..method.body_vae import keypoint_geometry, person_crop
 
 RANGES = {"training poses": (0.0, 0.6), "held-out poses": (0.6, 1.0)}
 

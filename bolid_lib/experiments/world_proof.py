@@ -4,7 +4,7 @@ branch draws the person whose Body-ID it is given, while the prompt still sets t
     python -m bolid_lib.experiments.world_proof --seed 0 --out DIR [--small] [--threads 1]
 
 Stages (each saved under DIR and skipped when its file is there, so a stopped run resumes):
-1. the world (``world.render``): ``ids`` procedural identities of ``bolid_lib.synthetic``, prompts
+1. the world (``world.render``): ``ids`` procedural identities of ``bolid_lib.data.synthetic``, prompts
    "a person arms {down,out,up}", 32 px views, a fixed image <-> 4-channel latent map (``world.latent``);
 2. the evaluators, trained on ground-truth renders only: an identity classifier and a pose-class classifier
    (their held-out accuracy is reported), and a keypoint regressor that plays YOLO's part in L_id;

@@ -1,11 +1,11 @@
-"""Adapter training: ``python -m bolid_lib.train adapter --config FILE`` (paper 4.4).
+"""Adapter training: ``python -m bolid_lib.training adapter --config FILE`` (paper 4.4).
 
     L = L_diff + α_id·L_id + β_CLIP·L_CLIP                                         (eq. 14)
 
 SDXL stays frozen; the body branch, the ref branch or both learn (the ref branch may start from an IP-Adapter
 SDXL file). The host is diffusers' UNet2DConditionModel with BoLID processors on its 70 attn2 sites (host.py);
 the losses are in losses.py, the data in data.py. One GPU: run it as it is; several: ``accelerate launch
---num_processes N -m bolid_lib.train adapter --config FILE`` (accelerate's Accelerator does the rest).
+--num_processes N -m bolid_lib.training adapter --config FILE`` (accelerate's Accelerator does the rest).
 
 The config file is YAML, JSON or TOML with the field names of ``AdapterTrainConfig``; a command-line flag
 (``--alpha-id 0.1``) overrides the file. Checkpoints (safetensors only: adapter, optimizer state tensors; JSON
@@ -32,10 +32,10 @@ from typing import Callable
 
 import torch
 
-from ..adapter import AdapterConfig, BoLIDAdapter, load_adapter, save_adapter
+from ..method.adapter import AdapterConfig, BoLIDAdapter, load_adapter, save_adapter
 from ..errors import BoLIDError
 from ..files import read_safetensors, save_safetensors_atomic
-from . import data as D
+from . import dataset as D
 from . import losses as L
 from .host import AdapterTrainingModule
 

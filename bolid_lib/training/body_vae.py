@@ -1,4 +1,4 @@
-"""Train the Body-ID VAE: ``python -m bolid_lib.train body-vae --data DIR`` (or ``--synthetic N``).
+"""Train the Body-ID VAE: ``python -m bolid_lib.training body-vae --data DIR`` (or ``--synthetic N``).
 
 DIR holds one folder per person (the paper's "grouped by unique user IDs"). The trainer runs the pose
 model and the Gaussian weighting itself, once, and caches the prepared views (weighted, letterboxed to R,
@@ -16,7 +16,7 @@ terms make Body-IDs of one person, from any views or from one, land near each ot
 Every step draws its randomness from a generator seeded by (seed, step, rank), so a run resumed from a
 checkpoint continues exactly as the uninterrupted run would have.
 
-Several GPUs: ``accelerate launch -m bolid_lib.train body-vae ...`` or ``torchrun ... -m bolid_lib.train
+Several GPUs: ``accelerate launch -m bolid_lib.training body-vae ...`` or ``torchrun ... -m bolid_lib.training
 body-vae ...``: when accelerate is importable the model and optimiser go through its Accelerator (DDP);
 each process draws different people (its rank enters the seed).
 
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import files
-from ..body_vae import NUM_LIMBS, BodyVAE, BodyVAEConfig, limb_ratios_from_keypoints, prepare_views, save_body_vae, view_weights
+from ..method.body_vae import NUM_LIMBS, BodyVAE, BodyVAEConfig, limb_ratios_from_keypoints, prepare_views, save_body_vae, view_weights
 from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
@@ -130,7 +130,7 @@ def make_viewset(images: torch.Tensor, keypoints: torch.Tensor, person: torch.Te
                  names: list[str] | None = None, *, sigma: float = 0.1, alpha: float = 0.1, chunk: int = 256) -> ViewSet:
     """Weight (paper 4.1), prepare as the VAE does (crop/letterbox to R) and pack raw views:
     images (N, 3, H, W), keypoints (N, 17, 3) px."""
-    from ..weighting import apply_weighting
+    from ..method.weighting import apply_weighting
 
     views, kps = [], []
     for s in range(0, images.shape[0], chunk):
@@ -149,8 +149,8 @@ def make_viewset(images: torch.Tensor, keypoints: torch.Tensor, person: torch.Te
 def synthetic_viewset(n_persons: int, views_per_person: int, vae_cfg: BodyVAEConfig, seed: int, *, pose_range=(0.0, 1.0),
                       render_size: int | None = None, shapes: torch.Tensor | None = None, sigma: float = 0.1,
                       alpha: float = 0.1) -> ViewSet:
-    """Procedural people (bolid_lib.synthetic) with exact keypoints: no pose model needed."""
-    from .. import synthetic
+    """Procedural people (bolid_lib.data.synthetic) with exact keypoints: no pose model needed."""
+    from ..data import synthetic
 
     shapes = synthetic.random_shapes(n_persons, seed) if shapes is None else shapes
     data = synthetic.make_views(shapes, views_per_person, seed + 1,
@@ -178,7 +178,7 @@ def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, vae_cfg: B
     A person's cache is reused when its image list (names, sizes, mtimes), the pose model file and the
     settings are unchanged; otherwise that person is prepared again.
     """
-    from ..pose import PoseModel
+    from ..method.pose import PoseModel
 
     root = Path(data_dir)
     if not root.is_dir():
@@ -238,7 +238,7 @@ def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, vae_cfg: B
 
 
 def _prepare_one(img: torch.Tensor, keypoints: torch.Tensor, vae_cfg: BodyVAEConfig, sigma: float, alpha: float):
-    from ..weighting import apply_weighting
+    from ..method.weighting import apply_weighting
 
     w, _ = apply_weighting(img, keypoints, sigma=sigma, alpha=alpha)
     v, k = prepare_views(w, keypoints, vae_cfg)

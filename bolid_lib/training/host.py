@@ -1,7 +1,7 @@
 """The training host: diffusers' ``UNet2DConditionModel`` with a BoLID attention processor on its 70 ``attn2``.
 
-The processor computes exactly what the ComfyUI patch computes (``bolid_lib.patch``): both call
-``bolid_lib.attention.decoupled_attention`` on q, k, v of shape (B, N, H·d) with the branch K/V that the adapter's
+The processor computes exactly what the ComfyUI patch computes (``bolid_lib.method.patch``): both call
+``bolid_lib.method.attention.decoupled_attention`` on q, k, v of shape (B, N, H·d) with the branch K/V that the adapter's
 ``site_kv`` gives, so the weights trained here are the weights that run in ComfyUI (tests/unit/test_training_parity.py).
 
 Branch tokens are computed once per UNet evaluation by ``AdapterTrainingModule.forward`` (the adapter is the only
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..adapter import BoLIDAdapter
-from ..attention import Branch, decoupled_attention
+from ..method.adapter import BoLIDAdapter
+from ..method.attention import Branch, decoupled_attention
 from ..errors import BoLIDError
-from ..sdxl_layers import NUM_SITES, SITES
+from ..method.sdxl_layers import NUM_SITES, SITES
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import BoLIDError
-from ..keypoints import NUM_KEYPOINTS
+from ..method.keypoints import NUM_KEYPOINTS
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 KEYPOINT_DECODES = ("soft", "target_box")

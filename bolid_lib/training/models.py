@@ -4,7 +4,7 @@ Real runs read local files only (nothing is downloaded): an SDXL diffusers folde
 ``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``, ``scheduler/``) or a single-file UNet
 with that folder for its config; a preview VAE folder (AutoencoderTiny such as taesdxl, or an AutoencoderKL); a
 CLIP vision encoder with projection (for the ref branch); a CLIP model folder (for L_CLIP); a YOLO pose ``.pt``
-(loaded through ``bolid_lib.pose``); a Body-ID VAE file (``bolid_lib.body_vae``).
+(loaded through ``bolid_lib.method.pose``); a Body-ID VAE file (``bolid_lib.method.body_vae``).
 
 ``tiny_models`` builds the same classes with tiny random configs (context width 2048 kept, as in SDXL), so the
 whole trainer runs in seconds on a CPU without a single weight file.
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import BoLIDError
-from ..sdxl_layers import CONTEXT_DIM
+from ..method.sdxl_layers import CONTEXT_DIM
 
 log = logging.getLogger("bolid")
 
@@ -45,7 +45,7 @@ class ModelSet:
     clip_model: nn.Module | None = None
     clip_tokenizer: object = None
     pose_net: nn.Module | None = None
-    pose_model: object = None                # bolid_lib.pose.PoseModel (Body-IDs); pose_net is a private copy of its net
+    pose_model: object = None                # bolid_lib.method.pose.PoseModel (Body-IDs); pose_net is a private copy of its net
     body_vae: nn.Module | None = None
     shortcut_unet: nn.Module | None = None
 
@@ -165,12 +165,12 @@ def load_models(cfg) -> ModelSet:
         models.clip_model = freeze(CLIPModel.from_pretrained(cfg.clip_model))
         models.clip_tokenizer = CLIPTokenizer.from_pretrained(cfg.clip_model)
     if cfg.pose_model:
-        from ..pose import PoseModel
+        from ..method.pose import PoseModel
         models.pose_model = PoseModel.load(cfg.pose_model)
         # a private copy: ultralytics fuses Conv+BN in place when it predicts; the loss keeps the unfused net
         models.pose_net = freeze(copy.deepcopy(models.pose_model.yolo.model))
     if cfg.body_vae:
-        from ..body_vae import load_body_vae
+        from ..method.body_vae import load_body_vae
         models.body_vae = freeze(load_body_vae(cfg.body_vae))
     if cfg.shortcut_unet:
         models.shortcut_unet = load_unet(pre, cfg.shortcut_unet)
@@ -277,13 +277,13 @@ def tiny_models(cfg) -> ModelSet:
     torch.manual_seed(seed + 6)
     from ultralytics import YOLO
 
-    from ..pose import PoseModel
+    from ..method.pose import PoseModel
     yolo = YOLO("yolo11n-pose.yaml", verbose=False)
     calibrate_batchnorm(yolo.model, torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(seed)))
     models.pose_model = PoseModel(yolo, "yolo11n-pose (random)")
     models.pose_net = freeze(copy.deepcopy(yolo.model))
     if cfg.branches in ("body", "both"):
-        from ..body_vae import BodyVAE, BodyVAEConfig
+        from ..method.body_vae import BodyVAE, BodyVAEConfig
         torch.manual_seed(seed + 7)
         models.body_vae = freeze(BodyVAE(BodyVAEConfig(input_size=32, latent_dim=16, widths=(8, 8), feature_dim=16,
                                                        pool_size=2, groups=8)))

@@ -29,7 +29,7 @@ def child(mode: str, views: int, size: int, chunk: int, threads: int) -> dict:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -7,12 +7,12 @@ The photos are made here once and cached outside the repository (default ~/.cach
 sized (about 12 MP: 4032x3024, 4000x3000, 4080x3072, and 16:9 4032x2268), every other one HEIC (pillow-heif's
 HEVC encoder, the rotation stored as the HEIF transform, as phones do) and the rest JPEG (with an EXIF
 orientation tag of 1, 3, 6 or 8, so a quarter are stored sideways), showing a procedural person
-(bolid_lib.synthetic) scaled up with a little sensor-like noise so the files have realistic sizes.
+(bolid_lib.data.synthetic) scaled up with a little sensor-like noise so the files have realistic sizes.
 
 For each count of photos, two fresh child processes on ``--threads`` threads (each peak is its own; memory is
 the growth of the resident set's high-water mark during the measured call, tests/memlib.py):
 
-- decode (the baseline): ``bolid_lib.photos.load_photos`` on the folder, what BoLID Load Photos runs;
+- decode (the baseline): ``bolid_lib.data.photos.load_photos`` on the folder, what BoLID Load Photos runs;
 - pipeline: the shipped example workflow ``bolid_build_body_id.json`` converted against the live node registry
   and run by ComfyUI's real executor (in-process, tests/hostlib.py): Load Photos -> Pose Keypoints (random-init
   YOLO11n-pose; conf ~0 so every photo carries a detection) -> Gaussian Weighting -> Body-ID Encode (random
@@ -61,7 +61,7 @@ def _person(index: int, w: int, h: int):
     import torch
     from PIL import Image
 
-    from bolid_lib.synthetic import RenderSettings, random_shapes, render_views
+    from bolid_lib.data.synthetic import RenderSettings, random_shapes, render_views
 
     images, _ = render_views(random_shapes(1, seed=5), seed=100 + index,
                              settings=RenderSettings(size=512, min_height=0.7, max_height=0.9))
@@ -130,7 +130,7 @@ def fill_input(base: Path, name: str, photos: list[Path]) -> None:
 # --- children ------------------------------------------------------------------------------------------
 
 def child_decode(base: Path, name: str, size: int) -> dict:
-    from bolid_lib import photos as ph
+    from bolid_lib.data import photos as ph
 
     folder = base / "input" / name
     first = sorted(folder.iterdir())
@@ -152,8 +152,8 @@ def child_pipeline(base: Path, name: str, size: int) -> dict:
     import torch
 
     import hostlib
-    from bolid_lib import workflow as wfl
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.runner import workflow as wfl
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
 
     comfy = hostlib.boot(base)
     hostlib.save_yolo(comfy.models_dir / "ultralytics" / "pose" / "yolo11n-pose.pt")

@@ -77,8 +77,8 @@ def main() -> None:
 
     node_mod = sys.modules[host.node("BoLIDApply").__module__]
     root = node_mod.__name__.rsplit(".nodes.", 1)[0]
-    lib_adapter = sys.modules[root + ".bolid_lib.adapter"]
-    lib_patch = sys.modules[root + ".bolid_lib.patch"]
+    lib_adapter = sys.modules[root + ".bolid_lib.method.adapter"]
+    lib_patch = sys.modules[root + ".bolid_lib.method.patch"]
 
     t0 = time.perf_counter()
     model = hostlib.build_sdxl_model(model_channels=args.channels, head_channels=args.heads, seed=0)

@@ -30,9 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bolid_lib.draw import draw_skeleton  # noqa: E402
-from bolid_lib.keypoints import pose_batch_to_pose_keypoint  # noqa: E402
-from bolid_lib.pose import PoseModel, select_people  # noqa: E402
+from bolid_lib.method.draw import draw_skeleton  # noqa: E402
+from bolid_lib.method.keypoints import pose_batch_to_pose_keypoint  # noqa: E402
+from bolid_lib.method.pose import PoseModel, select_people  # noqa: E402
 
 
 def timed(fn, sync):

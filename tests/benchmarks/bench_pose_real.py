@@ -40,9 +40,9 @@ from PIL import Image  # noqa: E402
 
 import reallib  # noqa: E402
 from bench_pose import timed  # noqa: E402
-from bolid_lib.draw import draw_skeleton  # noqa: E402
-from bolid_lib.keypoints import pose_batch_to_pose_keypoint  # noqa: E402
-from bolid_lib.pose import PoseModel  # noqa: E402
+from bolid_lib.method.draw import draw_skeleton  # noqa: E402
+from bolid_lib.method.keypoints import pose_batch_to_pose_keypoint  # noqa: E402
+from bolid_lib.method.pose import PoseModel  # noqa: E402
 
 
 def interleaved(paths: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None]) -> dict[str, list]:
@@ -104,7 +104,7 @@ def main() -> None:
         return [model.predict(t, conf=args.conf) for _, t in photos.values()]
 
     # The network-sized float tensors the library hands ultralytics (made once, outside the timing).
-    from bolid_lib.pose import _letterbox, _letterbox_plan
+    from bolid_lib.method.pose import _letterbox, _letterbox_plan
 
     plans = [_letterbox_plan(t.shape[2], t.shape[3], 640, model.stride) for _, t in photos.values()]
     fitted = [(_letterbox(t, plan).contiguous(), plan.size) for (_, t), plan in zip(photos.values(), plans)]

@@ -1,4 +1,4 @@
-"""Images per second of ``bolid_lib.data.prepare`` with 1 and 2 workers, in the same run.
+"""Images per second of ``bolid_lib.data.prepare.prepare`` with 1 and 2 workers, in the same run.
 
     python tests/benchmarks/bench_prepare.py [--images 24] [--size 1200x1000] [--no-yolo]
 

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bolid_lib.training import data as D                                       # noqa: E402
+from bolid_lib.training import dataset as D                                       # noqa: E402
 from bolid_lib.training.adapter import (AdapterTrainConfig, StepContext, build_adapter, compute_losses,  # noqa: E402
                                         prepare_data)
 from bolid_lib.training.host import AdapterTrainingModule                       # noqa: E402

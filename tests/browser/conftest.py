@@ -40,7 +40,7 @@ def served_base(tmp_path_factory):
     hostlib.save_yolo(base / "models" / "ultralytics" / "pose" / "yolo11n-pose.pt")
     # A Body-ID file under the name the text-only workflows use (random numbers, real format).
     import torch
-    from bolid_lib.embedding import BodyEmbedding, save_body
+    from bolid_lib.method.embedding import BodyEmbedding, save_body
 
     g = torch.Generator().manual_seed(0)
     body = BodyEmbedding(torch.randn(756, generator=g), torch.full((756,), -2.0),

@@ -1,4 +1,4 @@
-"""bolid_lib.workflow.ui_to_api gives what the real frontend's ``app.graphToPrompt()`` gives.
+"""bolid_lib.runner.workflow.ui_to_api gives what the real frontend's ``app.graphToPrompt()`` gives.
 
 The frontend is the canonical converter (HOST_NOTES.md). Each workflow (ComfyUI's own templates that use
 only core nodes and no subgraphs, plus this pack's example workflows) is put on the canvas with
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bolid_lib import workflow as W
+from bolid_lib.runner import workflow as W
 
 pytestmark = pytest.mark.browser
 

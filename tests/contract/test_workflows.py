@@ -1,5 +1,5 @@
 """Every example workflow against the node schemas: this pack's (built from code through the stand-in) and
-ComfyUI's core, once per supported ComfyUI version (the committed /object_info dumps in bolid_lib/data: a
+ComfyUI's core, once per supported ComfyUI version (the committed /object_info dumps in bolid_lib/runner/core_nodes: a
 workflow that leans on a core node one version lacks fails here, with no ComfyUI installed).
 
 Checked: every node type exists; every link joins an output and an input of the same type, and the slot
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bolid_lib import workflow as wfl
+from bolid_lib.runner import workflow as wfl
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = ROOT / "example_workflows"

@@ -23,11 +23,11 @@ def pack(comfy):
 
     class Pack:
         nodes = node_mod
-        patch = sys.modules[root + ".bolid_lib.patch"]
-        adapter = sys.modules[root + ".bolid_lib.adapter"]
+        patch = sys.modules[root + ".bolid_lib.method.patch"]
+        adapter = sys.modules[root + ".bolid_lib.method.adapter"]
         errors = sys.modules[root + ".bolid_lib.errors"]
-        sdxl = sys.modules[root + ".bolid_lib.sdxl_layers"]
-        embedding = __import__(root + ".bolid_lib.embedding", fromlist=["BodyEmbedding"])
+        sdxl = sys.modules[root + ".bolid_lib.method.sdxl_layers"]
+        embedding = __import__(root + ".bolid_lib.method.embedding", fromlist=["BodyEmbedding"])
 
     return Pack
 

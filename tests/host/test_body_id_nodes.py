@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from bolid_lib.embedding import BodyEmbedding, load_body, save_body
+from bolid_lib.method.embedding import BodyEmbedding, load_body, save_body
 
 pytestmark = pytest.mark.host
 
@@ -25,8 +25,8 @@ VAE_NAME = "body_vae_host_test.safetensors"
 
 @pytest.fixture(scope="module")
 def trained_vae(comfy, tmp_path_factory):
-    """A tiny Body-ID VAE trained 3 steps by `python -m bolid_lib.train body-vae --synthetic`, in models/bolid/."""
-    from bolid_lib.train import main
+    """A tiny Body-ID VAE trained 3 steps by `python -m bolid_lib.training body-vae --synthetic`, in models/bolid/."""
+    from bolid_lib.training.cli import main
 
     out = tmp_path_factory.mktemp("vae_train")
     rc = main(["body-vae", "--synthetic", "3", "--views-per-person", "4", "--steps", "3", "--batch-persons", "2",
@@ -110,7 +110,7 @@ def cached_nodes(result) -> list[str]:
 
 
 def test_encode_save_load_blend_in_real_executor(comfy, photos, pose_name, trained_vae, bodies_dir):
-    from bolid_lib.body_vae import load_body_vae
+    from bolid_lib.method.body_vae import load_body_vae
 
     result = comfy.run(encode_graph(photos, pose_name, trained_vae))
     assert result.ok, result.error_text()

@@ -37,7 +37,7 @@ def _image(*seeds) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def pose_model(comfy, yolo_pose_pt):
-    return _pack_module(comfy, "bolid_lib.pose").PoseModel.load(str(yolo_pose_pt))
+    return _pack_module(comfy, "bolid_lib.method.pose").PoseModel.load(str(yolo_pose_pt))
 
 
 def test_same_image_as_reference_measures_zero(comfy, pose_model):
@@ -53,7 +53,7 @@ def test_same_image_as_reference_measures_zero(comfy, pose_model):
 
 def test_reference_pose_input_and_refusal(comfy, pose_model):
     node = comfy.node("BoLIDBodyFidelity")
-    keypoints = _pack_module(comfy, "bolid_lib.keypoints")
+    keypoints = _pack_module(comfy, "bolid_lib.method.keypoints")
     ref_pose = pose_model.predict(_image(2).permute(0, 3, 1, 2), conf=0.0, visibility=0.0)
     assert isinstance(ref_pose, keypoints.PoseBatch)
     out = node.execute(images=_image(2, 3), pose_model=pose_model, conf=0.0, visibility=0.0, reference_pose=ref_pose)

@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bolid_lib import photos as ph
-from bolid_lib import workflow as wfl
+from bolid_lib.data import photos as ph
+from bolid_lib.runner import workflow as wfl
 
 pytestmark = pytest.mark.host
 
@@ -36,8 +36,8 @@ NOT_PHOTOS = ("broken.jpg", "notes.txt")
 
 
 def person(w: int, h: int, seed: int) -> Image.Image:
-    """An upright procedural person (bolid_lib.synthetic) filling a w x h picture."""
-    from bolid_lib.synthetic import RenderSettings, random_shapes, render_views
+    """An upright procedural person (bolid_lib.data.synthetic) filling a w x h picture."""
+    from bolid_lib.data.synthetic import RenderSettings, random_shapes, render_views
 
     side = max(w, h)
     images, _ = render_views(random_shapes(1, seed=3), seed=seed,
@@ -191,14 +191,14 @@ def test_a_changed_folder_is_read_again(comfy, mixed, tmp_path):
 @pytest.fixture(scope="module")
 def body_vae_file(tmp_path_factory) -> Path:
     """A Body-ID VAE of the default layout (D = 756, R = 256), random weights, saved by the library."""
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
 
     torch.manual_seed(0)
     return save_body_vae(BodyVAE(BodyVAEConfig()), tmp_path_factory.mktemp("bolid") / "bolid_body_vae.safetensors")
 
 
 def test_build_body_id_workflow_runs_on_mixed_photos(comfy, mixed, yolo_pose_pt, body_vae_file):
-    from bolid_lib.embedding import load_body
+    from bolid_lib.method.embedding import load_body
 
     live = json.loads(json.dumps({n: comfy.object_info(n) for n in comfy.nodes.NODE_CLASS_MAPPINGS}))
     wf = json.loads((ROOT / "example_workflows" / "bolid_build_body_id.json").read_text())

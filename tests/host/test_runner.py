@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import hostlib
-from bolid_lib import runner
+from bolid_lib.runner import headless as runner
 
 pytestmark = pytest.mark.host
 
@@ -96,7 +96,7 @@ SHARED_BODY = "shared_person.safetensors"
 def _write_shared_body(path: Path) -> None:
     import torch
 
-    from bolid_lib.embedding import BodyEmbedding, save_body
+    from bolid_lib.method.embedding import BodyEmbedding, save_body
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_body(BodyEmbedding(torch.linspace(-1, 1, 16), torch.zeros(16), {"vae_fingerprint": "shared", "views_used": 2}),
@@ -357,7 +357,7 @@ def test_example_workflow_without_models_prints_its_checklist(server, tmp_path, 
     """README: `python -m bolid_lib run example_workflows/<x>.json` lists every file it needs, exit 2."""
     if example is None:
         pytest.skip("no example_workflows/*.json yet")
-    from bolid_lib import workflow as W
+    from bolid_lib.runner import workflow as W
 
     proc, base = server
     info = runner.Client(proc.url).get_json("/object_info")[1]
@@ -441,8 +441,8 @@ def test_build_body_id_example_runs_through_the_cli(server, tmp_path, yolo_pose_
 
     import torch
 
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
-    from bolid_lib.embedding import load_body
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.method.embedding import load_body
 
     proc, base = server
     (base / "models" / "ultralytics" / "pose").mkdir(parents=True, exist_ok=True)
@@ -482,8 +482,8 @@ def test_sdxl_examples_are_accepted_by_the_server(server, tmp_path, name, yolo_p
 
     import torch
 
-    from bolid_lib import workflow as W
-    from bolid_lib.embedding import BodyEmbedding, save_body
+    from bolid_lib.runner import workflow as W
+    from bolid_lib.method.embedding import BodyEmbedding, save_body
 
     proc, base = server
     client = runner.Client(proc.url)

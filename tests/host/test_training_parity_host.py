@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import hostlib
-from bolid_lib.adapter import AdapterConfig, BoLIDAdapter
-from bolid_lib.sdxl_layers import NUM_SITES, SITES, find_attn2
+from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter
+from bolid_lib.method.sdxl_layers import NUM_SITES, SITES, find_attn2
 from bolid_lib.training.host import BoLIDAttnProcessor, BranchTokens
 from bolid_lib.training.models import TINY_HEAD_DIM, tiny_unet
 
@@ -30,8 +30,8 @@ def pack(comfy):
 
     class Pack:
         nodes = node_mod
-        patch = sys.modules[root + ".bolid_lib.patch"]
-        adapter = sys.modules[root + ".bolid_lib.adapter"]
+        patch = sys.modules[root + ".bolid_lib.method.patch"]
+        adapter = sys.modules[root + ".bolid_lib.method.adapter"]
 
     return Pack
 
@@ -114,7 +114,7 @@ def test_trained_file_loads_in_the_comfy_loader_and_applies(comfy, pack, sdxl_sm
     import dataclasses
 
     from bolid_lib.training.adapter import AdapterTrainConfig, train
-    from bolid_lib.training.data import write_synthetic_dataset
+    from bolid_lib.training.dataset import write_synthetic_dataset
     from bolid_lib.training.models import tiny_models
 
     threads = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""bolid_lib.workflow against the real ComfyUI: converted workflows pass ComfyUI's own validate_prompt.
+"""bolid_lib.runner.workflow against the real ComfyUI: converted workflows pass ComfyUI's own validate_prompt.
 
 ComfyUI's bundled workflow templates (comfyui-workflow-templates, saved by the real frontend) are the
 reference: every one that uses only core nodes and no subgraphs is converted with the live object_info
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from bolid_lib import workflow as W
-from bolid_lib.model_catalog import folder_for_input
+from bolid_lib.runner import workflow as W
+from bolid_lib.runner.model_catalog import folder_for_input
 
 pytestmark = pytest.mark.host
 

@@ -1,4 +1,4 @@
-"""The example workflows inside the real ComfyUI: converted to API prompts (bolid_lib.workflow, against the
+"""The example workflows inside the real ComfyUI: converted to API prompts (bolid_lib.runner.workflow, against the
 live node registry), accepted by ComfyUI's own ``validate_prompt``, and run by its real executor.
 
 - Validation (every workflow): the files the workflow names are present (small stand-ins for the big
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from bolid_lib import workflow as wfl
+from bolid_lib.runner import workflow as wfl
 
 pytestmark = pytest.mark.host
 
@@ -96,7 +96,7 @@ def placed(comfy):
 def body_vae_file(tmp_path_factory) -> Path:
     """A Body-ID VAE of the default layout (D = 756, R = 256), random weights, saved by the library."""
     import torch
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
 
     torch.manual_seed(0)
     return save_body_vae(BodyVAE(BodyVAEConfig()), tmp_path_factory.mktemp("bolid") / "bolid_body_vae.safetensors")
@@ -105,7 +105,7 @@ def body_vae_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def body_file(tmp_path_factory) -> Path:
     import torch
-    from bolid_lib.embedding import BodyEmbedding, save_body
+    from bolid_lib.method.embedding import BodyEmbedding, save_body
 
     g = torch.Generator().manual_seed(1)
     body = BodyEmbedding(torch.randn(756, generator=g), torch.full((756,), -2.0), {"views_used": 3, "source": "encode"})
@@ -144,7 +144,7 @@ def test_comfyui_accepts_the_converted_workflow(name, comfy, live_info, photos, 
 
 
 def test_build_body_id_runs_to_a_saved_body_id(comfy, live_info, photos, placed, yolo_pose_pt, body_vae_file):
-    from bolid_lib.embedding import load_body
+    from bolid_lib.method.embedding import load_body
 
     placed.put("ultralytics/pose/yolo11n-pose.pt", yolo_pose_pt)
     placed.put("bolid/bolid_body_vae.safetensors", body_vae_file)
@@ -181,7 +181,7 @@ def sdxl_files(tmp_path_factory):
         pytest.skip("full-size SDXL runs are opt-in (BOLID_SDXL_RUN=1): ~14 GiB of RAM and minutes on CPU")
     import hostlib
     import torch
-    from bolid_lib.adapter import AdapterConfig
+    from bolid_lib.method.adapter import AdapterConfig
     from safetensors.torch import save_file
 
     sys.path.insert(0, str(ROOT / "tests" / "tools"))

@@ -171,7 +171,7 @@ def world_nodes(comfy, world):
 
 def place_files(comfy, world) -> tuple[str, list[str]]:
     """The trained adapter into models/bolid, one saved Body-ID per identity into models/bolid/bodies."""
-    from bolid_lib.embedding import save_body
+    from bolid_lib.method.embedding import save_body
     from bolid_lib.experiments.world import bodyid
 
     src = world.out / "world_adapter" / "world_adapter.safetensors"

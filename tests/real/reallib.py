@@ -56,7 +56,7 @@ PHOTOS = {
     "basketball2.png": "opencv-doc",
 }
 
-# BlazePose's 33 landmarks -> COCO-17 (bolid_lib.keypoints.COCO_KEYPOINTS order).
+# BlazePose's 33 landmarks -> COCO-17 (bolid_lib.method.keypoints.COCO_KEYPOINTS order).
 BLAZEPOSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 

@@ -28,7 +28,7 @@ FRAMES = ("basketball1.png", "basketball2.png")
 @pytest.fixture(scope="module")
 def body_vae_file(tmp_path_factory) -> Path:
     """A Body-ID VAE of the default layout, random weights (seed 0), saved by the library."""
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
 
     torch.manual_seed(0)
     return save_body_vae(BodyVAE(BodyVAEConfig()), tmp_path_factory.mktemp("bolid_real") / "bolid_body_vae.safetensors")
@@ -60,7 +60,7 @@ def chain(comfy, workflow, real_photos, real_model_name, body_vae_file):
     Returns (result, node ids by class, pose, weighted, w_norm, body)."""
     import shutil
 
-    from bolid_lib import workflow as wfl
+    from bolid_lib.runner import workflow as wfl
 
     folder = comfy.input_dir / "bolid_real_frames"
     folder.mkdir(exist_ok=True)
@@ -133,7 +133,7 @@ def test_build_body_id_workflow_runs_on_real_frames(comfy, workflow, chain, tmp_
                                                      body_vae_file):
     """The shipped workflow, unchanged, through ``python -m bolid_lib run``: photos in the folder its loader
     names, the real pose model and the VAE where its loaders look. Its Body-ID equals the executor chain's."""
-    from bolid_lib.embedding import load_body
+    from bolid_lib.method.embedding import load_body
 
     wf = workflow
     folder = next(v for v in _photo_loader(wf)["widgets_values"] if isinstance(v, str))

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import reallib
-from bolid_lib.keypoints import COCO_KEYPOINTS, pose_keypoint_to_pose_batch
+from bolid_lib.method.keypoints import COCO_KEYPOINTS, pose_keypoint_to_pose_batch
 
 pytestmark = [pytest.mark.real, pytest.mark.host]
 

@@ -67,8 +67,8 @@ def _place_files(comfy, yolo_pose_pt: Path, yolo_detect_pt: Path, sentinel: Path
     """Every file the catalogue needs, under the booted ComfyUI's models and input folders. Returns what to remove."""
     import torch
 
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
-    from bolid_lib.embedding import FORMAT as BODY_FORMAT, VERSION as BODY_VERSION, BodyEmbedding, save_body
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.method.embedding import FORMAT as BODY_FORMAT, VERSION as BODY_VERSION, BodyEmbedding, save_body
     from bolid_lib.files import save_safetensors_atomic
     tools = _make_test_models()
     save_bolid_adapter, save_ip_adapter, sd15_ip_adapter_state = tools.save_bolid_adapter, tools.save_ip_adapter, tools.sd15_ip_adapter_state
@@ -238,5 +238,5 @@ def test_pose_nodes_leave_the_torch_thread_count_alone(env):
     finally:
         torch.set_num_threads(saved)
     assert result.ok, result.error_text()
-    # ultralytics' select_device calls torch.set_num_threads on CPU; bolid_lib.pose restores the count.
+    # ultralytics' select_device calls torch.set_num_threads on CPU; bolid_lib.method.pose restores the count.
     assert after == 3, f"running the pose nodes changed the process's torch thread count: 3 -> {after}"

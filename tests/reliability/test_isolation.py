@@ -36,7 +36,7 @@ def _tools():
 @pytest.fixture(scope="module")
 def patch_inputs(comfy):
     """The adapter (both branches, widths of the test UNet) and a Body-ID, loaded by the pack's own loader nodes."""
-    from bolid_lib.embedding import BodyEmbedding, save_body
+    from bolid_lib.method.embedding import BodyEmbedding, save_body
 
     tools = _tools()
     bolid = comfy.models_dir / "bolid"

@@ -3,7 +3,7 @@ good and bad interleaved.
 
 The server is ``main.py --listen 127.0.0.1 --port <free> --offline|--disable-api-nodes --cpu --base-directory <tmp>``
 (the runner's ``server_args``: only flags this host's main.py lists),
-started and stopped by its own PID (bolid_lib.runner.ServerProcess). Its base directory is a temporary folder:
+started and stopped by its own PID (bolid_lib.runner.headless.ServerProcess). Its base directory is a temporary folder:
 ``custom_nodes`` holds a link to this pack and a test-only node package (tests/reliability/testonly_nodes.py,
 which gives a reduced-width SDXL MODEL, CLIP vision and conditioning), ``models`` the random-weight files.
 Nothing is written under the ComfyUI checkout.
@@ -47,16 +47,16 @@ def _load(name: str, path: Path):
 
 
 def _runner():
-    """bolid_lib.runner (the headless runner's server start/stop and HTTP client), imported as the library."""
-    import bolid_lib.runner as runner
+    """bolid_lib.runner.headless (the headless runner's server start/stop and HTTP client), imported as the library."""
+    import bolid_lib.runner.headless as runner
 
     return runner
 
 
 def _prepare_base(base: Path, yolo_pose_pt: Path, yolo_detect_pt: Path) -> None:
     """A ComfyUI base directory: custom_nodes (pack link + test-only nodes), models, input."""
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
-    from bolid_lib.embedding import FORMAT, VERSION, BodyEmbedding, save_body
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+    from bolid_lib.method.embedding import FORMAT, VERSION, BodyEmbedding, save_body
     from bolid_lib.files import save_safetensors_atomic
 
     tools = _load("bolid_make_test_models", PACK / "tests" / "tools" / "make_test_models.py")

@@ -1,6 +1,6 @@
-"""Dump the ``/object_info`` schemas of a real ComfyUI's core nodes to ``bolid_lib/data/object_info_core_<version>.json``.
+"""Dump the ``/object_info`` schemas of a real ComfyUI's core nodes to ``bolid_lib/runner/core_nodes/object_info_core_<version>.json``.
 
-One committed dump per supported ComfyUI version (``bolid_lib.workflow.core_dumps`` finds them; they are package
+One committed dump per supported ComfyUI version (``bolid_lib.runner.workflow.core_dumps`` finds them; they are package
 data, so ``python -m bolid_lib check`` works from an installed wheel). The contract tier checks the example
 workflows against each when no ComfyUI is installed, so a dump must hold exactly what ``GET /object_info``
 serves for ComfyUI's own nodes (``nodes.py`` built-ins and ``comfy_extras``): no custom nodes, no API/partner
@@ -15,7 +15,7 @@ Usage::
 ComfyUI is booted in-process on the CPU (see HOST_NOTES.md): ``args.cpu = True`` before anything imports
 ``comfy.model_management``, ``utils.extra_config`` before ``nodes``, temp/output directories in a temp dir
 so that nothing is written into the ComfyUI checkout. Model-file combos list whatever that ComfyUI's model
-folders hold (usually nothing); ``bolid_lib.workflow.check_workflow`` treats those as "missing model file",
+folders hold (usually nothing); ``bolid_lib.runner.workflow.check_workflow`` treats those as "missing model file",
 not as bad values. Long ``description`` / ``tooltip`` strings are shortened when the file would be over
 ``--max-mb``, to keep the committed JSON reviewable.
 """
@@ -104,7 +104,7 @@ def _shorten(obj, limit: int):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI checkout (default: $COMFYUI_PATH)")
-    parser.add_argument("--out", help="output JSON (default: bolid_lib/data/object_info_core_<version>.json)")
+    parser.add_argument("--out", help="output JSON (default: bolid_lib/runner/core_nodes/object_info_core_<version>.json)")
     parser.add_argument("--max-mb", type=float, default=3.0, help="shorten long descriptions above this size")
     opts = parser.parse_args(argv)
     if not opts.comfyui or not os.path.isfile(os.path.join(opts.comfyui, "main.py")):

@@ -2,7 +2,7 @@
 
     python tests/tools/make_icon.py [--seed 3] [--out docs/images/icon.png]
 
-A procedural person (bolid_lib.synthetic), Gaussian keypoint weighting (paper 4.1) and the skeleton overlay the
+A procedural person (bolid_lib.data.synthetic), Gaussian keypoint weighting (paper 4.1) and the skeleton overlay the
 pose node draws: what BoLID looks at. pyproject's [tool.comfy] Icon points at the committed file.
 """
 
@@ -20,10 +20,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bolid_lib import synthetic  # noqa: E402
-from bolid_lib.body_vae import person_crop  # noqa: E402
-from bolid_lib.draw import draw_skeleton  # noqa: E402
-from bolid_lib.keypoints import PoseBatch  # noqa: E402
-from bolid_lib.weighting import apply_weighting  # noqa: E402
+from bolid_lib.method.body_vae import person_crop  # noqa: E402
+from bolid_lib.method.draw import draw_skeleton  # noqa: E402
+from bolid_lib.method.keypoints import PoseBatch  # noqa: E402
+from bolid_lib.method.weighting import apply_weighting  # noqa: E402
 
 
 def make_icon(seed: int = 3, size: int = 400) -> Image.Image:

@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bolid_lib.adapter import AdapterConfig, BoLIDAdapter, save_adapter  # noqa: E402
-from bolid_lib.sdxl_layers import CONTEXT_DIM, SDXL_WIDTHS, SITES  # noqa: E402
+from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter, save_adapter  # noqa: E402
+from bolid_lib.method.sdxl_layers import CONTEXT_DIM, SDXL_WIDTHS, SITES  # noqa: E402
 
 CLIP_EMBED = {"h": 1024, "bigg": 1280}      # image_embeds width
 CLIP_HIDDEN = {"h": 1280, "bigg": 1664}     # penultimate_hidden_states width

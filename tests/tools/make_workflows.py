@@ -74,7 +74,7 @@ def _files_note(rows: list[tuple[str, str, str]], extra: str = "") -> str:
              "| file | put it in | where to get it |", "|---|---|---|"]
     lines += [f"| `{f}` | `ComfyUI/{d}` | {w} |" for f, d, w in rows]
     lines += ["", "No public BoLID weights exist yet: train the adapter and the Body-ID VAE with "
-              "`python -m bolid_lib.train adapter|body-vae` (see the pack's README)."]
+              "`python -m bolid_lib.training adapter|body-vae` (see the pack's README)."]
     if extra:
         lines += ["", extra]
     return "\n".join(lines)

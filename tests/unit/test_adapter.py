@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bolid_lib.adapter import (AdapterConfig, BoLIDAdapter, bolid_ref_key, bolid_ref_state_to_ip_adapter, ip_adapter_config,
+from bolid_lib.method.adapter import (AdapterConfig, BoLIDAdapter, bolid_ref_key, bolid_ref_state_to_ip_adapter, ip_adapter_config,
                                load_adapter, save_adapter)
 from bolid_lib.errors import BoLIDError
 from bolid_lib.files import save_safetensors_atomic
-from bolid_lib.sdxl_layers import SITES
+from bolid_lib.method.sdxl_layers import SITES
 from tools.make_test_models import (fill_random_, ip_adapter_state, random_bolid_adapter, save_ip_adapter,
                                     sd15_ip_adapter_state)
 
@@ -224,7 +224,7 @@ def test_key_helpers():
 def test_body_vae_fingerprint_round_trip_and_mismatch_warning(tmp_path):
     """An adapter file records the Body-ID VAE its body branch was trained with; a Body-ID of the right width
     from another VAE gets a warning that says the fix, the same VAE or an unknown one (older files) none."""
-    from bolid_lib.adapter import load_adapter, save_adapter
+    from bolid_lib.method.adapter import load_adapter, save_adapter
 
     ad = random_bolid_adapter(ref_kind=None, body_dim=16)
     ad.body_vae_fingerprint = "0123456789abcdef"

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from bolid_lib.adapter import load_adapter
+from bolid_lib.method.adapter import load_adapter
 from bolid_lib.errors import BoLIDError
-from bolid_lib.training import data as D
+from bolid_lib.training import dataset as D
 from bolid_lib.training import losses as L
 from bolid_lib.training.adapter import (AdapterTrainConfig, StepContext, add_arguments, build_adapter, compute_losses,
                                         config_from_args, prepare_data, train)
@@ -268,7 +268,7 @@ def test_gradient_checkpointing_same_gradients_and_bf16_step(step_setup, models,
 def test_ref_branch_starts_from_an_ip_adapter_file(models, data_dir, tmp_path):
     from safetensors.torch import save_file
 
-    from bolid_lib.adapter import AdapterConfig, BoLIDAdapter, bolid_ref_state_to_ip_adapter
+    from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter, bolid_ref_state_to_ip_adapter
 
     torch.manual_seed(5)
     src = BoLIDAdapter(AdapterConfig(widths=models.adapter_widths(), ref_kind="plain", ref_tokens=4, clip_embed_dim=32,

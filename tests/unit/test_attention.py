@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bolid_lib.attention import Branch, decoupled_attention, reference_attention, sdpa_attention
+from bolid_lib.method.attention import Branch, decoupled_attention, reference_attention, sdpa_attention
 
 
 def _qkv(b=2, n=7, m=5, heads=3, d=4, seed=0, dtype=torch.float32):

@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import save_file
 
 from bolid_lib import files
-from bolid_lib.body_vae import (GEOMETRY_DIM, BodyVAE, BodyVAEConfig, encode_body, keypoint_geometry, letterbox,
+from bolid_lib.method.body_vae import (GEOMETRY_DIM, BodyVAE, BodyVAEConfig, encode_body, keypoint_geometry, letterbox,
                                 limb_ratios_from_keypoints, load_body_vae, person_crop, prepare_views, save_body_vae,
                                 view_weights)
-from bolid_lib.embedding import BodyEmbedding, save_body
+from bolid_lib.method.embedding import BodyEmbedding, save_body
 from bolid_lib.errors import BoLIDError
-from bolid_lib.keypoints import PoseBatch
+from bolid_lib.method.keypoints import PoseBatch
 
 TINY = BodyVAEConfig(input_size=32, latent_dim=12, widths=(8, 16, 16), feature_dim=24, pool_size=2, groups=4)
 REPO = Path(__file__).resolve().parents[2]
@@ -289,7 +289,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1] + "/tests")
     torch.set_num_threads(1)
     from memlib import peak_extra
-    from bolid_lib.body_vae import BodyVAE, BodyVAEConfig
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig
     cfg = BodyVAEConfig(input_size=64, latent_dim=16, widths=(16, 32, 32, 32), feature_dim=32, pool_size=2, groups=8)
     torch.manual_seed(0)
     model = BodyVAE(cfg).eval()

@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bolid_lib import files, synthetic
-from bolid_lib.body_vae import BodyVAE, BodyVAEConfig, load_body_vae
+from bolid_lib import files
+
+from bolid_lib.data import synthetic
+from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, load_body_vae
 from bolid_lib.errors import BoLIDError
 from bolid_lib.training.body_vae import (LIMB_CHAINS, TrainConfig, contrast_loss, view_contrast_loss, folder_viewset, foreshorten_limbs,
                                          compute_loss, load_checkpoint, sample_batch, synthetic_viewset, train_body_vae)
@@ -113,7 +115,7 @@ def test_folder_dataset_runs_pose_once_and_caches(tmp_path, yolo_pose_pt):
 
 
 def test_command_line_trains_and_writes_a_loadable_vae(tmp_path):
-    from bolid_lib.train import main
+    from bolid_lib.training.cli import main
 
     rc = main(["body-vae", "--synthetic", "3", "--views-per-person", "3", "--steps", "2", "--batch-persons", "2",
                "--input-size", "32", "--latent-dim", "8", "--widths", "8,16", "--feature-dim", "16", "--warmup", "1",
@@ -237,7 +239,7 @@ def test_learns_body_identity_small_seeded():
 def test_tail_pooling_reads_the_longest_a_segment_appears(data):
     """The Body-ID sees, per segment ratio, the soft maximum over the pooled views: a limb turned towards
     the camera in some views does not pull the estimate of its length down."""
-    from bolid_lib.body_vae import TAIL_DIM, TAIL_SHIFT, BodyVAE, keypoint_geometry
+    from bolid_lib.method.body_vae import TAIL_DIM, TAIL_SHIFT, BodyVAE, keypoint_geometry
 
     model = BodyVAE(TINY).eval()
     assert model.pooled_dim == TINY.feature_dim + TAIL_DIM
@@ -265,7 +267,7 @@ def test_tail_pooling_reads_the_longest_a_segment_appears(data):
 
 
 def test_tail_pooled_vae_streams_and_round_trips(data, tmp_path):
-    from bolid_lib.body_vae import BodyVAE, save_body_vae
+    from bolid_lib.method.body_vae import BodyVAE, save_body_vae
 
     torch.manual_seed(0)
     model = BodyVAE(TINY).eval()

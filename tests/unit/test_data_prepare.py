@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bolid_lib import data as D
+from bolid_lib.data import prepare as D
 from bolid_lib.errors import BoLIDError
 
 

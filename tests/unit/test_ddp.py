@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bolid_lib.adapter import load_adapter
+from bolid_lib.method.adapter import load_adapter
 from bolid_lib.training.adapter import AdapterTrainConfig, build_adapter
-from bolid_lib.training.data import write_synthetic_dataset
+from bolid_lib.training.dataset import write_synthetic_dataset
 from bolid_lib.training.models import tiny_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,10 +42,10 @@ def test_two_processes_equal_one(tmp_path):
            "tensorboard": False}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     # the one-process run goes first: it computes the Body-IDs and caches them in the data folder for the two
-    _run([sys.executable, "-m", "bolid_lib.train", "adapter", "--config", str(tmp_path / "cfg.json"),
+    _run([sys.executable, "-m", "bolid_lib.training", "adapter", "--config", str(tmp_path / "cfg.json"),
           "--batch-size", "2", "--output-dir", str(tmp_path / "one")], tmp_path)
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29400 + os.getpid() % 500),
-          "-m", "bolid_lib.train", "adapter", "--config", str(tmp_path / "cfg.json"),
+          "-m", "bolid_lib.training", "adapter", "--config", str(tmp_path / "cfg.json"),
           "--batch-size", "1", "--output-dir", str(tmp_path / "two")], tmp_path)
     one = load_adapter(tmp_path / "one" / "bolid_adapter.safetensors").state_dict()
     two = load_adapter(tmp_path / "two" / "bolid_adapter.safetensors").state_dict()

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from bolid_lib import files
-from bolid_lib.embedding import BodyEmbedding, blend, load_body, save_body, save_body_in, slerp
+from bolid_lib.method.embedding import BodyEmbedding, blend, load_body, save_body, save_body_in, slerp
 from bolid_lib.errors import BoLIDError
 
 

@@ -1,4 +1,4 @@
-"""``python -m bolid_lib.eval`` on tiny folders.
+"""``python -m bolid_lib.evaluation`` on tiny folders.
 
 FID and IS: the numbers in the report are checked against the direct implementations applied to the same
 features, computed here with the same small feature network (a real Inception needs weights we do not
@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bolid_lib import eval as E
-from bolid_lib import metrics as M
+from bolid_lib.evaluation import evaluate as E
+from bolid_lib.evaluation import metrics as M
 from bolid_lib.errors import BoLIDError
-from bolid_lib.keypoints import PoseBatch
+from bolid_lib.method.keypoints import PoseBatch
 
 from test_metrics import make_tiny_clip
 
@@ -195,7 +195,7 @@ def test_lambda_b_from_folder_name(name, value):
 
 
 def test_cli_body_fidelity_with_a_random_yolo(tmp_path, yolo_pose_pt):
-    """--pose through bolid_lib.pose with a random-init model: the same picture as generated image and
+    """--pose through bolid_lib.method.pose with a random-init model: the same picture as generated image and
     reference measures ~0 (conf 0 so the random model reports someone; its keypoints mean nothing)."""
     _save(tmp_path / "refs" / "bob.png", 5, size=(64, 96), bar_x=20)
     _save(tmp_path / "gen" / "bob_1.png", 5, size=(64, 96), bar_x=20)

@@ -1,12 +1,12 @@
 """The ref branch against diffusers' IP-Adapter, an implementation independent of both BoLID and IPAdapter_plus.
 
 - One SDXL cross-attention site of full width (1280 channels, 20 heads of 64): diffusers' ``Attention`` with its
-  ``IPAdapterAttnProcessor2_0`` against BoLID's decoupled attention (``bolid_lib.attention``) with the same
+  ``IPAdapterAttnProcessor2_0`` against BoLID's decoupled attention (``bolid_lib.method.attention``) with the same
   ``to_k_ip`` / ``to_v_ip`` weights, for the plain (4) and plus (16) token counts and several scales w.
 - An IP-Adapter SDXL state dict (public key names) loaded by diffusers' own loader into a diffusers UNet of SDXL's
-  layout (tiny widths) and by ``bolid_lib.adapter.load_adapter``: the image tokens of diffusers' projection
+  layout (tiny widths) and by ``bolid_lib.method.adapter.load_adapter``: the image tokens of diffusers' projection
   (``ImageProjection``, ``IPAdapterPlusImageProjection``) equal BoLID's, and every one of the 70 sites of
-  ``bolid_lib.patch`` (called as ComfyUI calls an attn2 replace) equals diffusers' processor there, which checks
+  ``bolid_lib.method.patch`` (called as ComfyUI calls an attn2 replace) equals diffusers' processor there, which checks
   the site numbering (``ip_adapter.{1,3,...,139}``) as diffusers reads it.
 """
 
@@ -20,10 +20,10 @@ pytest.importorskip("diffusers")
 from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from bolid_lib.adapter import _SiteKV, load_adapter  # noqa: E402
-from bolid_lib.attention import Branch, decoupled_attention  # noqa: E402
-from bolid_lib.patch import BoLIDPatch, PatchSettings  # noqa: E402
-from bolid_lib.sdxl_layers import CONTEXT_DIM, NUM_SITES, SITES  # noqa: E402
+from bolid_lib.method.adapter import _SiteKV, load_adapter  # noqa: E402
+from bolid_lib.method.attention import Branch, decoupled_attention  # noqa: E402
+from bolid_lib.method.patch import BoLIDPatch, PatchSettings  # noqa: E402
+from bolid_lib.method.sdxl_layers import CONTEXT_DIM, NUM_SITES, SITES  # noqa: E402
 from bolid_lib.training.models import TINY_BLOCKS, tiny_unet  # noqa: E402
 from tools.make_test_models import ip_adapter_state  # noqa: E402
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bolid_lib import keypoints as K
+from bolid_lib.method import keypoints as K
 from bolid_lib.errors import BoLIDError
 
 
@@ -140,10 +140,10 @@ def test_bad_pose_keypoint_is_a_clear_error(data, match):
         K.pose_keypoint_to_pose_batch(data)
 
 
-# --- skeleton drawing (bolid_lib/draw.py) -----------------------------------------------------------
+# --- skeleton drawing (bolid_lib/method/draw.py) -----------------------------------------------------------
 
 def test_draw_skeleton_marks_visible_limbs_only():
-    from bolid_lib.draw import draw_skeleton
+    from bolid_lib.method.draw import draw_skeleton
 
     h, w = 64, 48
     images = torch.full((2, 3, h, w), 0.25)
@@ -166,7 +166,7 @@ def test_draw_skeleton_strokes_reach_past_the_keypoint_box_and_image_edges():
     """Drawing is done in the box around the visible keypoints: a point on the image edge or outside it still
     gets its full anti-aliased disc inside the image, a limb leaving the image is drawn up to the edge, and a
     second image's drawing does not spill into the first."""
-    from bolid_lib.draw import draw_skeleton
+    from bolid_lib.method.draw import draw_skeleton
 
     h, w = 80, 60
     images = torch.zeros(2, 3, h, w)

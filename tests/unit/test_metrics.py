@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bolid_lib import metrics as M
+from bolid_lib.evaluation import metrics as M
 from bolid_lib.errors import BoLIDError
-from bolid_lib.keypoints import PoseBatch
+from bolid_lib.method.keypoints import PoseBatch
 
 
 def _features(seed, n, d, shift=0.0, scale=1.0):

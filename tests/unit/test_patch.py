@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from bolid_lib.adapter import AdapterConfig
-from bolid_lib.attention import Branch, decoupled_attention, sdpa_attention
+from bolid_lib.method.adapter import AdapterConfig
+from bolid_lib.method.attention import Branch, decoupled_attention, sdpa_attention
 from bolid_lib.errors import BoLIDError
-from bolid_lib.patch import BoLIDPatch, PatchSettings, SitePatch, detach_patch
-from bolid_lib.sdxl_layers import SITES
+from bolid_lib.method.patch import BoLIDPatch, PatchSettings, SitePatch, detach_patch
+from bolid_lib.method.sdxl_layers import SITES
 from tools.make_test_models import random_bolid_adapter
 
 CFG = AdapterConfig(context_dim=32, widths=(8, 16), ref_kind="plain", clip_embed_dim=12, body_dim=10, body_hidden=16,

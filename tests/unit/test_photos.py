@@ -1,4 +1,4 @@
-"""bolid_lib.photos: a folder of photos as people have them -> one letterboxed batch (no ComfyUI).
+"""bolid_lib.data.photos: a folder of photos as people have them -> one letterboxed batch (no ComfyUI).
 
 Photos are made here: a landscape picture with a red marker in its stored top-left corner, saved with an EXIF
 orientation, tells by where the marker lands whether the photo was really turned upright. HEIC files are
@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bolid_lib import photos as P
+from bolid_lib.data import photos as P
 from bolid_lib.errors import BoLIDError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,7 +311,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from PIL import Image
     from memlib import peak_extra
-    from bolid_lib import photos as P
+    from bolid_lib.data import photos as P
     folder = Path(sys.argv[2])
     w, h = 4000, 3000
     rng = np.random.default_rng(0)
@@ -355,9 +355,9 @@ def test_decode_memory_stays_near_the_working_size(tmp_path):
 
 
 def test_library_module_does_not_touch_pillow_at_import():
-    """Importing bolid_lib.photos registers nothing; the HEIF opener is registered by the first load."""
+    """Importing bolid_lib.data.photos registers nothing; the HEIF opener is registered by the first load."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from PIL import Image; Image.init(); "
-            "before = dict(Image.OPEN); import bolid_lib.photos as P; assert dict(Image.OPEN) == before; "
+            "before = dict(Image.OPEN); import bolid_lib.data.photos as P; assert dict(Image.OPEN) == before; "
             "P.register_heif(); assert 'HEIF' in Image.OPEN; print('ok')")
     out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

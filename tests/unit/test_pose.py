@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bolid_lib import pose as P
+from bolid_lib.method import pose as P
 from bolid_lib.errors import BoLIDError
 
 LOW_CONF = 1e-4

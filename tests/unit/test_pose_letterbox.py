@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bolid_lib import pose as P
+from bolid_lib.method import pose as P
 
 
 def ultralytics_letterbox(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""bolid_lib.runner pieces that need no ComfyUI: finding it, the loopback rule, messages, pack loading."""
+"""bolid_lib.runner.headless pieces that need no ComfyUI: finding it, the loopback rule, messages, pack loading."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bolid_lib import runner
-from bolid_lib.workflow import RequiredFile
+from bolid_lib.runner import headless as runner
+from bolid_lib.runner.workflow import RequiredFile
 
 
 def _fake_comfyui(root: Path) -> Path:

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from bolid_lib.errors import BoLIDError
-from bolid_lib.sdxl_layers import (NUM_SITES, SITE_BY_IP_NUMBER, SITE_BY_KEY, SITES, site_of_ip_number,
+from bolid_lib.method.sdxl_layers import (NUM_SITES, SITE_BY_IP_NUMBER, SITE_BY_KEY, SITES, site_of_ip_number,
                                    site_widths)
 
 

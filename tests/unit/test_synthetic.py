@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from bolid_lib import synthetic
+from bolid_lib.data import synthetic
 from bolid_lib.errors import BoLIDError
 
 

@@ -1,5 +1,5 @@
 """What is trained is what runs: the training host's attention processor (diffusers) and the ComfyUI patch
-(bolid_lib.patch, called as ComfyUI calls an attn2 replace: q, k, v (B, N, H·d) and extra_options) give the same
+(bolid_lib.method.patch, called as ComfyUI calls an attn2 replace: q, k, v (B, N, H·d) and extra_options) give the same
 attention output with the same adapter weights on the same inputs, site by site over all 70 sites."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bolid_lib.adapter import AdapterConfig, BoLIDAdapter
-from bolid_lib.patch import BoLIDPatch, PatchSettings
-from bolid_lib.sdxl_layers import NUM_SITES, SITES
+from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter
+from bolid_lib.method.patch import BoLIDPatch, PatchSettings
+from bolid_lib.method.sdxl_layers import NUM_SITES, SITES
 from bolid_lib.training.host import BoLIDAttnProcessor, BranchTokens, attn2_names, install_processors
 from bolid_lib.training.models import TINY_BLOCKS, tiny_unet
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bolid_lib import weighting as wt
+from bolid_lib.method import weighting as wt
 from bolid_lib.errors import BoLIDError
 
 

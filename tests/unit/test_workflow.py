@@ -1,4 +1,4 @@
-"""bolid_lib.workflow: UI -> API conversion and checks, against the committed core /object_info dump.
+"""bolid_lib.runner.workflow: UI -> API conversion and checks, against the committed core /object_info dump.
 
 The tiny workflows below are written the way the frontend (1.27) saves them: every widget input is also
 listed in ``inputs`` with a ``widget`` field, ``widgets_values`` carries control/upload slots.
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from bolid_lib import workflow as W
+from bolid_lib.runner import workflow as W
 from bolid_lib.errors import BoLIDError
 
 VERSIONS = list(W.core_dumps())  # one committed core-node dump per supported ComfyUI version
@@ -390,7 +390,7 @@ def test_required_models_lists_loader_files_with_folders(oi):
 
 
 def test_bolid_loaders_are_in_the_catalogue():
-    from bolid_lib import model_catalog as C
+    from bolid_lib.runner import model_catalog as C
 
     assert C.folder_for_input("BoLIDAdapterLoader", "adapter_name") == "bolid"
     assert C.folder_for_input("BoLIDLoadBody", "body_name") == "bolid_bodies"
@@ -401,7 +401,7 @@ def test_bolid_loaders_are_in_the_catalogue():
 
 def test_catalogue_matches_the_pack_node_inputs():
     """Every BoLID loader input named in the catalogue exists in nodes/*.py (once those nodes exist)."""
-    from bolid_lib import model_catalog as C
+    from bolid_lib.runner import model_catalog as C
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "nodes")
     source = "".join(open(p, encoding="utf-8").read() for p in glob.glob(os.path.join(root, "*.py")))
@@ -515,7 +515,7 @@ def test_input_folder_files_of_any_kind_are_missing_input_files():
     folder = W.input_specs(_info({"folder": [["3d"], {}]}))[0]
     assert W.check_value(folder, "bolid_person", "BoLIDLoadPhotos")[0] == "missing input file"
     assert W.check_value(folder, "bolid_person", "SomeOtherNode")[0] == "bad value"
-    from bolid_lib.model_catalog import where_to_get
+    from bolid_lib.runner.model_catalog import where_to_get
 
     assert "photos of one person" in where_to_get("bolid_person", "input")
     assert "ultralytics/assets" in where_to_get("pose/my_pose.pt", "ultralytics")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...embedding import save_body
+from ...method.embedding import save_body
 from ...training.adapter import AdapterTrainConfig, train
 from ...training.models import ModelSet
 from . import bodyid, nets

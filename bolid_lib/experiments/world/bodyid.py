@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ...body_vae import BodyVAE, BodyVAEConfig, load_body_vae, save_body_vae
-from ...embedding import BodyEmbedding
+from ...method.body_vae import BodyVAE, BodyVAEConfig, load_body_vae, save_body_vae
+from ...method.embedding import BodyEmbedding
 from ...training.body_vae import TrainConfig, make_viewset, train_body_vae
-from ...weighting import apply_weighting
+from ...method.weighting import apply_weighting
 
 
 def vae_config(cfg) -> BodyVAEConfig:

@@ -11,7 +11,7 @@ import logging
 
 import torch
 
-from ... import metrics
+from ...evaluation import metrics
 from . import nets, render
 from .latent import to_image
 from .sample import Sampler

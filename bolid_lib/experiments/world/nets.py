@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...keypoints import NUM_KEYPOINTS
-from ...sdxl_layers import CONTEXT_DIM
+from ...method.keypoints import NUM_KEYPOINTS
+from ...method.sdxl_layers import CONTEXT_DIM
 
 ADM_TIME_DIM = 256          # SDXL: each of the 6 size/crop numbers as a 256-wide sinusoid, + pooled 1280 = 2816
 

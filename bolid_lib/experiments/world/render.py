@@ -1,4 +1,4 @@
-"""Views of the world: ``bolid_lib.synthetic``'s procedural people, drawn facing the camera, in a pose class.
+"""Views of the world: ``bolid_lib.data.synthetic``'s procedural people, drawn facing the camera, in a pose class.
 
 Identity is the body shape of ``synthetic`` (limb lengths and widths, head size, proportions). What the prompt
 controls is the pose class (``POSES``: arms down / out / up); everything else is random per view: the exact joint
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ... import synthetic as syn
-from ...keypoints import NUM_KEYPOINTS
+from ...data import synthetic as syn
+from ...method.keypoints import NUM_KEYPOINTS
 
 POSES: tuple[str, ...] = ("down", "out", "up")
 ARM_SPREAD_DEG = {"down": (6.0, 18.0), "out": (80.0, 100.0), "up": (150.0, 168.0)}

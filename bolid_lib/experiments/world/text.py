@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import BoLIDError
-from ...sdxl_layers import CONTEXT_DIM
+from ...method.sdxl_layers import CONTEXT_DIM
 from .render import POSES
 
 TOKENS = 77

@@ -103,7 +103,7 @@ class ModelFile:
     note: str = ""
 
 
-_TRAIN = "no public weights yet: train your own with `python -m bolid_lib.train {}` (see the README)"
+_TRAIN = "no public weights yet: train your own with `python -m bolid_lib.training {}` (see the README)"
 
 KNOWN_FILES: dict[str, ModelFile] = {f.name: f for f in (
     ModelFile("sd_xl_base_1.0.safetensors", "checkpoints",

@@ -1,6 +1,6 @@
 """Evaluate generated images: FID and IS (paper section 5), body fidelity, CLIP-T and CLIP-I.
 
-``python -m bolid_lib.eval --real DIR --generated DIR [--references DIR] [--prompts FILE] [--inception PATH]
+``python -m bolid_lib.evaluation --real DIR --generated DIR [--references DIR] [--prompts FILE] [--inception PATH]
 [--clip PATH] [--pose PATH] [--runs DIR ...] --out DIR``
 
 Writes ``eval_report.json``, ``eval_report.md`` (a table, one row per run) and ``eval_plot.png`` (one bar
@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 from . import metrics as M
 
 log = logging.getLogger("bolid")
@@ -389,15 +389,15 @@ def _tqdm_factory(label: str, total: int) -> Callable[[int], None]:
 
 
 def pose_from_path(path: str | os.PathLike, *, conf: float = 0.25, visibility: float = 0.5, device=None) -> PoseFn:
-    """Body-fidelity pose function from a YOLO pose .pt via ``bolid_lib.pose.PoseModel``."""
-    from .pose import PoseModel
+    """Body-fidelity pose function from a YOLO pose .pt via ``bolid_lib.method.pose.PoseModel``."""
+    from ..method.pose import PoseModel
 
     model = PoseModel.load(str(path), device)
     return lambda image: model.predict(image, conf=conf, visibility=visibility, on_missing="skip")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bolid_lib.eval", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m bolid_lib.evaluation", description=__doc__.split("\n\n")[0],
                                 epilog="λ_b of a run: bolid_run.json {\"lambda_b\": x} in its folder, or the folder "
                                        "name (lb0.6, lambda_b=0.6).")
     p.add_argument("--real", required=True, help="folder of real images (FID's reference distribution)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 from .keypoints import NUM_KEYPOINTS, PoseBatch
 
 log = logging.getLogger("bolid")

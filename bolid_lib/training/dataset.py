@@ -228,11 +228,11 @@ def person_body_ids(names: list[str], items: list[Item], data_dir: str | Path, c
     """Body-ID means (P, D) of every person, from ``body.safetensors`` in the person's folder, from the cache, or
     computed (pose -> Gaussian weighting -> Body-ID VAE) and cached.
 
-    body_vae: a ``bolid_lib.body_vae.BodyVAE``; pose_model: a ``bolid_lib.pose.PoseModel``.
+    body_vae: a ``bolid_lib.method.body_vae.BodyVAE``; pose_model: a ``bolid_lib.method.pose.PoseModel``.
     """
-    from ..body_vae import encode_body
-    from ..embedding import BodyEmbedding, load_body, save_body
-    from ..weighting import apply_weighting
+    from ..method.body_vae import encode_body
+    from ..method.embedding import BodyEmbedding, load_body, save_body
+    from ..method.weighting import apply_weighting
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -265,11 +265,11 @@ def person_body_ids(names: list[str], items: list[Item], data_dir: str | Path, c
 
 
 def write_synthetic_dataset(folder: str | Path, people: int = 2, views: int = 3, size: int = 64, seed: int = 0) -> Path:
-    """A dataset folder of procedural people (``bolid_lib.synthetic``) with captions, for smoke runs and tests:
+    """A dataset folder of procedural people (``bolid_lib.data.synthetic``) with captions, for smoke runs and tests:
     ``folder/person_i/view_j.png`` + ``.txt``. Returns ``folder``."""
     from PIL import Image
 
-    from ..synthetic import RenderSettings, make_views, random_shapes
+    from ..data.synthetic import RenderSettings, make_views, random_shapes
 
     folder = Path(folder)
     views_set = make_views(random_shapes(people, seed), views, seed, RenderSettings(size=size))

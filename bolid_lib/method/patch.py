@@ -29,7 +29,7 @@ import torch
 
 from .adapter import BoLIDAdapter
 from .attention import Branch, decoupled_attention, sdpa_attention
-from .errors import BoLIDError
+from ..errors import BoLIDError
 from .sdxl_layers import CONTEXT_DIM, NUM_SITES, SITES, unet_sites
 
 log = logging.getLogger("bolid")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 from .keypoints import COCO_SKELETON, PoseBatch
 
 # One colour per limb (RGB 0-255): face limbs pink, arms warm, legs cool, torso green.

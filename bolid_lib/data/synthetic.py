@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import BoLIDError
-from .keypoints import NUM_KEYPOINTS
+from ..errors import BoLIDError
+from ..method.keypoints import NUM_KEYPOINTS
 
 # Shape parameters of one identity, in body-height-free units (the renderer rescales every view).
 SHAPE_PARAMS: tuple[tuple[str, float, float], ...] = (

@@ -8,8 +8,8 @@ module reads such a folder without asking the user to crop or convert anything:
   folder (ComfyUI's input directory) and never escapes it;
 - each photo is decoded with Pillow (HEIC through ``pi_heif``), turned upright by its EXIF orientation, made
   RGB (transparency over the pad grey), scaled so its long side is ``size`` (aspect kept) and letterboxed to
-  ``size x size``: padded right and bottom with ultralytics' grey, as ``bolid_lib.data`` prepares training
-  photos and ``bolid_lib.pose`` letterboxes for the detector; a mask marks the photo's own pixels;
+  ``size x size``: padded right and bottom with ultralytics' grey, as ``bolid_lib.data.prepare`` prepares training
+  photos and ``bolid_lib.method.pose`` letterboxes for the detector; a mask marks the photo's own pixels;
 - anything that is not a readable photo (text, JSON, zero bytes, a truncated JPEG, a sub-folder, a link out of
   the folder) is skipped, counted and named with the reason.
 
@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BoLIDError
-from .files import resolve_inside
+from ..errors import BoLIDError
+from ..files import resolve_inside
 
-PAD_GREY = 114  # ultralytics' letterbox grey, as bolid_lib.data and bolid_lib.pose pad
+PAD_GREY = 114  # ultralytics' letterbox grey, as bolid_lib.data.prepare and bolid_lib.method.pose pad
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 64, 4096, 1024
 FORMATS = "JPEG, PNG, WebP, HEIC, BMP or TIFF"
 # Modes Pillow resizes as they are (alpha premultiplied for RGBA/LA); anything else is converted first.

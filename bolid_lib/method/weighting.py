@@ -38,7 +38,7 @@ from typing import Callable, Union
 
 import torch
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 
 SigmaLike = Union[float, int, torch.Tensor]
 

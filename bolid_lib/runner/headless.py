@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 from .model_catalog import DEFAULT_FOLDER_PATHS, where_to_get
 from .workflow import (RequiredFile, WorkflowError, find_problems, is_ui_workflow, required_files,
                        to_api_prompt)
 
 log = logging.getLogger("bolid")
 
-PACK_ROOT = Path(__file__).resolve().parent.parent
+PACK_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 EXIT_OK, EXIT_ERROR, EXIT_MISSING_FILES, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -704,7 +704,7 @@ def _wait_for_history(client: Client, prompt_id: str, timeout: float, say: Calla
 
 
 def _copy_images(client: Client, outputs: dict, out_dir: Path) -> list[Path]:
-    from .files import next_free_path
+    from ..files import next_free_path
 
     written: list[Path] = []
     for node_id in sorted(outputs, key=lambda k: (len(k), k)):

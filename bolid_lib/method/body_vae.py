@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import files
-from .errors import BoLIDError
+from .. import files
+from ..errors import BoLIDError
 from .keypoints import NUM_KEYPOINTS
 from .weighting import keypoint_gaussians
 
@@ -491,12 +491,12 @@ def load_body_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -
     tensors, meta = files.read_safetensors(path)
     if meta.get(files.FORMAT_KEY) != FORMAT:
         raise BoLIDError(f"{path.name} is not a Body-ID VAE file ({FORMAT}): it looks like {files.describe_safetensors(path)}; "
-                         f"pick a file written by 'python -m bolid_lib.train body-vae'")
+                         f"pick a file written by 'python -m bolid_lib.training body-vae'")
     version, config = files.read_format(meta, path, fmt=FORMAT, max_version=VERSION)
     if version < VERSION:
         raise BoLIDError(f"{path.name} is a Body-ID VAE of format version {version}, written by an older ComfyUI-BoLID whose "
                          f"keypoint branch this version (format {VERSION}) changed, so its weights no longer fit: train it again "
-                         "with 'python -m bolid_lib.train body-vae' (Body-IDs it made still load; encode the photos again "
+                         "with 'python -m bolid_lib.training body-vae' (Body-IDs it made still load; encode the photos again "
                          "with the new VAE to use them with adapters trained on it)")
     try:
         cfg = BodyVAEConfig.from_dict(config)

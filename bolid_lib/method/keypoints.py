@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 
 COCO_KEYPOINTS: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",

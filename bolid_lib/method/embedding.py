@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from . import files
-from .errors import BoLIDError
+from .. import files
+from ..errors import BoLIDError
 
 FORMAT = "bolid.body"
 VERSION = 1

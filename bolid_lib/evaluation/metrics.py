@@ -16,7 +16,7 @@ Inception weights are never downloaded. The file torch-fidelity/torchmetrics use
 ``weights-inception-2015-12-05-6726825d.pth`` (pytorch-fid ships the same file, same hash, as
 ``pt_inception-2015-12-05-6726825d.pth``). It is a pickle, and this pack never ``torch.load``s a pickle a
 user hands it at run time; so the metric reads a **.safetensors** conversion of it. The conversion is
-one explicit command (``python -m bolid_lib.metrics convert-inception SRC.pth DST.safetensors``), which
+one explicit command (``python -m bolid_lib.evaluation.metrics convert-inception SRC.pth DST.safetensors``), which
 reads the .pth with ``torch.load(weights_only=True)`` (torch's restricted unpickler: tensors and plain
 containers only, no code) and checks every key and shape. Why not accept the .pth directly: evaluation is
 run over and over on files that sit in shared folders; the restricted unpickler is good but a checked,
@@ -54,8 +54,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import BoLIDError
-from .keypoints import NUM_KEYPOINTS, PoseBatch
+from ..errors import BoLIDError
+from ..method.keypoints import NUM_KEYPOINTS, PoseBatch
 
 log = logging.getLogger("bolid")
 
@@ -74,7 +74,7 @@ def inception_help(where: str | os.PathLike | None = None) -> str:
     target = Path(where) if where else Path("models") / "inception" / INCEPTION_SAFETENSORS_NAME
     return (f"FID and IS need the FID Inception weights: download {INCEPTION_PTH_NAME} (pytorch-fid calls the same "
             f"file {INCEPTION_PTH_ALIAS}) from {INCEPTION_URL} on a machine with internet, then convert it once "
-            f"to safetensors: `python -m bolid_lib.metrics convert-inception {INCEPTION_PTH_NAME} {target}`, "
+            f"to safetensors: `python -m bolid_lib.evaluation.metrics convert-inception {INCEPTION_PTH_NAME} {target}`, "
             f"and pass --inception {target}")
 
 
@@ -156,7 +156,7 @@ def load_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu
     (earlier layers; FID over few images is better conditioned there, and far cheaper: torchmetrics takes
     a general eigen-decomposition of a D x D matrix, minutes on a small CPU at D = 2048).
     """
-    from .files import read_safetensors
+    from ..files import read_safetensors
 
     if path is None or str(path).strip() == "":
         raise BoLIDError("no Inception weights given. " + inception_help())
@@ -171,7 +171,7 @@ def load_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu
         raise BoLIDError(f"Inception weights not found at {path}. " + inception_help(path.with_suffix(".safetensors")))
     if path.suffix.lower() in (".pth", ".pt", ".bin", ".pkl", ".ckpt"):
         raise BoLIDError(f"{path.name} is a pickle file; BoLID reads the Inception weights only as safetensors. Convert "
-                         f"it once: `python -m bolid_lib.metrics convert-inception {path} "
+                         f"it once: `python -m bolid_lib.evaluation.metrics convert-inception {path} "
                          f"{path.with_suffix('.safetensors')}` and pass the .safetensors file")
     tensors, _meta = read_safetensors(path)
     network = _build_inception(tensors, fid_features)
@@ -184,7 +184,7 @@ def convert_inception_weights(src: str | os.PathLike, dst: str | os.PathLike) ->
     This is the one place the pack unpickles a file, on the user's explicit command, with torch's
     ``weights_only=True`` loader (tensors and containers only; it refuses anything that would run code).
     """
-    from .files import save_safetensors_atomic
+    from ..files import save_safetensors_atomic
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -370,7 +370,7 @@ def keypoint_distance(pred, ref, *, pred_size: tuple[int, int] | None = None,
 
 def body_fidelity(pose_model, generated: torch.Tensor, reference, *, conf: float = 0.25,
                   visibility: float = 0.5) -> tuple[torch.Tensor, PoseBatch, PoseBatch]:
-    """Body fidelity of a generated batch against a reference, with a pose model (``bolid_lib.pose.PoseModel``).
+    """Body fidelity of a generated batch against a reference, with a pose model (``bolid_lib.method.pose.PoseModel``).
 
     generated: (B, 3, H, W) float [0, 1]. reference: images (1 or B, 3, H', W') float [0, 1], or the
     reference's PoseBatch (1 or B). Returns (distances (B,) with NaN where no person was found, the
@@ -482,7 +482,7 @@ class ClipScorer:
 # --- command line: weight conversion --------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bolid_lib.metrics", description="Metric model utilities.")
+    parser = argparse.ArgumentParser(prog="python -m bolid_lib.evaluation.metrics", description="Metric model utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert-inception", help=f"convert {INCEPTION_PTH_NAME} to safetensors (one time)")
     conv.add_argument("src", help=f"the downloaded {INCEPTION_PTH_NAME} (or {INCEPTION_PTH_ALIAS})")

@@ -3,7 +3,7 @@
 Pure JSON and standard library; never imports ComfyUI. ``object_info`` is what ComfyUI's
 ``GET /object_info`` serves (a dict node type -> {input: {required, optional, hidden}, input_order,
 output, ...}), either live from a server or from a committed dump of ComfyUI's core nodes, one per supported
-ComfyUI version (``bolid_lib/data/object_info_core_<version>.json``: ``core_dumps``, ``core_object_info``).
+ComfyUI version (``bolid_lib/runner/core_nodes/object_info_core_<version>.json``: ``core_dumps``, ``core_object_info``).
 
 The conversion follows the frontend's ``graphToPrompt`` (comfyui-frontend-package 1.27), the reference:
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 from .model_catalog import folder_for_input, resolve_file
 
 # Node types the frontend draws but the server never sees.
@@ -566,7 +566,7 @@ CATEGORIES = ("unsupported", "unknown node type", "bad link", "type mismatch", "
 
 # --- committed /object_info dumps of ComfyUI's core nodes ---------------------------------------------
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent / "core_nodes"
 _DUMP_NAME = re.compile(r"object_info_core_(\d+(?:\.\d+)*)\.json")
 
 

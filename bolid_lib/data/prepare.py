@@ -54,7 +54,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
 
@@ -375,12 +375,12 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, *, config: PrepareCo
 def yolo_person_counter(path: str | os.PathLike, *, conf: float = 0.5, device=None) -> PersonCounter:
     """A person counter from a YOLO pose model: the number of person boxes with score >= conf.
 
-    Loaded through ``bolid_lib.pose.PoseModel.load`` (which refuses non-pose models); ``PoseModel.predict``
+    Loaded through ``bolid_lib.method.pose.PoseModel.load`` (which refuses non-pose models); ``PoseModel.predict``
     keeps one person per image, so the count is read from the underlying ultralytics model directly.
     """
     import torch
 
-    from .pose import PoseModel
+    from ..method.pose import PoseModel
 
     model = PoseModel.load(str(path), device)
 

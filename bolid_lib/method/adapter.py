@@ -30,8 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
-from .errors import BoLIDError
-from .files import FORMAT_KEY, VERSION_KEY, describe_safetensors, read_format, read_safetensors, save_safetensors_atomic
+from ..errors import BoLIDError
+from ..files import FORMAT_KEY, VERSION_KEY, describe_safetensors, read_format, read_safetensors, save_safetensors_atomic
 from .sdxl_layers import CONTEXT_DIM, NUM_SITES, SDXL_WIDTHS, SITES, site_widths
 
 log = logging.getLogger("bolid")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BoLIDError
+from ..errors import BoLIDError
 
 NUM_SITES = 70
 CONTEXT_DIM = 2048          # SDXL's text context width (CLIP-L 768 + OpenCLIP-bigG 1280)

@@ -1,4 +1,4 @@
-"""Training entry point: ``python -m bolid_lib.train {body-vae,adapter} ...``.
+"""Training entry point: ``python -m bolid_lib.training {body-vae,adapter} ...``.
 
 Each sub-command lives in ``bolid_lib/training/<name>.py`` and exposes ``add_arguments(parser)``
 and ``main(args)``; they are imported only when chosen, so one trainer's dependencies never slow
@@ -13,20 +13,18 @@ import logging
 import sys
 
 COMMANDS = {
-    "body-vae": ("bolid_lib.training.body_vae", "Train the Body-ID VAE on folders of photos, one folder per person."),
-    "adapter": ("bolid_lib.training.adapter", "Train the BoLID adapter on SDXL with the paper's objective (eq. 14)."),
+    "body-vae": (".body_vae", "Train the Body-ID VAE on folders of photos, one folder per person."),
+    "adapter": (".adapter", "Train the BoLID adapter on SDXL with the paper's objective (eq. 14)."),
 }
 
 
 def _module(name: str):
-    mod_name = COMMANDS[name][0]
-    if __package__:  # imported as part of the pack (e.g. <pack>.bolid_lib.train)
-        mod_name = __package__ + mod_name[len("bolid_lib"):]
-    return importlib.import_module(mod_name)
+    """The sub-command's module, beside this one (also when the pack is imported as <pack>.bolid_lib)."""
+    return importlib.import_module(COMMANDS[name][0], __package__ or "bolid_lib.training")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bolid_lib.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bolid_lib.training", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and argv[0] in COMMANDS else None

@@ -1,0 +1,68 @@
+"""The library's rooms and the direction of their imports (README "Layout")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parents[2] / "bolid_lib"
+ROOMS = ("method", "data", "training", "evaluation", "runner", "experiments")
+# who may import whom (besides the shared errors / files modules)
+ALLOWED = {
+    "method": {"method"},
+    "data": {"data", "method"},
+    "training": {"training", "method", "data"},
+    "evaluation": {"evaluation", "method"},
+    "runner": {"runner"},
+    "experiments": {"experiments", "method", "data", "training", "evaluation"},
+}
+SHARED = {"errors", "files"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Dotted bolid_lib modules a file imports (top level or inside functions), as 'room.module' or 'errors'."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    pkg = path.relative_to(LIB.parent).with_suffix("").parts[:-1]      # ('bolid_lib', 'training')
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(pkg[: len(pkg) - node.level + 1])
+                mod = base + (node.module.split(".") if node.module else [])
+            else:
+                mod = (node.module or "").split(".")
+            if mod[:1] != ["bolid_lib"]:
+                continue
+            names = [a.name for a in node.names]
+            targets = [mod + [n] for n in names] if len(mod) == 1 else [mod]
+            found.update(".".join(t[1:]) for t in targets)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".", 1)[1] for a in node.names if a.name.startswith("bolid_lib."))
+    return found
+
+
+def test_every_module_lives_in_a_room():
+    loose = sorted(p.name for p in LIB.glob("*.py") if p.stem not in SHARED | {"__init__", "__main__"})
+    assert loose == [], f"modules outside a room: {loose}"
+    assert all((LIB / r / "__init__.py").is_file() for r in ROOMS)
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_imports_go_one_way(room):
+    bad = []
+    for path in sorted((LIB / room).rglob("*.py")):
+        for target in _imports(path):
+            head = target.split(".")[0]
+            if head in SHARED or head in ALLOWED[room]:
+                continue
+            bad.append(f"{path.relative_to(LIB)} imports bolid_lib.{target}")
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_checker_sees_relative_imports():
+    """The parser above would pass vacuously if it missed relative imports: it finds the method's own."""
+    assert "method.keypoints" in _imports(LIB / "method" / "pose.py") or "keypoints" in {
+        t.split(".")[-1] for t in _imports(LIB / "method" / "pose.py")}
+    assert any(t.startswith("method.") for t in _imports(LIB / "training" / "adapter.py"))
