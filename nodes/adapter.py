@@ -1,7 +1,7 @@
 """BoLID adapter nodes: load an adapter (BoLID file or public IP-Adapter SDXL file) and apply it to an SDXL MODEL.
 
 The patch is an ``attn2`` replace on all 70 SDXL cross-attention sites of a clone of the MODEL
-(paper 4.3: Z' = Attn(Q,K_t,V_t) + λ_ref·Attn(Q,K_ref,V_ref) + λ_b·Attn(Q,K_b,V_b)); the logic lives in
+(paper 4.3: Z' = Attn(Q,K_t,V_t) + λ_ref·Attn(Q,K_ref,V_ref) + λ_body·Attn(Q,K_b,V_b)); the logic lives in
 ``bolid_lib.method.patch``. Another pack's patch already on a site (e.g. IPAdapter_plus) computes the text term, so
 both take effect; applying BoLID twice stacks too (e.g. an IP-Adapter for the image, a BoLID adapter for the body).
 """
@@ -205,7 +205,7 @@ class BoLIDApply(io.ComfyNode):
                 io.Float.Input("lambda_ref", default=1.0, min=-1.0, max=3.0, step=0.05,
                                tooltip="λ_ref: weight of the reference-image branch (0 switches it off)."),
                 io.Float.Input("lambda_body", default=1.0, min=-1.0, max=3.0, step=0.05,
-                               tooltip="λ_b: weight of the body branch (0 switches it off)."),
+                               tooltip="λ_body (the paper's λ_b): weight of the body branch (0 switches it off)."),
                 io.Float.Input("start_at", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the sampling schedule where the branches start (0 = first step)."),
                 io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.01,

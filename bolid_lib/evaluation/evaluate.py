@@ -4,13 +4,13 @@
 [--clip PATH] [--pose PATH] [--runs DIR ...] --out DIR``
 
 Writes ``eval_report.json``, ``eval_report.md`` (a table, one row per run) and ``eval_plot.png`` (one bar
-chart per metric; with several runs that carry a λ_b, also FID and body distance against λ_b) into --out.
+chart per metric; with several runs that carry a λ_body, also FID and body distance against λ_body) into --out.
 
 Runs. ``--generated DIR`` is one run, each ``--runs DIR`` another; all are compared with the same real
-images, references and prompts. A run's λ_b comes from, in this order: a ``bolid_run.json`` file in the
-run folder (``{"lambda_b": 0.6, "name": "optional label"}``), or the folder name: ``lb0.6``,
-``lb_0.6``, ``lambda_b=0.6``, ``lambda-b-0.6`` (case-insensitive; e.g. ``sdxl_lb0.8_seed1``). A run without
-either has no λ_b and is left out of the λ_b plot (the bars still show it).
+images, references and prompts. A run's λ_body comes from, in this order: a ``bolid_run.json`` file in the
+run folder (``{"lambda_body": 0.6, "name": "optional label"}``; the older key ``lambda_body`` is read too), or the
+folder name: ``lb0.6``, ``lb_0.6``, ``lambda_body=0.6``, ``lambda_b=0.6``, ``lambda-b-0.6`` (case-insensitive; e.g. ``sdxl_lb0.8_seed1``). A run without
+either has no λ_body and is left out of the λ_body plot (the bars still show it).
 
 Pairing. ``--references``: one image serves every generated image; otherwise each generated image is
 paired with the reference of the same file stem, or else the longest reference stem it starts with
@@ -45,7 +45,7 @@ log = logging.getLogger("bolid")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 RUN_FILE = "bolid_run.json"
 REPORT_JSON, REPORT_MD, REPORT_PNG = "eval_report.json", "eval_report.md", "eval_plot.png"
-_LAMBDA_RE = re.compile(r"(?:^|[^a-z0-9])(?:lambda[_-]?b|lb)[=_-]?(\d+(?:\.\d+)?)(?![\d.])", re.IGNORECASE)
+_LAMBDA_RE = re.compile(r"(?:^|[^a-z0-9])(?:lambda[_-]?body|lambda[_-]?b|lb)[=_-]?(\d+(?:\.\d+)?)(?![\d.])", re.IGNORECASE)
 
 # images (B, 3, H, W) float [0, 1] -> (pool (B, D), logits (B, C))
 FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -58,11 +58,11 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 class Run:
     name: str
     folder: Path
-    lambda_b: float | None
+    lambda_body: float | None
 
 
-def lambda_b_from_name(name: str) -> float | None:
-    """λ_b written in a folder name (``lb0.6``, ``lambda_b=0.6`` ...), or None."""
+def lambda_body_from_name(name: str) -> float | None:
+    """λ_body written in a folder name (``lb0.6``, ``lambda_body=0.6``, ``lambda_b=0.6`` ...), or None."""
     m = _LAMBDA_RE.search(name)
     return float(m.group(1)) if m else None
 
@@ -74,12 +74,12 @@ def make_run(folder: str | os.PathLike) -> Run:
     if info_file.is_file():
         try:
             info = json.loads(info_file.read_text())
-            lam = info.get("lambda_b")
+            lam = info.get("lambda_body", info.get("lambda_b"))
             lam = None if lam is None else float(lam)
         except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
-            raise BoLIDError(f"{info_file} is not a JSON object like {{\"lambda_b\": 0.6}} ({e})") from e
+            raise BoLIDError(f"{info_file} is not a JSON object like {{\"lambda_body\": 0.6}} ({e})") from e
         return Run(str(info.get("name") or folder.name), folder, lam)
-    return Run(folder.name, folder, lambda_b_from_name(folder.name))
+    return Run(folder.name, folder, lambda_body_from_name(folder.name))
 
 
 def list_images(folder: str | os.PathLike, what: str) -> list[Path]:
@@ -221,7 +221,7 @@ def evaluate(real: str | os.PathLike, runs: Sequence[Run], *, references: str | 
         refs = pair_references(gen_files, ref_files) if ref_files else [None] * len(gen_files)
         texts = read_prompts(prompts, gen_files) if want_clip_t else [None] * len(gen_files)
         rows = [{"file": g.name, "reference": r.name if r else None} for g, r in zip(gen_files, refs)]
-        entry: dict = {"name": run.name, "folder": str(run.folder), "lambda_b": run.lambda_b, "images": len(gen_files)}
+        entry: dict = {"name": run.name, "folder": str(run.folder), "lambda_body": run.lambda_body, "images": len(gen_files)}
         update = bar(run.name, len(gen_files))
         pools, logits = [], []
         for start in range(0, len(gen_files), batch_size):
@@ -303,12 +303,12 @@ def to_markdown(report: dict) -> str:
     lines = ["# BoLID evaluation", ""]
     if report.get("real"):
         lines.append(f"Real images: {report['real']['images']} from `{report['real']['folder']}`.")
-    lines += ["", "| run | λ_b | images | " + " | ".join(t for _, t in cols) + " |",
+    lines += ["", "| run | λ_body | images | " + " | ".join(t for _, t in cols) + " |",
               "|---|---|---|" + "---|" * len(cols)]
     for r in report["runs"]:
         cells = [_fmt(r.get(k)) + (f" ± {r['is_std']:.3g}" if k == "is_mean" and (r.get("is_std") or 0) > 1e-9 else "")
                  for k, _ in cols]
-        lines.append(f"| {r['name']} | {_fmt(r['lambda_b'])} | {r['images']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['name']} | {_fmt(r['lambda_body'])} | {r['images']} | " + " | ".join(cells) + " |")
     if report["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items())]
     missing = [(r["name"], r["body_missing"]) for r in report["runs"] if r.get("body_missing")]
@@ -319,7 +319,7 @@ def to_markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: str | os.PathLike) -> Path:
-    """Per-metric bar charts (one bar per run) and, when 2+ runs carry a λ_b, FID / body distance vs λ_b."""
+    """Per-metric bar charts (one bar per run) and, when 2+ runs carry a λ_body, FID / body distance vs λ_body."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,7 +327,7 @@ def plot(report: dict, path: str | os.PathLike) -> Path:
 
     runs = report["runs"]
     cols = [(k, t) for k, t in METRIC_COLUMNS if any(r.get(k) is not None for r in runs)]
-    with_lambda = sorted((r for r in runs if r.get("lambda_b") is not None), key=lambda r: r["lambda_b"])
+    with_lambda = sorted((r for r in runs if r.get("lambda_body") is not None), key=lambda r: r["lambda_body"])
     lam_metrics = [(k, t) for k, t in (("fid", "FID"), ("body_distance", "body distance"))
                    if sum(r.get(k) is not None for r in with_lambda) >= 2]
     panels = len(cols) + (1 if lam_metrics else 0)
@@ -345,14 +345,14 @@ def plot(report: dict, path: str | os.PathLike) -> Path:
         for i, (key, title) in enumerate(lam_metrics):
             target = ax if i == 0 else ax.twinx()   # FID and the body distance have unrelated scales
             color, style, marker = (("#c44e52", "-", "o"), ("#55a868", "--", "s"))[i]
-            pts = [(r["lambda_b"], r[key]) for r in with_lambda if r.get(key) is not None]
+            pts = [(r["lambda_body"], r[key]) for r in with_lambda if r.get(key) is not None]
             handles += target.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=style, marker=marker,
                                    color=color, label=title)
             target.set_ylabel(title, fontsize=8, color=color)
             target.tick_params(axis="y", labelsize=7, colors=color)
         ax.legend(handles=handles, fontsize=7, loc="best")
-        ax.set_xlabel("λ_b", fontsize=8)
-        ax.set_title(" and ".join(t for _, t in lam_metrics) + " vs λ_b", fontsize=9)
+        ax.set_xlabel("λ_body", fontsize=8)
+        ax.set_title(" and ".join(t for _, t in lam_metrics) + " vs λ_body", fontsize=9)
     if not cols and not lam_metrics:
         axes[0].text(0.5, 0.5, "no metric computed", ha="center", va="center")
         axes[0].set_axis_off()
@@ -398,8 +398,8 @@ def pose_from_path(path: str | os.PathLike, *, conf: float = 0.25, visibility: f
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bolid_lib.evaluation", description=__doc__.split("\n\n")[0],
-                                epilog="λ_b of a run: bolid_run.json {\"lambda_b\": x} in its folder, or the folder "
-                                       "name (lb0.6, lambda_b=0.6).")
+                                epilog="λ_body of a run: bolid_run.json {\"lambda_body\": x} in its folder, or the "
+                                       "folder name (lb0.6, lambda_body=0.6).")
     p.add_argument("--real", required=True, help="folder of real images (FID's reference distribution)")
     p.add_argument("--generated", help="folder of generated images (one run)")
     p.add_argument("--runs", nargs="+", default=[], metavar="DIR", help="more generated folders, one per run")

@@ -1,6 +1,9 @@
 """Decoupled cross-attention of BoLID (paper section 4.3), host-agnostic.
 
-    Z' = Attn(Q, K_t, V_t) + λ_ref · Attn(Q, K_ref, V_ref) + λ_b · Attn(Q, K_b, V_b)
+    Z' = Attn(Q, K_t, V_t) + λ_ref · Attn(Q, K_ref, V_ref) + λ_body · Attn(Q, K_b, V_b)
+
+λ_body is the paper's λ_b; in code it is ``lambda_body`` everywhere (node input, PatchSettings, the trainer's
+BranchTokens), as λ_ref is ``lambda_ref``.
 
 Each branch is its own softmax over its own tokens (as in IP-Adapter), so a branch never competes with
 the text for attention mass and a branch with λ = 0 can be dropped exactly.
@@ -23,12 +26,13 @@ AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 class Branch(NamedTuple):
     """One extra attention branch: keys/values (B, M, H·d) and its weight.
 
-    scale: a float, or a (B,) tensor of per-row weights (0 switches the branch off for that row).
+    lambda_: the branch's λ (λ_ref or λ_body, times a block weight): a float, or a (B,) tensor of per-row
+    values (0 switches the branch off for that row).
     """
 
     k: torch.Tensor
     v: torch.Tensor
-    scale: float | torch.Tensor
+    lambda_: float | torch.Tensor
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -73,16 +77,16 @@ def decoupled_attention(q: torch.Tensor, k_text: torch.Tensor, v_text: torch.Ten
     out = text_out if text_out is not None else attn(q, k_text, v_text, heads)
     b = q.shape[0]
     for br in branches:
-        if _is_off(br.scale):
+        if _is_off(br.lambda_):
             continue
         k, v = br.k, br.v
         if k.shape[0] != b:
             # materialised: some attention backends .view() their inputs
             k, v = k.expand(b, -1, -1).contiguous(), v.expand(b, -1, -1).contiguous()
         branch_out = attn(q, k, v, heads)
-        if isinstance(br.scale, torch.Tensor):
+        if isinstance(br.lambda_, torch.Tensor):
             # (B,) per-row weights -> (B, 1, 1)
-            out = out + branch_out * br.scale.to(branch_out).reshape(b, 1, 1)
+            out = out + branch_out * br.lambda_.to(branch_out).reshape(b, 1, 1)
         else:
-            out = torch.add(out, branch_out, alpha=float(br.scale))
+            out = torch.add(out, branch_out, alpha=float(br.lambda_))
     return out

@@ -247,7 +247,8 @@ class BoLIDPatch:
                 vs.append(v_c.expand(per, -1, -1))
         return torch.cat(ks), torch.cat(vs)
 
-    def scale(self, branch: str, block: str) -> float:
+    def lambda_at(self, branch: str, block: str) -> float:
+        """The branch's λ at a block: λ_ref or λ_body times the block weight."""
         s = self.settings
         if branch == "ref":
             return s.lambda_ref * s.block_weights_ref[BLOCKS.index(block)]
@@ -269,7 +270,7 @@ class BoLIDPatch:
             for name in ("ref", "body"):
                 if name in self._base and self._base[name][site] is not None:
                     bk, bv = self._rows(name, site, q, extra_options)
-                    branches.append(Branch(bk, bv, self.scale(name, block)))
+                    branches.append(Branch(bk, bv, self.lambda_at(name, block)))
         return decoupled_attention(q, k, v, branches, heads, attn_fn=attn_fn, text_out=text_out)
 
     def site(self, index: int, previous: ReplacePatch | None = None) -> "SitePatch":

@@ -30,13 +30,13 @@ from ..method.sdxl_layers import NUM_SITES, SITES
 class BranchTokens:
     """The branch tokens of the current UNet evaluation, shared by the 70 processors.
 
-    ref, body: (B, N, M) tokens or None (branch absent). scale_ref, scale_body: λ of each branch (1 in training).
+    ref, body: (B, N, M) tokens or None (branch absent). lambda_ref, lambda_body: λ of each branch (1 in training).
     """
 
     ref: torch.Tensor | None = None
     body: torch.Tensor | None = None
-    scale_ref: float = 1.0
-    scale_body: float = 1.0
+    lambda_ref: float = 1.0
+    lambda_body: float = 1.0
     calls: int = field(default=0)
 
     def clear(self) -> None:
@@ -61,7 +61,7 @@ class BoLIDAttnProcessor(nn.Module):
         """The pre-output-projection attention (B, N, H·d) from q (B, N, H·d) and text k, v (B, 77, H·d)."""
         adapter, st = self._adapter, self.tokens
         branches = []
-        for name, tokens, scale in (("ref", st.ref, st.scale_ref), ("body", st.body, st.scale_body)):
+        for name, tokens, scale in (("ref", st.ref, st.lambda_ref), ("body", st.body, st.lambda_body)):
             if tokens is None:
                 continue
             bk, bv = adapter.site_kv(name, self.site, tokens)                # (B, N_b, width), float32

@@ -95,7 +95,7 @@ def test_training_host_matches_comfy_unet(comfy, pack):
 
         with torch.no_grad():
             tokens = BranchTokens(ref=train_adapter.ref_tokens(ref), body=train_adapter.body_tokens(body),
-                                  scale_ref=0.8, scale_body=1.2)
+                                  lambda_ref=0.8, lambda_body=1.2)
         checked = 0
         for s in SITES:
             q, k, v, out, heads = recorders[s.index].calls[0]

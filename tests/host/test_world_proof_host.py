@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.host, pytest.mark.slow]
 
 # Opt-in (issue 15 is open): trained from scratch this takes ~27 minutes on 2 busy cores, and with the base model's
 # training budget of this session (~190 steps) it does not yet draw people, so its accuracy checks fail (identity 38%
-# at λ_b = 1 vs 33% at λ_b = 0 among 4, pose 21%). It stays out of the default run until the base is trained enough.
+# at λ_body = 1 vs 33% at λ_body = 0 among 4, pose 21%). It stays out of the default run until the base is trained enough.
 if os.environ.get("BOLID_WORLD_RUN") != "1":
     pytest.skip("the world-proof host run is opt-in while issue 15 is open (BOLID_WORLD_RUN=1): it trains a small "
                 "world from scratch (~30 min on 2 cores)", allow_module_level=True)
@@ -188,7 +188,7 @@ def place_files(comfy, world) -> tuple[str, list[str]]:
 
 
 def build_prompt(world, adapter_name: str, body_names: list[str], lambdas: tuple[float, ...], seed: int) -> dict:
-    """One KSampler per (identity, pose, lambda_b), each a batch of ``eval_seeds`` latents."""
+    """One KSampler per (identity, pose, lambda_body), each a batch of ``eval_seeds`` latents."""
     from bolid_lib.experiments.world.render import POSES
     from bolid_lib.experiments.world.text import prompt_for
 
@@ -218,7 +218,7 @@ def build_prompt(world, adapter_name: str, body_names: list[str], lambdas: tuple
 
 
 def scores(world, lam: float) -> tuple[float, float]:
-    """(identity top-1, pose accuracy) of the executor's samples at lambda_b."""
+    """(identity top-1, pose accuracy) of the executor's samples at lambda_body."""
     from bolid_lib.experiments.world.render import POSES
 
     hit_id, hit_pose, n = 0, 0, 0
@@ -233,7 +233,7 @@ def scores(world, lam: float) -> tuple[float, float]:
 
 
 def save_samples(world, path: Path) -> None:
-    """Rows: identities; columns: a ground-truth view, then per prompt the first sample at lambda_b 0 and 1."""
+    """Rows: identities; columns: a ground-truth view, then per prompt the first sample at lambda_body 0 and 1."""
     from PIL import Image
 
     from bolid_lib.experiments.world.render import POSES
@@ -262,8 +262,8 @@ def test_generated_people_carry_the_body_id_they_are_given(world, comfy, world_n
     clf = world.figures["classifiers"]
     id_on, pose_on = scores(world, 1.0)
     id_off, pose_off = scores(world, 0.0)
-    print(f"\nworld proof through ComfyUI: classifiers on ground truth {clf}; identity top-1 lambda_b=1 {id_on:.2f}, "
-          f"lambda_b=0 {id_off:.2f} (chance {chance:.2f}); pose accuracy {pose_on:.2f} / {pose_off:.2f}")
+    print(f"\nworld proof through ComfyUI: classifiers on ground truth {clf}; identity top-1 lambda_body=1 {id_on:.2f}, "
+          f"lambda_body=0 {id_off:.2f} (chance {chance:.2f}); pose accuracy {pose_on:.2f} / {pose_off:.2f}")
     (world.out / "comfy_figures.json").write_text(json.dumps(
         {"classifiers": clf, "identity_top1": {"1.0": id_on, "0.0": id_off}, "pose_accuracy": {"1.0": pose_on, "0.0": pose_off}}))
     save_samples(world, world.out / "comfy_samples.png")

@@ -90,7 +90,7 @@ def test_report_matches_direct_fid_and_is(tree):
         order = torch.randperm(len(logits)).numpy()
         mean, std = M.inception_score_from_logits(logits, splits=2, order=order)
         assert entry["is_mean"] == pytest.approx(mean, rel=1e-4) and entry["is_std"] == pytest.approx(std, rel=1e-4)
-    assert [r["lambda_b"] for r in report["runs"]] == [0.5, 1.0]
+    assert [r["lambda_body"] for r in report["runs"]] == [0.5, 1.0]
     assert set(report["skipped"]) == {"body_fidelity", "clip_t", "clip_i"}
 
 
@@ -114,19 +114,19 @@ def test_body_fidelity_and_clip_in_the_report(tree, tmp_path):
 
 
 def test_cli_writes_json_markdown_and_plot(tree, tmp_path):
-    (tree / "lb0.5" / E.RUN_FILE).write_text(json.dumps({"lambda_b": 0.25, "name": "quarter"}))
+    (tree / "lb0.5" / E.RUN_FILE).write_text(json.dumps({"lambda_b": 0.25, "name": "quarter"}))    # the older key
     out = tmp_path / "report"
     rc = E.main(["--real", str(tree / "real"), "--generated", str(tree / "lb0.5"), "--runs", str(tree / "lambda_b=1.0"),
                  "--references", str(tree / "refs"), "--out", str(out), "--is-splits", "2"], features=TinyFeatures())
     assert rc == 0
     report = json.loads((out / E.REPORT_JSON).read_text())
-    assert [(r["name"], r["lambda_b"]) for r in report["runs"]] == [("quarter", 0.25), ("lambda_b=1.0", 1.0)]
+    assert [(r["name"], r["lambda_body"]) for r in report["runs"]] == [("quarter", 0.25), ("lambda_b=1.0", 1.0)]
     md = (out / E.REPORT_MD).read_text()
     assert "| quarter | 0.25 | 5 |" in md and "FID" in md and "IS" in md
     png = (out / E.REPORT_PNG).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     im = Image.open(out / E.REPORT_PNG)
-    assert im.size[0] > 3 * 300  # FID and IS bars, and the λ_b panel
+    assert im.size[0] > 3 * 300  # FID and IS bars, and the λ_body panel
 
 
 def test_cli_with_a_real_architecture_inception(tmp_path):
@@ -188,10 +188,10 @@ def test_pairing_and_prompts_rules(tmp_path):
         E.read_prompts(js, gen)
 
 
-@pytest.mark.parametrize("name,value", [("lb0.5", 0.5), ("sdxl_lb_0.8_seed1", 0.8), ("lambda_b=1.25", 1.25),
+@pytest.mark.parametrize("name,value", [("lb0.5", 0.5), ("sdxl_lb_0.8_seed1", 0.8), ("lambda_b=1.25", 1.25), ("lambda_body=0.75", 0.75),
                                         ("LAMBDA-B-2", 2.0), ("run_bulb3", None), ("baseline", None)])
 def test_lambda_b_from_folder_name(name, value):
-    assert E.lambda_b_from_name(name) == value
+    assert E.lambda_body_from_name(name) == value
 
 
 def test_cli_body_fidelity_with_a_random_yolo(tmp_path, yolo_pose_pt):

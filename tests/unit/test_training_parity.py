@@ -49,7 +49,7 @@ def test_processor_equals_comfy_patch_at_every_site(setup, rows, lambdas):
         ref_rows = torch.cat([ref if r == "cond" else torch.zeros_like(ref) for r in rows])
         body_rows = torch.cat([body if r == "cond" else torch.zeros_like(body) for r in rows])
         tokens = BranchTokens(ref=adapter.ref_tokens(ref_rows), body=adapter.body_tokens(body_rows),
-                              scale_ref=lam_ref, scale_body=lam_body)
+                              lambda_ref=lam_ref, lambda_body=lam_body)
     modules = dict(unet.named_modules())
     b = len(rows)
     checked = 0
@@ -87,7 +87,7 @@ def test_processors_cover_all_sites_in_a_unet_forward(setup):
         plain = unet(x, torch.tensor([500]), encoder_hidden_states=ctx, added_cond_kwargs=added).sample
         tokens.ref, tokens.body = adapter.ref_tokens(ref), adapter.body_tokens(body)
         on = unet(x, torch.tensor([500]), encoder_hidden_states=ctx, added_cond_kwargs=added).sample
-        tokens.scale_ref = tokens.scale_body = 0.0
+        tokens.lambda_ref = tokens.lambda_body = 0.0
         off = unet(x, torch.tensor([500]), encoder_hidden_states=ctx, added_cond_kwargs=added).sample
     assert tokens.calls == 3 * NUM_SITES
     assert not torch.allclose(plain, on)

@@ -1,8 +1,8 @@
 """Evaluation of generated images with the independent classifiers, and the run's figures (JSON, plot, grid).
 
-Every generated image is sampled from the frozen base with the adapter's body branch at lambda_b, decoded by the
+Every generated image is sampled from the frozen base with the adapter's body branch at lambda_body, decoded by the
 world's latent map, and judged by classifiers trained on ground-truth renders only. Sample seeds depend on
-(identity, pose, k) and not on lambda_b, so every lambda_b sees the same starting noise.
+(identity, pose, k) and not on lambda_body, so every lambda_body sees the same starting noise.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def quality(world, images: torch.Tensor) -> dict[str, float]:
 
 
 def run_all(world, adapter, tag: str, lambdas=None) -> None:
-    """Identity / pose accuracy per lambda_b (adapter identities and held-out ones apart), the image-referenced mode,
+    """Identity / pose accuracy per lambda_body (adapter identities and held-out ones apart), the image-referenced mode,
     FID / IS with the branch off and on; figures into ``world.figures[tag]``."""
     cfg = world.cfg
     sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(),
@@ -91,7 +91,7 @@ def run_all(world, adapter, tag: str, lambdas=None) -> None:
             row[name] = judge(world, images, rows)
             keep[(lam, name)] = images
         res["lambda_sweep"][str(lam)] = row
-        log.info("%s lambda_b %.2f: %s", tag, lam, row)
+        log.info("%s lambda_body %.2f: %s", tag, lam, row)
         world.figures[tag] = res
         world.save_figures()
     res["image_referenced"] = {}
@@ -110,7 +110,7 @@ def run_all(world, adapter, tag: str, lambdas=None) -> None:
 
 
 def figures_out(world) -> None:
-    """world_lambda_sweep.png (identity and pose accuracy against lambda_b) and world_samples.png."""
+    """world_lambda_sweep.png (identity and pose accuracy against lambda_body) and world_samples.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +123,7 @@ def figures_out(world) -> None:
         ax.plot(lams, [100 * sweep[str(l)][name]["identity_top1"] for l in lams], style, label=f"identity top-1 ({name})")
         ax.plot(lams, [100 * sweep[str(l)][name]["pose_accuracy"] for l in lams], style, alpha=0.5, label=f"prompt accuracy ({name})")
     ax.axhline(100 / world.cfg.ids, color="grey", lw=0.8, ls=":", label="chance (identity)")
-    ax.set_xlabel("λ_b")
+    ax.set_xlabel("λ_body")
     ax.set_ylabel("% of generated images")
     ax.set_ylim(0, 102)
     ax.legend(fontsize=6)
@@ -135,7 +135,7 @@ def figures_out(world) -> None:
 
 
 def save_grid(world) -> None:
-    """Rows: adapter identities; columns: a ground-truth view, then per prompt the sample at lambda_b 0 and 1."""
+    """Rows: adapter identities; columns: a ground-truth view, then per prompt the sample at lambda_body 0 and 1."""
     from PIL import Image
 
     cfg = world.cfg

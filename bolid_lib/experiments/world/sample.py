@@ -71,7 +71,7 @@ class Sampler:
         sigmas = normal_sigmas(self.table, steps)
         x = x * (1 + sigmas[0] ** 2).sqrt()
         ctx, pooled = self.text.encode(list(captions) + [""] * b)
-        self.tokens.scale_body = float(lambda_body)
+        self.tokens.lambda_body = float(lambda_body)
         if self.adapter is not None:
             rows = torch.zeros(2 * b, self.adapter.config.body_dim) if body is None else torch.cat([body.float(), torch.zeros_like(body.float())])
             self.tokens.body = self.adapter.body_tokens(rows) if (body is not None and lambda_body != 0) else None
