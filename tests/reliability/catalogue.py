@@ -425,7 +425,7 @@ CASES: list[Case] = [
     Case("vae_loader_name_with_dotdot", p_vae_loader("../../../rel_sentinel/keep.txt"), "BoLIDBodyVAELoader",
          r"not found", r"put it in \S*models/bolid", "validation", ALL),
     Case("vae_loader_missing_file", p_vae_loader("bolid_body_vae.safetensors"), "BoLIDBodyVAELoader",
-         r"'bolid_body_vae\.safetensors' not found", r"put it in \S*models/bolid and press R.*bolid_lib\.train body-vae",
+         r"'bolid_body_vae\.safetensors' not found", r"put it in \S*models/bolid and press R.*bolid_lib\.training body-vae",
          "validation", ALL),
     Case("vae_loader_given_a_body_id_by_path", p_vae_loader("bodies/" + BODY), "BoLIDBodyVAELoader",
          r"'bodies/rel_body32\.safetensors' not found", r"put it in \S*models/bolid", "validation", ALL,
@@ -473,7 +473,7 @@ CASES: list[Case] = [
     Case("adapter_loader_name_with_dotdot", p_apply(adapter="[ipadapter] ../../../rel_sentinel/keep.txt"), "BoLIDAdapterLoader",
          r"not found", r"put it in \S*models/ipadapter", "validation", ALL),
     Case("adapter_loader_missing_bolid_file", p_apply(adapter="bolid_adapter_sdxl.safetensors"), "BoLIDAdapterLoader",
-         r"'bolid_adapter_sdxl\.safetensors' not found", r"put it in \S*models/bolid and press R.*bolid_lib\.train adapter",
+         r"'bolid_adapter_sdxl\.safetensors' not found", r"put it in \S*models/bolid and press R.*bolid_lib\.training adapter",
          "validation", ALL),
     # (a name no other test installs: the host tier puts ip-adapter_sdxl_vit-h.safetensors in the shared models folder)
     Case("adapter_loader_missing_ipadapter_file", p_apply(adapter="[ipadapter] ip-adapter_sdxl_vit-h_not_installed.safetensors",
