@@ -1,8 +1,10 @@
 """The frozen models the adapter trainer needs, loaded from local files or built tiny and random for tests.
 
-Real runs read local files only (nothing is downloaded): an SDXL diffusers folder (``unet/``, ``vae/``,
-``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``, ``scheduler/``) or a single-file UNet
-with that folder for its config; a preview VAE folder (AutoencoderTiny such as taesdxl, or an AutoencoderKL); a
+Real runs read local files only (nothing is downloaded) and safetensors only (a hub id, or a folder with only
+``.bin`` / pickle weights, is refused before any library sees it): an SDXL diffusers folder (``unet/``, ``vae/``,
+``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``, ``scheduler/``) or the single-file SDXL
+checkpoint a ComfyUI user has in ``models/checkpoints/`` (``single_file``: UNet, VAE and text encoders from the one
+file, tokenizers from ComfyUI's own CLIP files); optionally a UNet folder or ``.safetensors`` file; a preview VAE folder (AutoencoderTiny such as taesdxl, or an AutoencoderKL); a
 CLIP vision encoder with projection (for the ref branch); a CLIP model folder (for L_CLIP); a YOLO pose ``.pt``
 (loaded through ``bolid_lib.method.pose``); a Body-ID VAE file (``bolid_lib.method.body_vae``).
 
@@ -99,6 +101,54 @@ class SDXLTextEncoder:
 
 
 # --- loading real models ------------------------------------------------------------------------
+#
+# Local files and safetensors only: every from_pretrained gets local_files_only=True and use_safetensors=True, and a
+# path is checked before any library sees it, so that a hub id is refused before a download is tried and a folder
+# with only pickle weights (pytorch_model.bin, diffusion_pytorch_model.bin, ...) is refused before anything is
+# unpickled.
+
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+LOCAL_ONLY = dict(local_files_only=True)
+SAFE_ONLY = dict(local_files_only=True, use_safetensors=True)
+
+
+def local_folder(path: str | Path | None, what: str, subfolder: str | None = None, weights: bool = True) -> Path:
+    """``path`` as a local folder (``subfolder`` inside it must exist too); with ``weights``, one holding
+    ``.safetensors`` weights. Raises BoLIDError saying the fix otherwise: nothing is downloaded or unpickled."""
+    if not path:
+        raise BoLIDError(f"{what}: no path given")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BoLIDError(
+            f"{what}: {str(path)!r} is not a local file or folder. The trainer reads local files only and never "
+            "downloads: if this is a Hugging Face id, download the safetensors release yourself (e.g. "
+            f"`huggingface-cli download {path} --include '*.safetensors' '*.json' '*.txt' --local-dir DIR`) and "
+            "give DIR")
+    if not p.is_dir():
+        raise BoLIDError(f"{what}: {p} must be a folder (a diffusers / transformers model folder with config.json "
+                         "and .safetensors weights)")
+    d = p / subfolder if subfolder else p
+    if not d.is_dir():
+        raise BoLIDError(f"{what}: {p} has no {subfolder}/ folder (expected a diffusers SDXL folder)")
+    if weights:
+        files = [f for f in d.iterdir() if f.is_file()]
+        if not any(f.name.endswith(".safetensors") for f in files):
+            pickles = sorted(f.name for f in files if f.suffix.lower() in PICKLE_WEIGHTS)
+            if pickles:
+                raise BoLIDError(
+                    f"{what}: {d} holds only pickle weights ({', '.join(pickles)}); loading a pickle can run "
+                    "arbitrary code, so they are refused. Use the model's .safetensors release, or convert once in "
+                    "an environment you trust (load it and save_pretrained(DIR, safe_serialization=True)).")
+            raise BoLIDError(f"{what}: no .safetensors weights in {d}")
+    return p
+
+
+def _from_pretrained(cls, path: Path, what: str, **kw):
+    try:
+        return cls.from_pretrained(str(path), **kw)
+    except (OSError, ValueError) as e:      # e.g. a variant-only folder (*.fp16.safetensors), a broken config
+        raise BoLIDError(f"{what}: cannot load {path} as {cls.__name__} from local safetensors files: {e}") from None
+
 
 def _class_name(path: Path) -> str | None:
     cfg = path / "config.json"
@@ -107,63 +157,115 @@ def _class_name(path: Path) -> str | None:
     return None
 
 
+def _is_file_path(path: str | None) -> bool:
+    return bool(path) and (Path(path).is_file() or Path(path).suffix.lower() in (".safetensors", *PICKLE_WEIGHTS))
+
+
 def load_vae(path: str) -> nn.Module:
-    """A diffusers AutoencoderKL or AutoencoderTiny folder (the kind read from its config)."""
+    """A diffusers AutoencoderKL or AutoencoderTiny folder (the kind read from its config), or an LDM VAE
+    ``.safetensors`` file (ComfyUI's ``models/vae``, SDXL's scaling)."""
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    p = Path(path)
-    if not p.is_dir():
-        raise BoLIDError(f"VAE folder not found: {path} (a diffusers folder with config.json and weights)")
+    if _is_file_path(path):
+        from . import single_file
+
+        return freeze(single_file.load_vae_file(path))
+    p = local_folder(path, "VAE")
     cls = AutoencoderTiny if _class_name(p) == "AutoencoderTiny" else AutoencoderKL
-    return freeze(cls.from_pretrained(str(p)))
+    return freeze(_from_pretrained(cls, p, "VAE", **SAFE_ONLY))
 
 
 def load_unet(pretrained: str | None, unet: str | None = None) -> nn.Module:
-    """SDXL UNet from ``unet`` (a diffusers folder or a single-file .safetensors UNet/checkpoint, configured by
-    ``pretrained``) or from ``pretrained/unet``."""
+    """SDXL UNet from ``unet`` (a diffusers folder, or a ``.safetensors`` file: a ComfyUI checkpoint or UNet-only
+    file in LDM layout, configured from its shapes, or a diffusers-layout file configured by the ``pretrained``
+    folder), else from ``pretrained`` (``pretrained/unet``, or the UNet of a single-file checkpoint)."""
     from diffusers import UNet2DConditionModel
 
-    if unet:
-        p = Path(unet)
-        if p.is_dir():
-            return freeze(UNet2DConditionModel.from_pretrained(str(p)))
-        if not p.is_file():
-            raise BoLIDError(f"UNet file not found: {unet}")
-        if not pretrained:
-            raise BoLIDError("a single-file UNet needs the SDXL diffusers folder for its config: set pretrained")
-        return freeze(UNet2DConditionModel.from_single_file(str(p), config=pretrained, subfolder="unet",
+    from . import single_file
+
+    src = unet or pretrained
+    if not src:
+        raise BoLIDError("no SDXL model given: set pretrained (a local SDXL diffusers folder or an SDXL .safetensors "
+                         "checkpoint) or tiny: true for a smoke run")
+    if _is_file_path(src):
+        model = single_file.load_unet_file(src)             # refuses pickles and corrupt files
+        if model is not None:
+            return freeze(model)
+        if not pretrained or not Path(pretrained).is_dir():
+            raise BoLIDError(f"{Path(src).name} is a UNet file in diffusers' layout: it needs the SDXL diffusers "
+                             "folder for its config (set pretrained to a local folder)")
+        local_folder(pretrained, "pretrained", "unet", weights=False)
+        return freeze(UNet2DConditionModel.from_single_file(str(src), config=str(pretrained), subfolder="unet",
                                                             local_files_only=True))
-    if not pretrained:
-        raise BoLIDError("no SDXL model given: set pretrained (a local SDXL diffusers folder) or tiny: true for a smoke run")
-    return freeze(UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet"))
+    if unet:
+        return freeze(_from_pretrained(UNet2DConditionModel, local_folder(unet, "unet"), "unet", **SAFE_ONLY))
+    p = local_folder(pretrained, "pretrained", "unet")
+    return freeze(_from_pretrained(UNet2DConditionModel, p, "pretrained UNet", subfolder="unet", **SAFE_ONLY))
+
+
+def sdxl_scheduler(prediction_type: str = "epsilon"):
+    """SDXL base's noise schedule (its scheduler_config.json), for a single-file checkpoint that carries none."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type=prediction_type, clip_sample=False, sample_max_value=1.0,
+                         steps_offset=1, timestep_spacing="leading")
 
 
 def load_models(cfg) -> ModelSet:
-    """The frozen models named by an ``AdapterTrainConfig`` (local files only)."""
+    """The frozen models named by an ``AdapterTrainConfig`` (local files only, safetensors only)."""
     if cfg.tiny:
         return tiny_models(cfg)
     from diffusers import DDPMScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    if not cfg.pretrained or not Path(cfg.pretrained).is_dir():
-        raise BoLIDError(f"pretrained must be a local SDXL diffusers folder (unet/, vae/, text_encoder*/, tokenizer*/, scheduler/); got {cfg.pretrained!r}")
     pre = cfg.pretrained
-    text = SDXLTextEncoder(CLIPTokenizer.from_pretrained(pre, subfolder="tokenizer"),
-                           CLIPTextModel.from_pretrained(pre, subfolder="text_encoder"),
-                           CLIPTokenizer.from_pretrained(pre, subfolder="tokenizer_2"),
-                           CLIPTextModelWithProjection.from_pretrained(pre, subfolder="text_encoder_2"))
-    scheduler = DDPMScheduler.from_pretrained(pre, subfolder="scheduler")
-    models = ModelSet(unet=load_unet(pre, cfg.unet), scheduler=scheduler,
-                      vae=load_vae(cfg.vae or str(Path(pre) / "vae")), text=text)
+    if not pre:
+        raise BoLIDError("pretrained must be a local SDXL diffusers folder (unet/, vae/, text_encoder*/, tokenizer*/, "
+                         "scheduler/) or an SDXL .safetensors checkpoint (ComfyUI's models/checkpoints/)")
+    if _is_file_path(pre):
+        from . import single_file
+
+        sf = single_file.load_sdxl_checkpoint(pre, getattr(cfg, "tokenizer", None), unet=not cfg.unet,
+                                              vae=not cfg.vae)
+        text = SDXLTextEncoder(sf.tokenizer_1, sf.text_encoder_1, sf.tokenizer_2, sf.text_encoder_2)
+        models = ModelSet(unet=load_unet(pre, cfg.unet) if cfg.unet else freeze(sf.unet),
+                          scheduler=sdxl_scheduler(sf.prediction_type),
+                          vae=load_vae(cfg.vae) if cfg.vae else freeze(sf.vae), text=text)
+    else:
+        p = local_folder(pre, "pretrained", weights=False)
+        for sub in ("text_encoder", "text_encoder_2"):
+            local_folder(p, "pretrained", sub)
+        tok = getattr(cfg, "tokenizer", None)
+        if tok:
+            from . import single_file
+
+            tok_1, tok_2 = single_file.load_tokenizers(single_file.find_tokenizer(pre, tok))
+        else:
+            tok_1 = CLIPTokenizer.from_pretrained(str(local_folder(p, "pretrained", "tokenizer", weights=False)),
+                                                  subfolder="tokenizer", **LOCAL_ONLY)
+            tok_2 = CLIPTokenizer.from_pretrained(str(local_folder(p, "pretrained", "tokenizer_2", weights=False)),
+                                                  subfolder="tokenizer_2", **LOCAL_ONLY)
+        text = SDXLTextEncoder(tok_1, _from_pretrained(CLIPTextModel, p, "text_encoder", subfolder="text_encoder", **SAFE_ONLY),
+                               tok_2, _from_pretrained(CLIPTextModelWithProjection, p, "text_encoder_2",
+                                                       subfolder="text_encoder_2", **SAFE_ONLY))
+        local_folder(p, "pretrained", "scheduler", weights=False)
+        scheduler = DDPMScheduler.from_pretrained(str(p), subfolder="scheduler", **LOCAL_ONLY)
+        models = ModelSet(unet=load_unet(pre, cfg.unet), scheduler=scheduler,
+                          vae=load_vae(cfg.vae or str(local_folder(p, "pretrained", "vae", weights=False) / "vae")),
+                          text=text)
     if cfg.preview_vae:
         models.preview_vae = load_vae(cfg.preview_vae)
     if cfg.image_encoder:
         from transformers import CLIPVisionModelWithProjection
-        models.image_encoder = freeze(CLIPVisionModelWithProjection.from_pretrained(cfg.image_encoder))
+        models.image_encoder = freeze(_from_pretrained(CLIPVisionModelWithProjection,
+                                                       local_folder(cfg.image_encoder, "image_encoder"),
+                                                       "image_encoder", **SAFE_ONLY))
     if cfg.clip_model:
         from transformers import CLIPModel
-        models.clip_model = freeze(CLIPModel.from_pretrained(cfg.clip_model))
-        models.clip_tokenizer = CLIPTokenizer.from_pretrained(cfg.clip_model)
+        clip_dir = local_folder(cfg.clip_model, "clip_model")
+        models.clip_model = freeze(_from_pretrained(CLIPModel, clip_dir, "clip_model", **SAFE_ONLY))
+        models.clip_tokenizer = CLIPTokenizer.from_pretrained(str(clip_dir), **LOCAL_ONLY)
     if cfg.pose_model:
         from ..method.pose import PoseModel
         models.pose_model = PoseModel.load(cfg.pose_model)
