@@ -270,6 +270,109 @@ def _to_batch(thumbs: list[np.ndarray]):
     return torch.from_numpy(np.stack(thumbs)).permute(0, 3, 1, 2).float().div(255)  # (B, 3, S, S)
 
 
+class _Verdicts:
+    """The filters' verdict on each file (rel -> (reason, detail), or None when kept), reached in sorted order.
+
+    Filters 1-4 decide as each worker's inspection arrives; a file that passes them waits in a batch for
+    the detectors (filters 5-6), which run when the batch is full and once more at the end (``flush``).
+    """
+
+    def __init__(self, config: PrepareConfig, count_persons: PersonCounter | None,
+                 detect_watermark: WatermarkDetector | None):
+        self.config, self.count_persons, self.detect_watermark = config, count_persons, detect_watermark
+        self.results: dict[str, tuple[str, str] | None] = {}
+        self.info_by_rel: dict[str, Inspection] = {}
+        self._first_by_hash: dict[str, str] = {}
+        self._kept_hashes: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)  # person -> (dHash, rel)
+        self._batch: list[Inspection] = []
+
+    def add(self, info: Inspection) -> None:
+        """Filters 1-4 (the worker's status, duplicate, near duplicate) on one inspected file."""
+        self.info_by_rel[info.rel] = info
+        if info.status != "ok":
+            self.results[info.rel] = (info.status, info.detail)
+        elif info.sha256 in self._first_by_hash:
+            self.results[info.rel] = ("duplicate", f"same bytes as {self._first_by_hash[info.sha256]}")
+            info.thumb = None
+        else:
+            self._first_by_hash[info.sha256] = info.rel
+            near = self._near_duplicate_of(info)
+            if near is not None:
+                self.results[info.rel] = ("near_duplicate", f"nearly the same picture as {near}")
+                info.thumb = None
+            else:
+                self._kept_hashes[info.person].append((info.dhash, info.rel))
+                self._batch.append(info)
+                if len(self._batch) >= self.config.batch_size:
+                    self.flush()
+
+    def _near_duplicate_of(self, info: Inspection) -> str | None:
+        """The first earlier kept image of the same person within ``near_duplicate_bits`` of its dHash."""
+        if self.config.near_duplicate_bits < 0:
+            return None
+        return next((r for h, r in self._kept_hashes[info.person]
+                     if (h ^ info.dhash).bit_count() <= self.config.near_duplicate_bits), None)
+
+    def flush(self) -> None:
+        """Filters 5-6: the person counter and the watermark detector on the waiting batch."""
+        batch = self._batch
+        if not batch:
+            return
+        images = _to_batch([b.thumb for b in batch])
+        counts = list(self.count_persons(images)) if self.config.person_filter else [1] * len(batch)
+        marks = list(self.detect_watermark(images)) if self.detect_watermark is not None else [False] * len(batch)
+        if len(counts) != len(batch) or len(marks) != len(batch):
+            raise BoLIDError(f"a detector returned {len(counts)}/{len(marks)} answers for {len(batch)} images")
+        for b, n, mark in zip(batch, counts, marks):
+            if int(n) == 0:
+                self.results[b.rel] = ("no_person", "the detector found no person")
+            elif int(n) > 1:
+                self.results[b.rel] = ("several_persons", f"{int(n)} persons detected")
+            elif bool(mark):
+                self.results[b.rel] = ("watermark", "the watermark detector fired")
+            else:
+                self.results[b.rel] = None
+            b.thumb = None  # free the pixels
+        batch.clear()
+
+
+def _judge(src: Path, files: list[tuple[str, str]], config: PrepareConfig, count_persons: PersonCounter | None,
+           detect_watermark: WatermarkDetector | None, progress: Callable[[int, int], None] | None) -> _Verdicts:
+    """Every file's verdict: the workers inspect the files of person folders in order, the rest are dropped."""
+    verdicts = _Verdicts(config, count_persons, detect_watermark)
+    todo = []
+    for rel, person in files:
+        if person == "":
+            verdicts.results[rel] = ("outside_person_folder", "put it in a sub-folder named after the person")
+        else:
+            todo.append((str(src / rel), rel, person, config.min_side, config.imgsz))
+    done = len(files) - len(todo)
+    window = max(4, 4 * config.workers)
+    for info in _ordered_map(_inspect_args, todo, config.workers, window):
+        verdicts.add(info)
+        done += 1
+        if progress is not None:
+            progress(done, len(files))
+    verdicts.flush()
+    return verdicts
+
+
+def _copy_kept(src: Path, out: Path, files: list[tuple[str, str]], verdicts: _Verdicts, report: PrepareReport) -> None:
+    """Copy the kept files to the same relative paths under ``out``; list kept and dropped files in the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    for rel, _person in files:
+        verdict = verdicts.results[rel]
+        info = verdicts.info_by_rel.get(rel)
+        if verdict is None:
+            target = out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, target)
+            report.kept.append({"file": rel, "person": info.person, "width": info.width, "height": info.height,
+                                "sha256": info.sha256})
+        else:
+            report.dropped.append({"file": rel, "reason": verdict[0], "detail": verdict[1]})
+
+
 def prepare(src: str | os.PathLike, out: str | os.PathLike, *, config: PrepareConfig = PrepareConfig(),
             count_persons: PersonCounter | None = None, detect_watermark: WatermarkDetector | None = None,
             progress: Callable[[int, int], None] | None = None) -> PrepareReport:
@@ -291,78 +394,8 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, *, config: PrepareCo
     report = PrepareReport(str(src_path), str(out_path), asdict(config))
     if not files:
         raise BoLIDError(f"{src_path} holds no files: put photos in one sub-folder per person")
-    results: dict[str, tuple[str, str] | None] = {}   # rel -> (reason, detail) or None (kept)
-    info_by_rel: dict[str, Inspection] = {}
-    first_by_hash: dict[str, str] = {}
-    kept_hashes: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
-    batch: list[Inspection] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        images = _to_batch([b.thumb for b in batch])
-        counts = list(count_persons(images)) if config.person_filter else [1] * len(batch)
-        marks = list(detect_watermark(images)) if detect_watermark is not None else [False] * len(batch)
-        if len(counts) != len(batch) or len(marks) != len(batch):
-            raise BoLIDError(f"a detector returned {len(counts)}/{len(marks)} answers for {len(batch)} images")
-        for b, n, mark in zip(batch, counts, marks):
-            if int(n) == 0:
-                results[b.rel] = ("no_person", "the detector found no person")
-            elif int(n) > 1:
-                results[b.rel] = ("several_persons", f"{int(n)} persons detected")
-            elif bool(mark):
-                results[b.rel] = ("watermark", "the watermark detector fired")
-            else:
-                results[b.rel] = None
-            b.thumb = None  # free the pixels
-        batch.clear()
-
-    todo = []
-    for rel, person in files:
-        if person == "":
-            results[rel] = ("outside_person_folder", "put it in a sub-folder named after the person")
-        else:
-            todo.append((str(src_path / rel), rel, person, config.min_side, config.imgsz))
-    done = len(files) - len(todo)
-    window = max(4, 4 * config.workers)
-    for info in _ordered_map(_inspect_args, todo, config.workers, window):
-        info_by_rel[info.rel] = info
-        if info.status != "ok":
-            results[info.rel] = (info.status, info.detail)
-        elif info.sha256 in first_by_hash:
-            results[info.rel] = ("duplicate", f"same bytes as {first_by_hash[info.sha256]}")
-            info.thumb = None
-        else:
-            first_by_hash[info.sha256] = info.rel
-            near = None
-            if config.near_duplicate_bits >= 0:
-                near = next((r for h, r in kept_hashes[info.person]
-                             if (h ^ info.dhash).bit_count() <= config.near_duplicate_bits), None)
-            if near is not None:
-                results[info.rel] = ("near_duplicate", f"nearly the same picture as {near}")
-                info.thumb = None
-            else:
-                kept_hashes[info.person].append((info.dhash, info.rel))
-                batch.append(info)
-                if len(batch) >= config.batch_size:
-                    flush()
-        done += 1
-        if progress is not None:
-            progress(done, len(files))
-    flush()
-
-    out_path.mkdir(parents=True, exist_ok=True)
-    for rel, _person in files:
-        verdict = results[rel]
-        info = info_by_rel.get(rel)
-        if verdict is None:
-            target = out_path / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src_path / rel, target)
-            report.kept.append({"file": rel, "person": info.person, "width": info.width, "height": info.height,
-                                "sha256": info.sha256})
-        else:
-            report.dropped.append({"file": rel, "reason": verdict[0], "detail": verdict[1]})
+    verdicts = _judge(src_path, files, config, count_persons, detect_watermark, progress)
+    _copy_kept(src_path, out_path, files, verdicts, report)
     report.seconds = time.perf_counter() - t0
     (out_path / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2))
     (out_path / REPORT_MD).write_text(report.to_markdown())

@@ -172,6 +172,106 @@ def _nanmean(values: list[float]) -> float | None:
     return sum(good) / len(good) if good else None
 
 
+def _skipped_metrics(features: FeatureFn | None, pose: PoseFn | None, clip: M.ClipScorer | None,
+                     prompts: str | os.PathLike | None, have_references: bool) -> dict[str, str]:
+    """Metric -> why it is left out, for each metric whose inputs were not given."""
+    skipped: dict[str, str] = {}
+    if features is None:
+        skipped["fid"] = skipped["is"] = "no Inception network (--inception) given"
+    if pose is None or not have_references:
+        skipped["body_fidelity"] = "needs --pose and --references"
+    if clip is None or prompts is None:
+        skipped["clip_t"] = "needs --clip and --prompts"
+    if clip is None or not have_references:
+        skipped["clip_i"] = "needs --clip and --references"
+    return skipped
+
+
+class _Scorers:
+    """The networks of one evaluation and the per-image metrics they compute. Each reference image is read,
+    posed and embedded once, however many generated images (of however many runs) it serves."""
+
+    def __init__(self, features: FeatureFn | None, pose: PoseFn | None, clip: M.ClipScorer | None,
+                 skipped: dict[str, str], batch_size: int):
+        self.features, self.pose, self.clip, self.batch_size = features, pose, clip, batch_size
+        self.body = "body_fidelity" not in skipped
+        self.clip_t, self.clip_i = "clip_t" not in skipped, "clip_i" not in skipped
+        self._references: dict[Path, tuple[torch.Tensor, object, torch.Tensor | None]] = {}
+
+    def reference(self, path: Path) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+        """(image (3, H, W), its PoseBatch or None, its CLIP embedding (1, D) or None)."""
+        if path not in self._references:
+            image = read_image(path)
+            ref_pose = self.pose(image[None]) if self.body else None
+            ref_emb = self.clip.image_embeds([image]) if self.clip_i else None
+            self._references[path] = (image, ref_pose, ref_emb)
+        return self._references[path]
+
+    def score(self, files: Sequence[Path], refs: Sequence[Path | None], texts: Sequence[str | None],
+              rows: list[dict], update: Callable[[int], None]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Fill each image's row with its clip_t, clip_i and body_distance; return the Inception pools (b, D)
+        and logits (b, C) of every same-size group, in file order (empty lists without a feature network)."""
+        pools, logits = [], []
+        for start in range(0, len(files), self.batch_size):
+            chunk = list(range(start, min(start + self.batch_size, len(files))))
+            images = [read_image(files[i]) for i in chunk]
+            if self.features is not None:
+                for group in _same_size_groups(images):
+                    p, lg = self.features(torch.stack([images[i] for i in group]))
+                    pools.append(p.float().cpu())
+                    logits.append(lg.float().cpu())
+            if self.clip_t or self.clip_i:
+                emb = self.clip.image_embeds(images)
+                if self.clip_t:
+                    t = (emb * self.clip.text_embeds([texts[i] for i in chunk])).sum(-1)
+                    for i, v in zip(chunk, t.tolist()):
+                        rows[i]["clip_t"] = v
+                if self.clip_i:
+                    r = torch.cat([self.reference(refs[i])[2] for i in chunk])
+                    for i, v in zip(chunk, (emb * r).sum(-1).tolist()):
+                        rows[i]["clip_i"] = v
+            if self.body:
+                for i, image in zip(chunk, images):
+                    d = float(M.keypoint_distance(self.pose(image[None]), self.reference(refs[i])[1])[0])
+                    rows[i]["body_distance"] = None if math.isnan(d) else d
+            update(chunk[-1] + 1)
+        return pools, logits
+
+
+def _fid_and_is(real_pool: torch.Tensor, gen_pool: torch.Tensor, gen_logits: torch.Tensor, is_splits: int) -> dict:
+    """A run's FID against the real pools (N, D) and its Inception Score from its logits (B, C)."""
+    entry: dict = {"fid": M.fid(real_pool, gen_pool) if len(gen_pool) >= 2 else None}
+    splits = min(is_splits, len(gen_logits))
+    entry["is_mean"], entry["is_std"] = M.inception_score(gen_logits, splits=splits)
+    entry["is_splits"] = splits
+    if entry["fid"] is None:
+        entry["fid_note"] = "FID needs at least 2 generated images"
+    return entry
+
+
+def _evaluate_run(run: Run, ref_files: Sequence[Path], prompts: str | os.PathLike | None, scorers: _Scorers,
+                  real_pool: torch.Tensor | None, is_splits: int, bar: ProgressFactory) -> dict:
+    """One run's report entry: the run's metrics, then one row per generated image (``per_image``)."""
+    gen_files = list_images(run.folder, "generated")
+    refs = pair_references(gen_files, ref_files) if ref_files else [None] * len(gen_files)
+    texts = read_prompts(prompts, gen_files) if scorers.clip_t else [None] * len(gen_files)
+    rows = [{"file": g.name, "reference": r.name if r else None} for g, r in zip(gen_files, refs)]
+    entry: dict = {"name": run.name, "folder": str(run.folder), "lambda_body": run.lambda_body, "images": len(gen_files)}
+    pools, logits = scorers.score(gen_files, refs, texts, rows, bar(run.name, len(gen_files)))
+    if scorers.features is not None:
+        entry.update(_fid_and_is(real_pool, torch.cat(pools), torch.cat(logits), is_splits))
+    if scorers.body:
+        d = [r.get("body_distance") for r in rows]
+        entry["body_distance"] = _nanmean(d)
+        entry["body_missing"] = sum(v is None for v in d)
+    if scorers.clip_t:
+        entry["clip_t"] = _nanmean([r["clip_t"] for r in rows])
+    if scorers.clip_i:
+        entry["clip_i"] = _nanmean([r["clip_i"] for r in rows])
+    entry["per_image"] = rows
+    return entry
+
+
 def evaluate(real: str | os.PathLike, runs: Sequence[Run], *, references: str | os.PathLike | None = None,
              prompts: str | os.PathLike | None = None, features: FeatureFn | None = None,
              pose: PoseFn | None = None, clip: M.ClipScorer | None = None, is_splits: int = 10,
@@ -186,17 +286,8 @@ def evaluate(real: str | os.PathLike, runs: Sequence[Run], *, references: str | 
         raise BoLIDError("no generated images to evaluate: give --generated DIR and/or --runs DIR ...")
     real_files = list_images(real, "real") if features is not None else []
     ref_files = list_images(references, "references") if references is not None else []
-    skipped: dict[str, str] = {}
-    if features is None:
-        skipped["fid"] = skipped["is"] = "no Inception network (--inception) given"
-    if pose is None or not ref_files:
-        skipped["body_fidelity"] = "needs --pose and --references"
-    if clip is None or prompts is None:
-        skipped["clip_t"] = "needs --clip and --prompts"
-    if clip is None or not ref_files:
-        skipped["clip_i"] = "needs --clip and --references"
-    want_body = "body_fidelity" not in skipped
-    want_clip_t, want_clip_i = "clip_t" not in skipped, "clip_i" not in skipped
+    skipped = _skipped_metrics(features, pose, clip, prompts, bool(ref_files))
+    scorers = _Scorers(features, pose, clip, skipped, batch_size)
 
     def bar(label: str, total: int) -> Callable[[int], None]:
         return progress(label, total) if progress is not None else (lambda done: None)
@@ -204,67 +295,7 @@ def evaluate(real: str | os.PathLike, runs: Sequence[Run], *, references: str | 
     real_pool = None
     if features is not None:
         real_pool, _ = _extract(real_files, features, batch_size, bar("real", len(real_files)))
-
-    ref_cache: dict[Path, tuple[torch.Tensor, object, torch.Tensor | None]] = {}
-
-    def reference(path: Path):
-        if path not in ref_cache:
-            image = read_image(path)
-            ref_pose = pose(image[None]) if want_body else None
-            ref_emb = clip.image_embeds([image]) if want_clip_i else None
-            ref_cache[path] = (image, ref_pose, ref_emb)
-        return ref_cache[path]
-
-    report_runs = []
-    for run in runs:
-        gen_files = list_images(run.folder, "generated")
-        refs = pair_references(gen_files, ref_files) if ref_files else [None] * len(gen_files)
-        texts = read_prompts(prompts, gen_files) if want_clip_t else [None] * len(gen_files)
-        rows = [{"file": g.name, "reference": r.name if r else None} for g, r in zip(gen_files, refs)]
-        entry: dict = {"name": run.name, "folder": str(run.folder), "lambda_body": run.lambda_body, "images": len(gen_files)}
-        update = bar(run.name, len(gen_files))
-        pools, logits = [], []
-        for start in range(0, len(gen_files), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(gen_files))))
-            images = [read_image(gen_files[i]) for i in chunk]
-            if features is not None:
-                for group in _same_size_groups(images):
-                    p, lg = features(torch.stack([images[i] for i in group]))
-                    pools.append(p.float().cpu())
-                    logits.append(lg.float().cpu())
-            if want_clip_t or want_clip_i:
-                emb = clip.image_embeds(images)
-                if want_clip_t:
-                    t = (emb * clip.text_embeds([texts[i] for i in chunk])).sum(-1)
-                    for i, v in zip(chunk, t.tolist()):
-                        rows[i]["clip_t"] = v
-                if want_clip_i:
-                    r = torch.cat([reference(refs[i])[2] for i in chunk])
-                    for i, v in zip(chunk, (emb * r).sum(-1).tolist()):
-                        rows[i]["clip_i"] = v
-            if want_body:
-                for i, image in zip(chunk, images):
-                    d = float(M.keypoint_distance(pose(image[None]), reference(refs[i])[1])[0])
-                    rows[i]["body_distance"] = None if math.isnan(d) else d
-            update(chunk[-1] + 1)
-        if features is not None:
-            gen_pool, gen_logits = torch.cat(pools), torch.cat(logits)
-            entry["fid"] = M.fid(real_pool, gen_pool) if len(gen_pool) >= 2 else None
-            splits = min(is_splits, len(gen_logits))
-            entry["is_mean"], entry["is_std"] = M.inception_score(gen_logits, splits=splits)
-            entry["is_splits"] = splits
-            if entry["fid"] is None:
-                entry["fid_note"] = "FID needs at least 2 generated images"
-        if want_body:
-            d = [r.get("body_distance") for r in rows]
-            entry["body_distance"] = _nanmean(d)
-            entry["body_missing"] = sum(v is None for v in d)
-        if want_clip_t:
-            entry["clip_t"] = _nanmean([r["clip_t"] for r in rows])
-        if want_clip_i:
-            entry["clip_i"] = _nanmean([r["clip_i"] for r in rows])
-        entry["per_image"] = rows
-        report_runs.append(entry)
+    report_runs = [_evaluate_run(run, ref_files, prompts, scorers, real_pool, is_splits, bar) for run in runs]
     return {
         "real": {"folder": str(real), "images": len(real_files)} if features is not None else None,
         "references": str(references) if references else None,
