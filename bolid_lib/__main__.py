@@ -4,7 +4,8 @@
   a checklist of missing model files (exit status 2) instead of queueing when files are absent.
 * ``check WORKFLOW.json [--comfyui-version V] [--object-info FILE]``: check node types, links and widget values
   without starting ComfyUI, against the committed core-node dump of every supported ComfyUI version (or of
-  one, or against ``/object_info`` files you give), plus this pack's own node schemas.
+  one, or against ``/object_info`` files you give), plus this pack's own node schemas (its committed dump): both are
+  package data, so it works from an installed wheel as from a checkout.
 * ``train body-vae|adapter ...``: the trainers (same as ``python -m bolid_lib.training``).
 """
 
@@ -18,24 +19,8 @@ from pathlib import Path
 
 from .runner import headless as runner
 
-PACK_SCHEMAS = Path(__file__).resolve().parent.parent / "tests" / "standin" / "dump_pack_info.py"
-
-
-def _pack_object_info() -> dict:
-    """This pack's node schemas without ComfyUI, from the test stand-in (a checkout only), else {}."""
-    import subprocess
-
-    if not PACK_SCHEMAS.is_file():
-        return {}
-    done = subprocess.run([sys.executable, str(PACK_SCHEMAS)], capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        sys.stderr.write(f"warning: could not read this pack's node schemas:\n{done.stderr[-2000:]}\n")
-        return {}
-    return json.loads(done.stdout).get("nodes", {})
-
-
 def _check(args: argparse.Namespace) -> int:
-    from .runner.workflow import WorkflowError, check_workflow, core_dumps, core_object_info
+    from .runner.workflow import WorkflowError, check_workflow, core_dumps, core_object_info, pack_object_info
 
     workflow = runner.load_workflow(args.workflow)
     ignore = {"missing model file", "missing input file"} if args.ignore_missing_files else set()
@@ -49,10 +34,9 @@ def _check(args: argparse.Namespace) -> int:
         targets.append((", ".join(str(p) for p in args.object_info), info))
     else:
         versions = [args.comfyui_version] if args.comfyui_version else list(core_dumps())
-        pack = _pack_object_info()
         for version in versions:
             try:
-                targets.append((f"ComfyUI {version}", {**core_object_info(version), **pack}))
+                targets.append((f"ComfyUI {version}", {**core_object_info(version), **pack_object_info()}))
             except WorkflowError as e:
                 sys.stdout.write(f"error: {e}\n")
                 return 1
@@ -85,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     check_p.add_argument("--object-info", type=Path, action="append",
                          help="an /object_info JSON (e.g. saved from a running ComfyUI's /object_info), repeatable "
                               "(default: the committed core-node dump of each supported ComfyUI version plus this "
-                              "pack's schemas read through the test stand-in)")
+                              "pack's committed node schemas)")
     check_p.add_argument("--comfyui-version", help="check against the committed dump of this ComfyUI version only "
                                                    "(default: every supported version)")
     check_p.add_argument("--ignore-missing-files", action="store_true",

@@ -22,6 +22,9 @@ from .errors import BoLIDError
 FORMAT_KEY = "bolid.format"
 VERSION_KEY = "bolid.version"
 CONFIG_KEY = "bolid.config"
+# Suffixes of pickle-based checkpoints (torch.save, .bin, .ckpt ...): opening one can run code, so every reader of
+# model files refuses them by name before opening (the pose loader vets its .pt separately, see method/pose.py).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 # Characters refused by at least one common filesystem (Windows is the strictest), plus controls.
 _BAD_NAME_CHARS = re.compile(r'[<>:"|?*\x00-\x1f]')
@@ -120,7 +123,7 @@ def read_safetensors(path: str | os.PathLike, *, device: str = "cpu") -> tuple[d
         raise BoLIDError(f"file not found: {path}")
     if path.stat().st_size == 0:
         raise BoLIDError(f"{path.name} is empty (0 bytes): the download or copy failed; get the file again")
-    if path.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
+    if path.suffix.lower() in PICKLE_SUFFIXES:
         raise BoLIDError(f"{path.name} is a pickle-based file, which can run code when loaded; BoLID reads only .safetensors: convert it or get the .safetensors version")
     try:
         with safe_open(str(path), framework="pt", device=device) as f:

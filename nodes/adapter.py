@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from comfy_api.latest import io
 
-from ..bolid_lib.method.adapter import BoLIDAdapter, clip_vision_name, load_adapter
+from ..bolid_lib.method.adapter import BoLIDAdapter, encode_reference, load_adapter
 from ..bolid_lib.errors import BoLIDError
 from ..bolid_lib.method.patch import BoLIDPatch, PatchSettings, SitePatch, check_unet, detach_patch
 from ..bolid_lib.method.sdxl_layers import SITES
@@ -85,41 +84,8 @@ def _comfy_attention(q, k, v, heads, extra_options):
                                transformer_options=extra_options)
 
 
-def _ref_features(adapter: BoLIDAdapter, clip_vision, image, clip_vision_output):
-    """(features, uncond features) of the reference for the adapter's ref kind, or (None, None)."""
-    if image is None and clip_vision_output is None:
-        if clip_vision is not None:
-            raise BoLIDError("a CLIP vision model is connected but no reference image: connect the image too, or disconnect the CLIP vision model")
-        return None, None
-    if image is not None and clip_vision_output is not None:
-        raise BoLIDError("connect the reference as an image (with a CLIP vision model) or as a CLIP_VISION_OUTPUT, not both")
-    if adapter.ref is None:
-        raise BoLIDError("a reference is connected but this adapter has no reference-image branch: disconnect it, "
-                         "or load an IP-Adapter SDXL file (or a BoLID adapter with a ref branch)")
-    kind = adapter.config.ref_kind
-    key = "penultimate_hidden_states" if kind == "plus" else "image_embeds"
-    if image is not None:
-        if clip_vision is None:
-            raise BoLIDError("the reference image needs a CLIP vision model: connect a Load CLIP Vision node with "
-                             f"{clip_vision_name(kind, adapter.config.ref_input_dim)}")
-        clip_vision_output = clip_vision.encode_image(image)
-    features = clip_vision_output[key]
-    if features is None:
-        raise BoLIDError(f"the CLIP vision output has no {key}, which this {kind} adapter reads: encode with a CLIP vision model")
-    uncond = None
-    if kind == "plus":
-        # "No image" for the unconditional rows of a plus adapter: the hidden states of a black image, as
-        # ComfyUI_IPAdapter_plus encodes it (torch.zeros IMAGE, then CLIP's normalisation), so the weights users
-        # run there give the same picture here (tests/host/test_ipadapter_parity.py). The plain layout's "no image"
-        # is zero image_embeds (BoLIDPatch's default), as there too.
-        if clip_vision is not None:
-            size = getattr(clip_vision, "image_size", 224)
-            uncond = clip_vision.encode_image(torch.zeros(1, size, size, 3))[key]
-        else:
-            log.warning("BoLID: no CLIP vision model connected, so the unconditional reference of this 'plus' adapter is "
-                        "a zero tensor instead of the encoding of a black image (what IPAdapter_plus uses); connect the CLIP "
-                        "vision model too to get IPAdapter_plus's picture")
-    return features.float().cpu(), None if uncond is None else uncond.float().cpu()
+# The old name, still used by tests/host/test_ipadapter_parity.py; the logic is bolid_lib.method.adapter.encode_reference.
+_ref_features = encode_reference
 
 
 def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_features=None, ref_uncond=None, body=None):
@@ -246,7 +212,7 @@ class BoLIDApply(io.ComfyNode):
         problem = _check_apply_settings(start_at, end_at, ref_batch, blocks_for)
         if problem:
             raise BoLIDError(problem)
-        ref, ref_uncond = _ref_features(adapter, clip_vision, image, clip_vision_output)
+        ref, ref_uncond = encode_reference(adapter, clip_vision, image, clip_vision_output)
         c_body = None if body is None else body.mean.detach().float().cpu()
         mismatch = None if body is None else adapter.body_vae_mismatch(body.fingerprint)
         if mismatch:

@@ -7,48 +7,13 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from ..bolid_lib.method import weighting as wt
-from ..bolid_lib.errors import BoLIDError
-from ..bolid_lib.method.keypoints import PoseBatch, pose_keypoint_to_pose_batch
+from ..bolid_lib.method.keypoints import PoseBatch
 from ._comfy import CATEGORY, Pose, PoseKeypoint, bchw_to_image, image_to_bchw, progress_callback
 from .pose import MAX_PREVIEWS, preview_ui, save_temp_images
 
 # The browser recomputes the weighting on small copies of the first images (js/bolid_weighting.js).
 LIVE_IMAGES = 4
 LIVE_LONG_SIDE = 384
-
-
-def resolve_pose(pose: PoseBatch | None, pose_keypoint, size: tuple[int, int], batch: int) -> PoseBatch:
-    """The pose for `batch` images of `size` (H, W) from exactly one of BOLID_POSE / POSE_KEYPOINT.
-
-    Keypoints are rescaled when the pose refers to the same images at another resolution; a different
-    aspect ratio (a crop) is an error. One pose for a batch of images is repeated.
-    """
-    if (pose is None) == (pose_keypoint is None):
-        which = "both are" if pose is not None else "neither is"
-        raise BoLIDError(
-            f"connect exactly one of 'pose' (BOLID_POSE, from BoLID Pose Keypoints) or 'pose_keypoint' "
-            f"(POSE_KEYPOINT, e.g. from DWPose); {which} connected"
-        )
-    if pose is None:
-        pose = pose_keypoint_to_pose_batch(pose_keypoint, image_size=size)
-    h, w = size
-    ph, pw = pose.image_size
-    if (ph, pw) != (h, w):
-        if abs(pw / ph - w / h) > 0.01 * (w / h):
-            raise BoLIDError(
-                f"the pose refers to images of {pw}x{ph} but the images are {w}x{h} (another aspect ratio): "
-                "find the pose on these same images"
-            )
-        kp = pose.keypoints.clone()
-        kp[..., 0] *= w / pw
-        kp[..., 1] *= h / ph
-        boxes = pose.boxes * torch.tensor([w / pw, h / ph, w / pw, h / ph])
-        pose = PoseBatch(kp, boxes, pose.found, (h, w), dict(pose.meta))
-    if len(pose) == 1 and batch > 1:
-        pose = pose.select([0] * batch)
-    if len(pose) != batch:
-        raise BoLIDError(f"got {batch} images but {len(pose)} poses: give one pose per image (or one for all)")
-    return pose
 
 
 def live_preview_data(images: torch.Tensor, pose: PoseBatch, sigma: float, sigma_mode: str, alpha: float) -> dict:
@@ -115,7 +80,7 @@ class BoLIDGaussianWeighting(io.ComfyNode):
     def execute(cls, image, sigma, sigma_mode, alpha, pose=None, pose_keypoint=None) -> io.NodeOutput:
         images = image_to_bchw(image)                                             # (B, 3, H, W)
         b, _, h, w = images.shape
-        pose = resolve_pose(pose, pose_keypoint, (h, w), b)
+        pose = wt.resolve_pose(pose, pose_keypoint, (h, w), b)
         weighted, w_norm = wt.apply_weighting(images, pose.keypoints, sigma, alpha, sigma_mode,
                                               batch_size=16, progress=progress_callback(b))
         heat = bchw_to_image(wt.heatmap_overlay(images[:MAX_PREVIEWS], w_norm[:MAX_PREVIEWS]))

@@ -156,7 +156,7 @@ def load_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu
     (earlier layers; FID over few images is better conditioned there, and far cheaper: torchmetrics takes
     a general eigen-decomposition of a D x D matrix, minutes on a small CPU at D = 2048).
     """
-    from ..files import read_safetensors
+    from ..files import PICKLE_SUFFIXES, read_safetensors
 
     if path is None or str(path).strip() == "":
         raise BoLIDError("no Inception weights given. " + inception_help())
@@ -169,7 +169,7 @@ def load_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu
         path = candidates[0]
     if not path.exists():
         raise BoLIDError(f"Inception weights not found at {path}. " + inception_help(path.with_suffix(".safetensors")))
-    if path.suffix.lower() in (".pth", ".pt", ".bin", ".pkl", ".ckpt"):
+    if path.suffix.lower() in PICKLE_SUFFIXES:
         raise BoLIDError(f"{path.name} is a pickle file; BoLID reads the Inception weights only as safetensors. Convert "
                          f"it once: `python -m bolid_lib.evaluation.metrics convert-inception {path} "
                          f"{path.with_suffix('.safetensors')}` and pass the .safetensors file")

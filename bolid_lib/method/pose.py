@@ -4,9 +4,10 @@ Legend: B batch, K = 17 COCO keypoints, H, W image size, N people detected in on
 
 Loading: ultralytics ``.pt`` files are pickles, so ``YOLO(path)`` runs ``torch.load`` on them; this is the one
 place the pack accepts a pickle (the README says why: ultralytics pose models are only published this way).
-Only files from ComfyUI's ``models/ultralytics`` folder reach this function, and where ultralytics and torch
-support it (ultralytics 8.4 with torch >= 2.6) the file is first read with ``weights_only`` against ultralytics'
-allow-list of model classes, so a crafted ``.pt`` is refused before anything in it can run.
+Only files from ComfyUI's ``models/ultralytics`` folder reach this function, and the file is first read with
+``weights_only`` against ultralytics' allow-list of model classes, so a crafted ``.pt`` is refused before anything
+in it can run. That read needs ultralytics >= 8.4.67 and torch >= 2.6; with an older one the file is refused with
+the upgrade to make, never unpickled unvetted.
 """
 
 from __future__ import annotations
@@ -153,29 +154,65 @@ def _torch_threads_kept():
             torch.set_num_threads(threads)
 
 
-def _restricted_loader():
-    """ultralytics' weights_only loader with its model-class allow-list, or None where this install has none."""
-    try:
-        from ultralytics.nn.tasks import _SafeLoad, torch_safe_load
-    except ImportError:
+# The restricted read below needs ultralytics' torch_safe_load(..., safe_only=True) as a weights_only load against the
+# _SafeLoad allow-list (first in ultralytics 8.4.67) and torch >= 2.6 (torch.serialization.get_unsafe_globals_in_checkpoint; later ultralytics check it as
+# _SafeLoad.SUPPORTED and otherwise fall back to a full, unpickling load without a word). requirements.txt asks
+# for this ultralytics; torch is ComfyUI's, so an older torch can still be met, and then the pose file is refused.
+ULTRALYTICS_MIN_SAFE_LOAD = "8.4.67"
+TORCH_MIN_SAFE_LOAD = "2.6"
+
+
+def _restricted_loader(safe_load=None, safe_load_class=None):
+    """ultralytics' weights_only loader with its model-class allow-list, or None where this install has none.
+
+    safe_load, safe_load_class: ``ultralytics.nn.tasks.torch_safe_load`` and ``_SafeLoad`` (the installed ones by
+    default; a test passes stand-ins to play an older ultralytics).
+    """
+    if safe_load is None:
+        try:
+            from ultralytics.nn.tasks import torch_safe_load as safe_load
+        except ImportError:
+            return None
+        try:
+            from ultralytics.nn.tasks import _SafeLoad as safe_load_class
+        except ImportError:
+            safe_load_class = None
+    if safe_load_class is None or "safe_only" not in inspect.signature(safe_load).parameters:
+        # An ultralytics older than ULTRALYTICS_MIN_SAFE_LOAD. Up to 8.4.66 safe_only=True meant a pickle.Unpickler
+        # that lets builtins through and stands in for unknown classes: no vetting, so it is not used either.
         return None
-    if not _SafeLoad.SUPPORTED or "safe_only" not in inspect.signature(torch_safe_load).parameters:
-        return None  # (torch_safe_load would silently fall back to a full unpickling load)
-    return torch_safe_load
+    if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint") or not getattr(safe_load_class, "SUPPORTED", True):
+        return None  # torch < 2.6 (torch_safe_load would fall back to a full unpickling load without a word)
+    return safe_load
 
 
-def _check_pickle(path: str) -> None:
+def _no_restricted_loader_message(name: str) -> str:
+    import importlib.metadata
+
+    try:
+        ultralytics_version = importlib.metadata.version("ultralytics")
+    except importlib.metadata.PackageNotFoundError:
+        ultralytics_version = "unknown"
+    return (
+        f"BoLID did not load {name}: a .pt file is a pickle that can run code, and this install cannot vet it first "
+        f"(ultralytics {ultralytics_version}, torch {torch.__version__.split('+')[0]}; the restricted read needs "
+        f"ultralytics >= {ULTRALYTICS_MIN_SAFE_LOAD} and torch >= {TORCH_MIN_SAFE_LOAD}): upgrade with "
+        f"`pip install -U \"ultralytics>={ULTRALYTICS_MIN_SAFE_LOAD}\"` in ComfyUI's Python (and update ComfyUI's "
+        f"torch to {TORCH_MIN_SAFE_LOAD} or newer if it is older), then restart ComfyUI"
+    )
+
+
+def _check_pickle(path: str, safe_load=None, safe_load_class=None) -> None:
     """Read the .pt with weights_only against ultralytics' allow-list; refuse one that holds anything else.
 
     A file that passes holds only ultralytics/torch model classes and tensors, so the full load that follows
     (YOLO(path)) builds the same objects and runs nothing else. Damaged files raise here as they would there.
+    Where this ultralytics/torch cannot do the restricted read, the file is refused, naming the upgrade
+    (safe_load, safe_load_class: see _restricted_loader).
     """
-    safe_load = _restricted_loader()
+    safe_load = _restricted_loader(safe_load, safe_load_class)
     if safe_load is None:
-        log.warning("BoLID: this ultralytics/torch cannot load %s with weights_only (ultralytics >= 8.4 and torch >= 2.6 "
-                    "can): it is unpickled in full, so keep only trusted .pt files in models/ultralytics",
-                    os.path.basename(path))
-        return
+        raise BoLIDError(_no_restricted_loader_message(os.path.basename(path)))
     try:
         safe_load(path, safe_only=True)
     except TypeError as e:

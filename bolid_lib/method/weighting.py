@@ -39,6 +39,7 @@ from typing import Callable, Union
 import torch
 
 from ..errors import BoLIDError
+from .keypoints import PoseBatch, pose_keypoint_to_pose_batch
 
 SigmaLike = Union[float, int, torch.Tensor]
 
@@ -328,3 +329,44 @@ def heatmap_overlay(images: torch.Tensor, w_norm: torch.Tensor, opacity: float =
     rgb = images[:, :3].float() if images.shape[1] >= 3 else images[:, :1].float().expand(-1, 3, -1, -1)
     heat = colorize(w_norm.to(rgb.device))
     return (rgb * (1 - opacity) + heat * opacity).clamp(0, 1)
+
+
+# A pose found on the same photos at another resolution is rescaled; beyond this relative difference in aspect
+# ratio (W/H) it belongs to other pixels (a crop or a pad) and is refused.
+ASPECT_TOLERANCE = 0.01
+
+
+def resolve_pose(pose: PoseBatch | None, pose_keypoint, size: tuple[int, int], batch: int) -> PoseBatch:
+    """The pose for ``batch`` images of ``size`` (H, W) from exactly one of BOLID_POSE / POSE_KEYPOINT.
+
+    pose: a PoseBatch (BoLID Pose Keypoints); pose_keypoint: OpenPose POSE_KEYPOINT frames (e.g. DWPose), read
+    with ``size`` as the image size. Keypoints and boxes are rescaled when the pose refers to the same images at
+    another resolution; another aspect ratio (a crop) is an error. One pose for a batch of images is repeated;
+    any other count that differs from ``batch`` is an error.
+    """
+    if (pose is None) == (pose_keypoint is None):
+        which = "both are" if pose is not None else "neither is"
+        raise BoLIDError(
+            f"connect exactly one of 'pose' (BOLID_POSE, from BoLID Pose Keypoints) or 'pose_keypoint' "
+            f"(POSE_KEYPOINT, e.g. from DWPose); {which} connected"
+        )
+    if pose is None:
+        pose = pose_keypoint_to_pose_batch(pose_keypoint, image_size=size)
+    h, w = size
+    ph, pw = pose.image_size
+    if (ph, pw) != (h, w):
+        if abs(pw / ph - w / h) > ASPECT_TOLERANCE * (w / h):
+            raise BoLIDError(
+                f"the pose refers to images of {pw}x{ph} but the images are {w}x{h} (another aspect ratio): "
+                "find the pose on these same images"
+            )
+        kp = pose.keypoints.clone()                                              # (B, K, 3)
+        kp[..., 0] *= w / pw
+        kp[..., 1] *= h / ph
+        boxes = pose.boxes * torch.tensor([w / pw, h / ph, w / pw, h / ph])      # (B, 4) xyxy
+        pose = PoseBatch(kp, boxes, pose.found, (h, w), dict(pose.meta))
+    if len(pose) == 1 and batch > 1:
+        pose = pose.select([0] * batch)
+    if len(pose) != batch:
+        raise BoLIDError(f"got {batch} images but {len(pose)} poses: give one pose per image (or one for all)")
+    return pose

@@ -3,7 +3,8 @@
 Pure JSON and standard library; never imports ComfyUI. ``object_info`` is what ComfyUI's
 ``GET /object_info`` serves (a dict node type -> {input: {required, optional, hidden}, input_order,
 output, ...}), either live from a server or from a committed dump of ComfyUI's core nodes, one per supported
-ComfyUI version (``bolid_lib/runner/core_nodes/object_info_core_<version>.json``: ``core_dumps``, ``core_object_info``).
+ComfyUI version (``bolid_lib/runner/core_nodes/object_info_core_<version>.json``: ``core_dumps``, ``core_object_info``),
+and this pack's own node schemas from ``bolid_lib/runner/core_nodes/object_info_pack.json`` (``pack_object_info``).
 
 The conversion follows the frontend's ``graphToPrompt`` (comfyui-frontend-package 1.27), the reference:
 
@@ -602,6 +603,24 @@ def load_core_dump(version: str, folder: Path | None = None) -> dict:
 def core_object_info(version: str, folder: Path | None = None) -> dict:
     """node type -> object_info entry of ComfyUI's core nodes in that version (its committed dump)."""
     return load_core_dump(version, folder)["nodes"]
+
+
+# This pack's own node schemas, as /object_info serves them (made from the nodes' code by
+# ``tests/tools/dump_object_info.py --pack``; the contract tier checks it against the code, the host tier against
+# each real ComfyUI). Package data like the core dumps, so ``python -m bolid_lib check`` needs no checkout.
+PACK_DUMP_NAME = "object_info_pack.json"
+# The fields of an /object_info entry that the checks, the conversion and the runner read.
+SCHEMA_FIELDS = ("input", "input_order", "output", "output_node", "display_name")
+
+
+def pack_object_info(folder: Path | None = None) -> dict:
+    """node type -> object_info entry of this pack's nodes (the committed pack dump)."""
+    path = (Path(folder) if folder else DATA_DIR) / PACK_DUMP_NAME
+    if not path.is_file():
+        raise WorkflowError(f"this pack's node schemas are missing ({path}): reinstall the pack, or make the file with "
+                            "tests/tools/dump_object_info.py --pack")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["nodes"]
 
 
 def looks_like_model_file(value: Any) -> bool:

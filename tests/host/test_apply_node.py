@@ -270,7 +270,7 @@ def _image(seed=0, b=1):
 def test_reference_image_through_clip_vision(pack, sdxl_small, sdxl_cond, ipa, small_clip_vision, comfy):
     cv = small_clip_vision
     # plain (ViT-H layout): image_embeds; unconditional rows use zeros (lib default)
-    feats, uncond = pack.nodes._ref_features(ipa, cv, _image(), None)
+    feats, uncond = pack.adapter.encode_reference(ipa, cv, _image(), None)
     assert feats.shape == (1, 1024) and uncond is None
     with torch.inference_mode():
         direct = cv.encode_image(_image())["image_embeds"]
@@ -281,7 +281,7 @@ def test_reference_image_through_clip_vision(pack, sdxl_small, sdxl_cond, ipa, s
     path = save_ip_adapter(comfy.models_dir / "ipadapter" / "plus_small.safetensors", "plus", "h", widths=WIDTHS,
                            clip_dim=64, resampler_dim=64, resampler_heads=2, resampler_depth=1, std=0.05)
     plus = pack.adapter.load_adapter(path)
-    feats, uncond = pack.nodes._ref_features(plus, cv, _image(), None)
+    feats, uncond = pack.adapter.encode_reference(plus, cv, _image(), None)
     assert feats.shape == (1, 257, 64) and uncond.shape == (1, 257, 64)
     black = torch.zeros(1, 224, 224, 3)
     with torch.inference_mode():
@@ -290,15 +290,15 @@ def test_reference_image_through_clip_vision(pack, sdxl_small, sdxl_cond, ipa, s
     # errors that say the fix
     BoLIDError = pack.errors.BoLIDError
     with pytest.raises(BoLIDError, match="needs a CLIP vision model"):
-        pack.nodes._ref_features(ipa, None, _image(), None)
+        pack.adapter.encode_reference(ipa, None, _image(), None)
     with pytest.raises(BoLIDError, match="not both"):
-        pack.nodes._ref_features(ipa, cv, _image(), cv.encode_image(_image()))
+        pack.adapter.encode_reference(ipa, cv, _image(), cv.encode_image(_image()))
     with pytest.raises(BoLIDError, match="no reference image"):
-        pack.nodes._ref_features(ipa, cv, None, None)
+        pack.adapter.encode_reference(ipa, cv, None, None)
     with pytest.raises(BoLIDError, match=r"needs a ViT-H \(1280-dim hidden states.*gives 64-dim"):
         full_plus = pack.adapter.BoLIDAdapter(pack.adapter.AdapterConfig(ref_kind="plus", ref_tokens=16, body_dim=None,
                                                                          widths=WIDTHS, resampler_depth=1))
-        feats, uncond = pack.nodes._ref_features(full_plus, cv, _image(), None)
+        feats, uncond = pack.adapter.encode_reference(full_plus, cv, _image(), None)
         _apply(pack, sdxl_small, full_plus, ref=feats)
 
 

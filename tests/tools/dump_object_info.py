@@ -11,6 +11,13 @@ under ``import_failed``; the tests compare only the nodes both sides have.
 Usage::
 
     COMFYUI_PATH=/path/to/ComfyUI python tests/tools/dump_object_info.py [--out FILE]
+    python tests/tools/dump_object_info.py --pack      # this pack's nodes, no ComfyUI needed
+
+``--pack`` writes ``bolid_lib/runner/core_nodes/object_info_pack.json``, this pack's own node schemas as
+``/object_info`` serves them, built from the nodes' code against the ComfyUI stand-in
+(``tests/standin/dump_pack_info.py``); ``python -m bolid_lib check`` reads it with the core dumps. Run it after any
+change to a node's schema: ``tests/contract/test_pack_dump.py`` fails until the file equals the code again, and
+``tests/host/test_pack_dump_host.py`` checks it against each real ComfyUI.
 
 ComfyUI is booted in-process on the CPU (see HOST_NOTES.md): ``args.cpu = True`` before anything imports
 ``comfy.model_management``, ``utils.extra_config`` before ``nodes``, temp/output directories in a temp dir
@@ -30,7 +37,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "bolid_lib", "data"))
+DATA_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "bolid_lib", "runner", "core_nodes"))
+PACK_DUMP = os.path.join(DATA_DIR, "object_info_pack.json")
+STANDIN_DUMP = os.path.normpath(os.path.join(HERE, "..", "standin", "dump_pack_info.py"))
 
 
 def boot(comfyui: str) -> list[str]:
@@ -101,12 +110,50 @@ def _shorten(obj, limit: int):
     return obj
 
 
+def dump_text(nodes: dict, head: dict) -> str:
+    """One node per line (small diffs when a schema moves, and still a compact file), after the ``head`` fields."""
+    lines = ["{"] + [f"{json.dumps(k)}:{json.dumps(v)}," for k, v in head.items()]
+    lines.append('"nodes":{')
+    names = sorted(nodes)
+    for i, name in enumerate(names):
+        sep = "," if i < len(names) - 1 else ""
+        lines.append(json.dumps(name) + ":" + json.dumps(nodes[name], ensure_ascii=False, separators=(",", ":")) + sep)
+    lines += ["}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def standin_pack_nodes() -> dict:
+    """This pack's /object_info entries built from its code against the stand-in (a separate process: the
+    stand-in's modules carry ComfyUI's names)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, STANDIN_DUMP], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise SystemExit(f"the pack did not import against the stand-in:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout)["nodes"]
+
+
+def pack_dump_text(nodes: dict) -> str:
+    """The text of bolid_lib/runner/core_nodes/object_info_pack.json for these pack nodes."""
+    return dump_text(nodes, {"made_by": "python tests/tools/dump_object_info.py --pack (the nodes' code, through "
+                                        "the ComfyUI stand-in in tests/standin)"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI checkout (default: $COMFYUI_PATH)")
     parser.add_argument("--out", help="output JSON (default: bolid_lib/runner/core_nodes/object_info_core_<version>.json)")
     parser.add_argument("--max-mb", type=float, default=3.0, help="shorten long descriptions above this size")
+    parser.add_argument("--pack", action="store_true",
+                        help=f"write this pack's node schemas (from the stand-in, no ComfyUI) to {os.path.relpath(PACK_DUMP)}")
     opts = parser.parse_args(argv)
+    if opts.pack:
+        out = opts.out or PACK_DUMP
+        nodes = standin_pack_nodes()
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(pack_dump_text(nodes))
+        sys.stdout.write(f"wrote {len(nodes)} pack nodes to {out}\n")
+        return 0
     if not opts.comfyui or not os.path.isfile(os.path.join(opts.comfyui, "main.py")):
         parser.error("no ComfyUI found: pass --comfyui PATH or set COMFYUI_PATH to a ComfyUI checkout")
     comfyui = os.path.abspath(opts.comfyui)
@@ -127,19 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         dump["nodes"] = _shorten(json.loads(json.dumps(infos)), limit)
         text = json.dumps(dump, indent=None, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         limit //= 2
-    # One node per line: small diffs when ComfyUI moves, and still a compact file.
-    lines = ["{", f'"comfyui_version":{json.dumps(__version__)},',
-             f'"import_failed":{json.dumps(sorted(failed))},', '"nodes":{']
+    text = dump_text(dump["nodes"], {"comfyui_version": __version__, "import_failed": sorted(failed)})
     names = sorted(dump["nodes"])
-    for i, name in enumerate(names):
-        sep = "," if i < len(names) - 1 else ""
-        lines.append(json.dumps(name) + ":" + json.dumps(dump["nodes"][name], ensure_ascii=False,
-                                                          separators=(",", ":")) + sep)
-    lines += ["}", "}"]
     opts.out = opts.out or os.path.join(DATA_DIR, f"object_info_core_{__version__}.json")
     os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
     with open(opts.out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(text)
     size = os.path.getsize(opts.out)
     sys.stdout.write(f"wrote {len(names)} core nodes of ComfyUI {__version__} to {opts.out} ({size / 1e6:.2f} MB)\n")
     return 0

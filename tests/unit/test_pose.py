@@ -4,6 +4,7 @@ At random weights every detection scores about 2e-4, so the tests use conf=1e-4 
 conf=1.0 to get none); keypoint confidences sit around 0.5, which exercises the visibility threshold.
 """
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -220,3 +221,49 @@ def test_runs_on_cuda(yolo_pose_pt, images):
     cpu = P.PoseModel.load(str(yolo_pose_pt)).predict(images, conf=LOW_CONF, imgsz=160)
     assert pose.found.all() and pose.keypoints.device.type == "cpu"
     torch.testing.assert_close(pose.boxes, cpu.boxes, atol=0.5, rtol=1e-3)
+
+
+def _ultralytics_8_3_torch_safe_load(weight):
+    """The signature of ultralytics' torch_safe_load before safe_only: only a full (unpickling) load."""
+    raise AssertionError("an unvetted loader was called")
+
+
+def _safe_load_with_safe_only(weight, safe_only=None):
+    raise AssertionError("a loader whose restricted read is unsupported was called")
+
+
+class _SafeLoadOnOldTorch:
+    """ultralytics' _SafeLoad where torch < 2.6: torch_safe_load(safe_only=True) would fall back to a full load."""
+
+    SUPPORTED = False
+
+
+class _SafeLoadOnNewTorch:
+    SUPPORTED = True
+
+
+# No _SafeLoad (None): before 8.4.67 (up to 8.4.66 safe_only=True was a pickle.Unpickler that lets builtins through).
+@pytest.mark.parametrize("safe_load, safe_load_class", [(_ultralytics_8_3_torch_safe_load, None),
+                                                         (_safe_load_with_safe_only, None),
+                                                         (_safe_load_with_safe_only, _SafeLoadOnOldTorch)],
+                         ids=["ultralytics-without-safe_only", "ultralytics-8.4.66-safe_only", "torch-without-restricted-read"])
+def test_refuses_to_load_unvetted_where_the_restricted_read_is_missing(tmp_path, safe_load, safe_load_class):
+    """Without the restricted read the .pt is refused, naming the upgrade, and nothing in it runs."""
+    bad = tmp_path / "yolo11n-pose.pt"
+    fired = tmp_path / "canary_fired"
+    torch.save({"model": _Canary(fired), "train_args": {}}, str(bad))
+    assert P._restricted_loader(safe_load, safe_load_class) is None
+    with pytest.raises(BoLIDError, match=r"did not load yolo11n-pose\.pt: a \.pt file is a pickle that can run code.*"
+                                         r"needs ultralytics >= 8\.4\.67 and torch >= 2\.6.*pip install -U \"ultralytics>=8\.4\.67\""):
+        P._check_pickle(str(bad), safe_load, safe_load_class)
+    assert not fired.exists()
+
+
+def test_the_installed_ultralytics_has_the_restricted_read():
+    """requirements.txt asks for ultralytics >= ULTRALYTICS_MIN_SAFE_LOAD; with torch >= 2.6 the real loader is used."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    assert P._restricted_loader() is torch_safe_load
+    assert P._restricted_loader(_safe_load_with_safe_only, _SafeLoadOnNewTorch) is _safe_load_with_safe_only
+    reqs = (Path(__file__).resolve().parents[2] / "requirements.txt").read_text()
+    assert f"ultralytics>={P.ULTRALYTICS_MIN_SAFE_LOAD}\n" in reqs
