@@ -63,30 +63,21 @@ def test_reference_pose_input_and_refusal(comfy, pose_model):
         node.execute(images=_image(2), pose_model=pose_model, conf=0.0, visibility=0.0)
 
 
-def _pose_loader(comfy):
-    """The pack's node that loads a YOLO pose model (issue 3), found by its output type."""
-    for node_id in comfy.pack_nodes:
-        info = comfy.object_info(node_id)
-        if "BOLID_POSE_MODEL" in info.get("output", []) and info["input"].get("required"):
-            return node_id, info
-    return None, None
+POSE_LOADER = "BoLIDPoseModelLoader"
 
 
 def test_body_fidelity_through_the_executor(comfy, yolo_pose_pt, install_model):
-    loader, info = _pose_loader(comfy)
-    if loader is None:
-        pytest.skip("no pose-model loader node registered yet (issue 3)")
+    assert POSE_LOADER in comfy.pack_nodes, f"{POSE_LOADER} is not registered; the pack's nodes: {comfy.pack_nodes}"
+    info = comfy.object_info(POSE_LOADER)
+    assert info["output"] == ["BOLID_POSE_MODEL"], info["output"]
+    assert list(info["input"]["required"]) == ["model_name"], info["input"]
     name = install_model(yolo_pose_pt, "ultralytics/pose/bolid_eval_test.pt")
-    combo = next(k for k, spec in info["input"]["required"].items()
-                 if isinstance(spec[0], list) or (isinstance(spec[0], str) and spec[0] == "COMBO"))
+    spec = comfy.object_info(POSE_LOADER)["input"]["required"]["model_name"]
+    options = spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+    assert name in options, f"the installed pose model {name!r} is not among the loader's choices {options}"
     Image.fromarray(_picture(4)).save(comfy.input_dir / "bolid_eval_ref.png")
-    loader_inputs = {combo: name}
-    for key, spec in info["input"]["required"].items():
-        if key != combo and isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) \
-                and "default" in spec[1]:
-            loader_inputs.setdefault(key, spec[1]["default"])
     prompt = {
-        "1": {"class_type": loader, "inputs": loader_inputs},
+        "1": {"class_type": POSE_LOADER, "inputs": {"model_name": name}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "bolid_eval_ref.png"}},
         "3": {"class_type": "BoLIDBodyFidelity",
               "inputs": {"images": ["2", 0], "pose_model": ["1", 0], "reference_image": ["2", 0],

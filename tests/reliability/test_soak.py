@@ -37,6 +37,7 @@ PROMPTS = int(os.environ.get("BOLID_SOAK_PROMPTS", "200"))
 SAMPLE_EVERY = 5            # every 5th good prompt changes λ, so the patch and the 1-step sampler run again
 RSS_FLAT_MB = 150.0         # growth allowed between the warm-up sample and the last one
 PROMPT_TIMEOUT = 300.0
+LATENT_SHAPE = [1, 4, 8, 8]  # EmptyLatentImage 64x64, batch 1, as good_prompt samples it
 
 
 def _load(name: str, path: Path):
@@ -223,9 +224,14 @@ def test_soak_200_prompts(server):
                     outputs = entry.get("outputs", {})
                     stats = [json.loads(v["text"][0]) for nid, v in outputs.items()
                              if prompt[nid]["class_type"] == "TestOnlyBoLIDLatentStats"]
-                    if stats and not stats[0]["finite"]:
-                        failures.append(f"prompt {k} (good): the sampled latent is not finite")
-                    counts["sampled"] += bool(stats)
+                    if len(stats) != 1:
+                        failures.append(f"prompt {k} (good): {len(stats)} latent stats outputs in its history, "
+                                        f"expected 1: {sorted(outputs)}")
+                    elif stats[0].get("shape") != LATENT_SHAPE or stats[0].get("finite") is not True:
+                        failures.append(f"prompt {k} (good): the sampled latent is not a finite {LATENT_SHAPE}: "
+                                        f"{stats[0]}")
+                    else:
+                        counts["sampled"] += 1
             counts["good"] += 1
             times["good"] += time.monotonic() - t0
         else:
@@ -265,4 +271,5 @@ def test_soak_200_prompts(server):
           + f"; growth after warm-up (prompt {curve[1][0] if len(curve) > 1 else curve[0][0]}) {growth:+.1f} MB "
           f"(limit {RSS_FLAT_MB:.0f})")
     assert not failures, f"{len(failures)} prompts did not behave:\n" + "\n".join(failures[:20])
+    assert counts["good"] == (PROMPTS + 1) // 2 and counts["sampled"] == counts["good"], counts
     assert growth < RSS_FLAT_MB, f"server memory grew {growth:.1f} MB over the soak"

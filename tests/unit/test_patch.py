@@ -265,6 +265,25 @@ def test_settings_and_inputs_are_checked(adapter):
     no_body = random_bolid_adapter(AdapterConfig(context_dim=32, widths=(8, 16), ref_kind="plain", clip_embed_dim=12, body_dim=None))
     with pytest.raises(BoLIDError, match="no body branch"):
         BoLIDPatch(no_body, settings=PatchSettings(), body=torch.randn(10))
-    with pytest.raises(BoLIDError, match="site index"):
-        _patch(adapter).site(70)
-    assert isinstance(_patch(adapter).site(69), SitePatch)
+    for index in (-1, len(SITES)):               # -1 would silently be the last site if indexing were Python's
+        with pytest.raises(BoLIDError, match="site index"):
+            _patch(adapter).site(index)
+
+
+def test_the_last_site_uses_its_own_weights(adapter):
+    """Site 69, the last valid index, computes the formula with site 69's K/V projections (not a neighbour's)."""
+    last = len(SITES) - 1
+    p = _patch(adapter, lambda_ref=0.8, lambda_body=1.3)
+    q, k, v = _inputs(site=last)
+    out = p.site(last)(q, k, v, _extra())
+    g = torch.Generator().manual_seed(5)
+    ref_c = adapter.ref_tokens(torch.randn(1, 12, generator=g))
+    body_c = adapter.body_tokens(torch.randn(10, generator=g))
+
+    def formula(site):
+        kr, vr = adapter.site_kv("ref", site, ref_c)
+        kb, vb = adapter.site_kv("body", site, body_c)
+        return decoupled_attention(q, k, v, [Branch(kr, vr, 0.8), Branch(kb, vb, 1.3)], HEADS)
+
+    torch.testing.assert_close(out, formula(last))
+    assert SITES[last - 1].level == SITES[last].level and not torch.allclose(out, formula(last - 1))
