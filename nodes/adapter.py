@@ -84,10 +84,6 @@ def _comfy_attention(q, k, v, heads, extra_options):
                                transformer_options=extra_options)
 
 
-# The old name, still used by tests/host/test_ipadapter_parity.py; the logic is bolid_lib.method.adapter.encode_reference.
-_ref_features = encode_reference
-
-
 def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_features=None, ref_uncond=None, body=None):
     """A clone of ``model`` with the BoLID patch on all 70 sites (stacked over existing attn2 replaces)."""
     check_unet(model.get_model_object("diffusion_model"), adapter.config)

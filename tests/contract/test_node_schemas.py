@@ -48,7 +48,6 @@ def test_custom_socket_types_are_namespaced(standin_pack_info):
                 assert t.startswith("BOLID_"), f"{node_id}: socket type {t} should be BOLID_*"
 
 
-@pytest.mark.host
 def _drop_listed_files(fake: dict, real: dict) -> None:
     """Combo options listed from folders (model files, input sub-folders) are what the stand-in's empty folders
     hold, not a schema difference: where the stand-in lists none, leave both lists out of the comparison."""
@@ -60,6 +59,7 @@ def _drop_listed_files(fake: dict, real: dict) -> None:
                 other[1] = {k: v for k, v in other[1].items() if k != "options"}
 
 
+@pytest.mark.host
 def test_standin_matches_real_comfyui(comfy, standin_pack_info):
     """The stand-in used on machines without ComfyUI must serve what the real ComfyUI serves."""
     real_ids = set(comfy.pack_nodes)

@@ -112,7 +112,7 @@ def _ipadapter(ipa_plus, model, layout, image, weight=W, **kw):
 
 
 def _bolid(comfy, model, layout, image, lambda_ref=W, block_middle=0.0, **kw):
-    """The real BoLID Apply node (its execute: the reference image encoded by _ref_features), body branch off."""
+    """The real BoLID Apply node (its execute: the reference image encoded by encode_reference), body branch off."""
     with torch.inference_mode():
         return comfy.node("BoLIDApply").execute(
             model=model, adapter=layout["bolid"], lambda_ref=lambda_ref, lambda_body=0.0, start_at=0.0, end_at=1.0,
@@ -223,7 +223,7 @@ def test_tokens_and_site_kv_equal_ipadapter_plus(comfy, pack, ipa_plus, layout, 
     kw = next(iter(ipa_sites.values())).kwargs[0]
     adapter = layout["bolid"]
     with torch.inference_mode():                    # as the executor runs nodes (and no autograd graph is kept)
-        features, uncond_features = pack.nodes._ref_features(adapter, layout["clip_vision"], image, None)
+        features, uncond_features = pack.adapter.encode_reference(adapter, layout["clip_vision"], image, None)
         tokens = adapter.ref_tokens(features)
         uncond = adapter.ref_tokens(uncond_features if uncond_features is not None else torch.zeros_like(features))
     n = 16 if layout["kind"] == "plus" else 4
