@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import logging
 import math
-import os
 import time
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,8 +30,9 @@ import torch
 
 from ..method.adapter import AdapterConfig, BoLIDAdapter, load_adapter, save_adapter
 from ..errors import BoLIDError
-from ..files import read_safetensors, save_safetensors_atomic
+from ..files import read_format, read_safetensors, save_safetensors_atomic
 from . import dataset as D
+from . import loop
 from . import losses as L
 from .host import AdapterTrainingModule
 
@@ -44,6 +41,8 @@ log = logging.getLogger("bolid")
 BRANCHES = ("body", "ref", "both")
 PREVIEWS = ("x0", "shortcut")
 OPT_FORMAT = "bolid.optimizer"
+OPT_VERSION = 2                      # 2: loop's optim.<id>.<name> keys; 1: state.<id>.<name> (still read)
+CHECKPOINTS = loop.CheckpointLayout("", 7, marker="state.json")
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,10 @@ class AdapterTrainConfig:
     num_workers: int = 0
     # models (local paths only)
     tiny: bool = False                   # tiny random models of the real classes (tests, smoke runs)
-    pretrained: str | None = None        # SDXL diffusers folder
-    unet: str | None = None              # UNet folder or single file (overrides pretrained/unet)
-    vae: str | None = None
+    pretrained: str | None = None        # SDXL diffusers folder, or an SDXL .safetensors checkpoint (ComfyUI's models/checkpoints/)
+    unet: str | None = None              # UNet folder or .safetensors file (overrides pretrained's UNet)
+    vae: str | None = None               # VAE folder or .safetensors file (overrides pretrained's VAE)
+    tokenizer: str | None = None         # folder with CLIP's vocab.json + merges.txt (ComfyUI's comfy/sd1_tokenizer or the ComfyUI folder); needed when a single-file pretrained lies outside ComfyUI
     preview_vae: str | None = None       # e.g. a taesdxl (AutoencoderTiny) folder; default: vae
     image_encoder: str | None = None     # CLIPVisionModelWithProjection folder (ref branch)
     clip_model: str | None = None        # CLIPModel folder (L_CLIP)
@@ -139,68 +139,28 @@ class AdapterTrainConfig:
     def train_body(self) -> bool:
         return self.branches in ("body", "both")
 
+    @property
+    def lr_schedule(self) -> loop.Schedule:
+        """Linear warm-up over warmup_steps, then constant."""
+        return loop.Schedule(self.lr, self.warmup_steps)
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return loop.config_to_dict(self)
 
 
 # --- config file and flags ----------------------------------------------------------------------
 
-def _read_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise BoLIDError(f"config file not found: {path}")
-    text = p.read_text(encoding="utf-8")
-    suffix = p.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        import yaml
-        d = yaml.safe_load(text) or {}
-    elif suffix == ".json":
-        d = json.loads(text)
-    elif suffix == ".toml":
-        import tomllib
-        d = tomllib.loads(text)
-    else:
-        raise BoLIDError(f"config file {p.name}: use .yaml, .json or .toml")
-    if not isinstance(d, dict):
-        raise BoLIDError(f"config file {p.name} must hold a mapping of settings")
-    known = {f.name for f in dataclasses.fields(AdapterTrainConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise BoLIDError(f"config file {p.name} has unknown settings {unknown}; known: {sorted(known)}")
-    return d
-
-
-def _flag_type(tp):
-    """(argparse type, nargs) of a dataclass field type."""
-    origin = typing.get_origin(tp)
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if origin in (typing.Union, types.UnionType):
-        return _flag_type(args[0])
-    if origin is tuple:
-        return args[0], len(args)
-    if tp is bool:
-        return (lambda s: s.lower() in ("1", "true", "yes", "on")), None
-    return tp, None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML, JSON or TOML file of settings (flags override it)")
-    hints = typing.get_type_hints(AdapterTrainConfig)
-    for f in dataclasses.fields(AdapterTrainConfig):
-        tp, nargs = _flag_type(hints[f.name])
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=tp, nargs=nargs, default=None,
-                            help=f"(default {f.default!r})")
+    loop.add_config_flags(parser, AdapterTrainConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> AdapterTrainConfig:
-    d = _read_config_file(args.config) if getattr(args, "config", None) else {}
-    for f in dataclasses.fields(AdapterTrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            d[f.name] = v
+    d = loop.read_config_file(args.config, AdapterTrainConfig) if getattr(args, "config", None) else {}
+    d = loop.flag_values(args, AdapterTrainConfig, d)
     if not d.get("data_dir"):
         raise BoLIDError("no data_dir given: set it in the config file or pass --data-dir")
-    return AdapterTrainConfig(**d)
+    return loop.config_from_dict(AdapterTrainConfig, d)
 
 
 # --- the adapter to train -----------------------------------------------------------------------
@@ -245,10 +205,7 @@ def build_adapter(cfg: AdapterTrainConfig, models, body_dim: int | None) -> tupl
     torch.manual_seed(cfg.seed)
     adapter = BoLIDAdapter(acfg)
     if init is not None:
-        state = {k: v for k, v in init.state_dict().items()}
-        missing = adapter.load_state_dict(state, strict=False)
-        if missing.unexpected_keys:
-            raise BoLIDError(f"{cfg.init_adapter} has weights this adapter does not hold: {missing.unexpected_keys[:3]}")
+        loop.load_weights(adapter, init.state_dict(), cfg.init_adapter, partial=True)
     adapter.float().train()
     adapter.requires_grad_(False)
     trainable = []
@@ -303,7 +260,7 @@ def _ref_features(models, cfg, images: torch.Tensor, kind: str) -> torch.Tensor:
 
 def reference_features(models, cfg, images: torch.Tensor, kind: str, keep: torch.Tensor) -> torch.Tensor:
     """CLIP features of the reference images, with the rows whose reference is dropped (``keep`` False) set to
-    what "no image" is at inference (``nodes/adapter.py``, as in ComfyUI_IPAdapter_plus): zero ``image_embeds``
+    what "no image" is at inference (``bolid_lib.method.adapter.encode_reference``, as in ComfyUI_IPAdapter_plus): zero ``image_embeds``
     for a plain adapter, the hidden states of a black image for a plus adapter."""
     ref = _ref_features(models, cfg, images, kind)
     keep = keep.to(ref.device).reshape(-1, *([1] * (ref.ndim - 1))).to(ref.dtype)
@@ -328,7 +285,6 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
     micro-batches equals that of one big batch.
     """
     cfg, models, dev = ctx.cfg, ctx.models, ctx.device
-    core = ctx.core
     images = batch["image"].to(dev)
     b = images.shape[0]
     seeds = batch["seed"]
@@ -342,14 +298,7 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
     noise, t, t2 = noise.to(dev), t.to(dev), t2.to(dev)
     acp = sched.alphas_cumprod.to(dev)
     noisy = sched.add_noise(latents, noise, t)
-    ref = body = None
-    a = core.adapter
-    if a.ref is not None:
-        ref = reference_features(models, cfg, batch["ref_image"].to(dev), a.config.ref_kind, keep["ref"])
-    if a.body is not None:
-        if batch["body"] is None:
-            raise BoLIDError("the adapter has a body branch but the data has no Body-IDs")
-        body = batch["body"].to(dev).float() * keep["body"].to(dev).reshape(-1, 1).float()
+    ref, body = _branch_inputs(ctx, batch, keep)
     want_images = (cfg.alpha_id > 0 and models.pose_net is not None) or (cfg.beta_clip > 0 and models.clip_model is not None)
     shortcut = want_images and cfg.preview == "shortcut"
     noisy2 = sched.add_noise(latents, noise, t2) if shortcut else None
@@ -363,10 +312,7 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
     if want_images:
         if shortcut:
             rows = torch.ones(b, dtype=torch.bool, device=dev)
-            x0 = L.predict_x0(noisy2, short, acp[t2], cfg.shortcut_prediction_type)
-            if cfg.shortcut_kind == "lcm":
-                c_skip, c_out = L.lcm_boundary(t2)
-                x0 = c_skip.reshape(-1, 1, 1, 1) * noisy2.float() + c_out.reshape(-1, 1, 1, 1) * x0
+            x0 = _shortcut_x0(cfg, noisy2, short, t2, acp)
         else:
             lo, hi = cfg.preview_timesteps
             rows = (t >= lo) & (t <= hi)
@@ -376,23 +322,57 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
             with ctx.autocast():
                 preview = L.decode_latents(models.preview_vae or models.vae, x0[idx])        # (B', 3, H, W)
             if cfg.alpha_id > 0 and models.pose_net is not None:
-                size = cfg.pose_imgsz
-                with torch.no_grad():
-                    dense_t = L.dense_keypoints(models.pose_net, _pose_input(images[idx], size))
-                    boxes = L.best_boxes(dense_t)
-                    kp_t = L.reduce_keypoints(dense_t, cfg.keypoint_decode, cfg.keypoint_temperature, boxes)
-                dense_g = L.dense_keypoints(models.pose_net, _pose_input(preview, size))
-                kp_g = L.reduce_keypoints(dense_g, cfg.keypoint_decode, cfg.keypoint_temperature, boxes)
-                l_id = L.keypoint_loss(kp_g, kp_t, (size, size), cfg.visibility, reduce=False).sum() / b
+                l_id = identity_loss(ctx, preview, images[idx]) / b
             if cfg.beta_clip > 0 and models.clip_model is not None:
-                clip = models.clip_model
-                size = int(clip.config.vision_config.image_size)
-                img_f = clip.get_image_features(pixel_values=L.clip_preprocess(preview, size))
-                img_f = img_f if isinstance(img_f, torch.Tensor) else img_f.pooler_output
-                txt_f = ctx.clip_text_features([batch["caption"][i] for i in idx.tolist()])
-                l_clip = L.clip_loss(img_f, txt_f, reduce=False).sum() / b
+                l_clip = clip_text_loss(ctx, preview, [batch["caption"][i] for i in idx.tolist()]) / b
     loss = l_diff + cfg.alpha_id * l_id + cfg.beta_clip * l_clip
     return {"loss": loss, "l_diff": l_diff, "l_id": l_id, "l_clip": l_clip}
+
+
+def _branch_inputs(ctx: StepContext, batch: dict, keep: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """What the adapter's branches read: ref CLIP features (B, T, E) or (B, E), Body-IDs (B, D); dropped rows as at
+    inference; None for a branch the adapter lacks."""
+    cfg, dev, a = ctx.cfg, ctx.device, ctx.core.adapter
+    ref = body = None
+    if a.ref is not None:
+        ref = reference_features(ctx.models, cfg, batch["ref_image"].to(dev), a.config.ref_kind, keep["ref"])
+    if a.body is not None:
+        if batch["body"] is None:
+            raise BoLIDError("the adapter has a body branch but the data has no Body-IDs")
+        body = batch["body"].to(dev).float() * keep["body"].to(dev).reshape(-1, 1).float()
+    return ref, body
+
+
+def _shortcut_x0(cfg: AdapterTrainConfig, noisy2: torch.Tensor, short: torch.Tensor, t2: torch.Tensor,
+                 acp: torch.Tensor) -> torch.Tensor:
+    """The shortcut UNet's one-step clean latent (B, C, h, w) at its timesteps t2 (LCM boundary scalings for "lcm")."""
+    x0 = L.predict_x0(noisy2, short, acp[t2], cfg.shortcut_prediction_type)
+    if cfg.shortcut_kind == "lcm":
+        c_skip, c_out = L.lcm_boundary(t2)
+        x0 = c_skip.reshape(-1, 1, 1, 1) * noisy2.float() + c_out.reshape(-1, 1, 1, 1) * x0
+    return x0
+
+
+def identity_loss(ctx: StepContext, preview: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """L_id summed over rows: keypoints of the previews (B', 3, H, W) against those of the target images (B', 3, H, W)
+    (no gradient on the target's side)."""
+    cfg, pose_net, size = ctx.cfg, ctx.models.pose_net, ctx.cfg.pose_imgsz
+    with torch.no_grad():
+        dense_t = L.dense_keypoints(pose_net, _pose_input(images, size))
+        boxes = L.best_boxes(dense_t)
+        kp_t = L.reduce_keypoints(dense_t, cfg.keypoint_decode, cfg.keypoint_temperature, boxes)
+    dense_g = L.dense_keypoints(pose_net, _pose_input(preview, size))
+    kp_g = L.reduce_keypoints(dense_g, cfg.keypoint_decode, cfg.keypoint_temperature, boxes)
+    return L.keypoint_loss(kp_g, kp_t, (size, size), cfg.visibility, reduce=False).sum()
+
+
+def clip_text_loss(ctx: StepContext, preview: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """L_CLIP summed over rows: previews (B', 3, H, W) against their captions (B')."""
+    clip = ctx.models.clip_model
+    size = int(clip.config.vision_config.image_size)
+    img_f = clip.get_image_features(pixel_values=L.clip_preprocess(preview, size))
+    img_f = img_f if isinstance(img_f, torch.Tensor) else img_f.pooler_output
+    return L.clip_loss(img_f, ctx.clip_text_features(captions), reduce=False).sum()
 
 
 # --- checkpoints (safetensors only) -------------------------------------------------------------
@@ -403,61 +383,28 @@ def save_checkpoint(folder: Path, step: int, adapter: BoLIDAdapter, optimizer: t
     state.json (step, config)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_adapter(adapter, folder / "adapter.safetensors")
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for i, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"state.{i}.{k}"] = v
-            else:
-                scalars[f"state.{i}.{k}"] = v
-    save_safetensors_atomic(tensors, folder / "optimizer.safetensors", fmt=OPT_FORMAT, version=1,
-                            config={"param_groups": sd["param_groups"], "scalars": scalars})
-    state = {"step": step, "config": cfg.to_dict(), **(extra or {})}
-    tmp = folder / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, folder / "state.json")
+    tensors, info = loop.flatten_optimizer(optimizer)
+    save_safetensors_atomic(tensors, folder / "optimizer.safetensors", fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
+    loop.write_json_atomic(folder / "state.json", {"step": step, "config": cfg.to_dict(), **(extra or {})})
     return folder
 
 
 def load_checkpoint(folder: Path, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer) -> dict:
     """Restore adapter weights and optimizer state from ``folder``; returns state.json."""
-    from ..files import read_format
-
     saved = load_adapter(folder / "adapter.safetensors")
     if saved.config != adapter.config:
         raise BoLIDError(f"checkpoint {folder} holds an adapter of another shape ({saved.config}); this run builds {adapter.config}: "
                          "resume with the settings the checkpoint was made with")
-    with torch.no_grad():
-        for p, q in zip(adapter.state_dict().values(), saved.state_dict().values()):
-            p.copy_(q)
+    loop.load_weights(adapter, saved.state_dict(), f"checkpoint {folder}")
     tensors, meta = read_safetensors(folder / "optimizer.safetensors")
-    _, conf = read_format(meta, folder / "optimizer.safetensors", fmt=OPT_FORMAT, max_version=1)
-    state: dict = {}
-    for key, v in list(tensors.items()) + list(conf["scalars"].items()):
-        _, i, k = key.split(".", 2)
-        state.setdefault(int(i), {})[k] = v
-    optimizer.load_state_dict({"state": state, "param_groups": conf["param_groups"]})
+    _, info = read_format(meta, folder / "optimizer.safetensors", fmt=OPT_FORMAT, max_version=OPT_VERSION)
+    loop.restore_optimizer(optimizer, loop.unflatten_optimizer(tensors, info))
     return json.loads((folder / "state.json").read_text())
 
 
 def find_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
-    if not resume:
-        return None
-    if resume != "latest":
-        p = Path(resume)
-        if not (p / "state.json").is_file():
-            raise BoLIDError(f"resume: {resume} is not a checkpoint folder (no state.json)")
-        return p
-    found = sorted((output_dir / "checkpoints").glob("step_*/state.json"))
-    return found[-1].parent if found else None
-
-
-def lr_at(cfg: AdapterTrainConfig, step: int) -> float:
-    """Linear warm-up, then constant (a pure function of the step, so a resume needs no scheduler state)."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr
+    """The checkpoint folder to resume from (``loop.CheckpointLayout.resolve``; "latest" looks in output_dir/checkpoints)."""
+    return CHECKPOINTS.resolve(resume, Path(output_dir) / "checkpoints")
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -522,44 +469,19 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from .models import load_models
-
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
-    models = models if models is not None else load_models(cfg)
     dev = accelerator.device
-    for m in models.frozen_modules().values():
-        m.to(dev)
-    prediction_type = cfg.prediction_type or models.scheduler.config.prediction_type
-    if cfg.alpha_id > 0 and models.pose_net is None:
-        raise BoLIDError("alpha_id > 0 needs a pose model (pose_model): set it, or set alpha_id to 0")
-    if cfg.beta_clip > 0 and models.clip_model is None:
-        raise BoLIDError("beta_clip > 0 needs a CLIP model (clip_model): set it, or set beta_clip to 0")
-    if cfg.gradient_checkpointing:
-        models.unet.enable_gradient_checkpointing()
-        if models.shortcut_unet is not None:
-            models.shortcut_unet.enable_gradient_checkpointing()
-    body_dim = int(models.body_vae.config.latent_dim) if models.body_vae is not None else None
-    if cfg.train_body and body_dim is None:
-        raise BoLIDError("training the body branch needs a Body-ID VAE (body_vae)")
-    adapter, trainable = build_adapter(cfg, models, body_dim)
-    if adapter.body is not None and models.body_vae is not None:
-        adapter.body_vae_fingerprint = models.body_vae.fingerprint()   # written into the adapter file's metadata
+    models, prediction_type = _run_models(cfg, models, dev)
+    adapter, trainable = _run_adapter(cfg, models)
     module = AdapterTrainingModule(adapter, models.unet, models.shortcut_unet).to(dev)
     dataset = prepare_data(cfg, models, adapter.body is not None)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    start = 0
-    ckpt = find_checkpoint(out, cfg.resume)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, adapter, optimizer)
-        adapter.train()
-        start = int(state["step"])
-        log.info("resuming from %s at step %d", ckpt, start)
+    start = _resume(cfg, out, adapter, optimizer)
     module, optimizer = accelerator.prepare(module, optimizer)
 
     sampler = D.KeyedSampler(len(dataset), cfg.seed, cfg.batch_size, accelerator.num_processes, accelerator.process_index,
@@ -574,50 +496,110 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     try:
         while step < cfg.max_steps:
             t0 = time.perf_counter()
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(cfg, step)
-            sums = {"loss": 0.0, "l_diff": 0.0, "l_id": 0.0, "l_clip": 0.0}
-            for _ in range(cfg.grad_accum):
-                batch = next(it)
-                with accelerator.accumulate(module):
-                    terms = compute_losses(ctx, batch)
-                    accelerator.backward(terms["loss"])
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for k in sums:
-                    sums[k] += float(terms[k].detach()) / cfg.grad_accum
-            reduced = accelerator.reduce(torch.tensor([sums[k] for k in sums], device=dev), reduction="mean")
-            row = dict(zip(sums, reduced.tolist()))
+            row = optimizer_step(ctx, accelerator, optimizer, trainable, it, step)
             step += 1
             dt = time.perf_counter() - t0
-            row.update(step=step, lr=lr_at(cfg, step - 1), sec_per_step=dt,
+            row.update(step=step, lr=cfg.lr_schedule(step - 1), sec_per_step=dt,
                        samples_per_sec=cfg.batch_size * cfg.grad_accum * accelerator.num_processes / dt)
             history.append(row)
-            if not math.isfinite(row["loss"]):
-                raise BoLIDError(f"the loss is {row['loss']} at step {step}: lower lr, or use bf16 instead of fp16")
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                logger(row)
-                log.info("step %d/%d loss %.4f (diff %.4f id %.4f clip %.4f) %.2fs/step", step, cfg.max_steps,
-                         row["loss"], row["l_diff"], row["l_id"], row["l_clip"], dt)
-            if progress is not None:
-                progress(step, cfg.max_steps)
+            _report(cfg, row, logger, progress)
             if cfg.save_every and (step % cfg.save_every == 0 or step == cfg.max_steps):
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
-                    save_checkpoint(out / "checkpoints" / f"step_{step:07d}", step, adapter,
+                    save_checkpoint(CHECKPOINTS.path(out / "checkpoints", step), step, adapter,
                                     getattr(optimizer, "optimizer", optimizer), cfg)
     finally:
         logger.close()
+    final = _write_final(cfg, out, adapter, step, accelerator)
+    _release_accelerate_state()
+    return {"adapter": final, "step": step, "history": history, "adapter_module": adapter}
+
+
+def _run_models(cfg: AdapterTrainConfig, models, dev: torch.device) -> tuple[object, str]:
+    """The run's models (loaded unless given), frozen ones on ``dev``, checked against the objective; and the
+    prediction type."""
+    from .models import load_models
+
+    models = models if models is not None else load_models(cfg)
+    for m in models.frozen_modules().values():
+        m.to(dev)
+    prediction_type = cfg.prediction_type or models.scheduler.config.prediction_type
+    if cfg.alpha_id > 0 and models.pose_net is None:
+        raise BoLIDError("alpha_id > 0 needs a pose model (pose_model): set it, or set alpha_id to 0")
+    if cfg.beta_clip > 0 and models.clip_model is None:
+        raise BoLIDError("beta_clip > 0 needs a CLIP model (clip_model): set it, or set beta_clip to 0")
+    if cfg.gradient_checkpointing:
+        models.unet.enable_gradient_checkpointing()
+        if models.shortcut_unet is not None:
+            models.shortcut_unet.enable_gradient_checkpointing()
+    return models, prediction_type
+
+
+def _run_adapter(cfg: AdapterTrainConfig, models) -> tuple[BoLIDAdapter, list[torch.nn.Parameter]]:
+    """``build_adapter`` with the Body-ID width of the run's VAE, whose fingerprint the adapter file records."""
+    body_dim = int(models.body_vae.config.latent_dim) if models.body_vae is not None else None
+    if cfg.train_body and body_dim is None:
+        raise BoLIDError("training the body branch needs a Body-ID VAE (body_vae)")
+    adapter, trainable = build_adapter(cfg, models, body_dim)
+    if adapter.body is not None and models.body_vae is not None:
+        adapter.body_vae_fingerprint = models.body_vae.fingerprint()   # written into the adapter file's metadata
+    return adapter, trainable
+
+
+def _resume(cfg: AdapterTrainConfig, out: Path, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer) -> int:
+    """The step to start at: 0, or that of the checkpoint ``cfg.resume`` names (weights and optimizer restored)."""
+    ckpt = find_checkpoint(out, cfg.resume)
+    if ckpt is None:
+        return 0
+    state = load_checkpoint(ckpt, adapter, optimizer)
+    adapter.train()
+    log.info("resuming from %s at step %d", ckpt, int(state["step"]))
+    return int(state["step"])
+
+
+def optimizer_step(ctx: StepContext, accelerator, optimizer, trainable: list[torch.nn.Parameter], batches,
+                   step: int) -> dict[str, float]:
+    """One optimizer step over grad_accum micro-batches from ``batches`` at the learning rate of ``step``;
+    returns each term's mean over the micro-batches and processes."""
+    cfg = ctx.cfg
+    loop.set_lr(optimizer, cfg.lr_schedule(step))
+    sums = {"loss": 0.0, "l_diff": 0.0, "l_id": 0.0, "l_clip": 0.0}
+    for _ in range(cfg.grad_accum):
+        batch = next(batches)
+        with accelerator.accumulate(ctx.module):
+            terms = compute_losses(ctx, batch)
+            accelerator.backward(terms["loss"])
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        for k in sums:
+            sums[k] += float(terms[k].detach()) / cfg.grad_accum
+    reduced = accelerator.reduce(torch.tensor([sums[k] for k in sums], device=ctx.device), reduction="mean")
+    return dict(zip(sums, reduced.tolist()))
+
+
+def _report(cfg: AdapterTrainConfig, row: dict, logger: Logger, progress: Callable[[int, int], None] | None) -> None:
+    """Refuse a non-finite loss; log the step when due; tell ``progress``."""
+    step = row["step"]
+    if not math.isfinite(row["loss"]):
+        raise BoLIDError(f"the loss is {row['loss']} at step {step}: lower lr, or use bf16 instead of fp16")
+    if step % cfg.log_every == 0 or step == cfg.max_steps:
+        logger(row)
+        log.info("step %d/%d loss %.4f (diff %.4f id %.4f clip %.4f) %.2fs/step", step, cfg.max_steps,
+                 row["loss"], row["l_diff"], row["l_id"], row["l_clip"], row["sec_per_step"])
+    if progress is not None:
+        progress(step, cfg.max_steps)
+
+
+def _write_final(cfg: AdapterTrainConfig, out: Path, adapter: BoLIDAdapter, step: int, accelerator) -> Path:
     accelerator.wait_for_everyone()
     final = out / f"{cfg.name}.safetensors"
     if accelerator.is_main_process:
         save_adapter(adapter, final, metadata={"bolid.train_steps": str(step)})
         log.info("adapter written to %s (%s)", final, adapter.describe())
     accelerator.wait_for_everyone()
-    _release_accelerate_state()
-    return {"adapter": final, "step": step, "history": history, "adapter_module": adapter}
+    return final
 
 
 def _release_accelerate_state() -> None:

@@ -26,7 +26,6 @@ Legend: N views in the set, P persons per step, R side, D latent width, L limbs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import logging
@@ -41,12 +40,15 @@ import torch
 import torch.nn.functional as F
 
 from .. import files
+from . import loop
 from ..method.body_vae import NUM_LIMBS, BodyVAE, BodyVAEConfig, limb_ratios_from_keypoints, prepare_views, save_body_vae, view_weights
 from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
 
 CHECKPOINT_FORMAT = "bolid.body_vae_checkpoint"
+CHECKPOINT_VERSION = 2               # 2: loop's optim.<id>.<name> scalars; 1: bare <id>.<name> (still read)
+CHECKPOINTS = loop.CheckpointLayout(".safetensors", 8)
 CACHE_FORMAT = "bolid.body_vae_cache"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -91,6 +93,11 @@ class TrainConfig:
     # with this probability, turned out of the image plane by an angle up to foreshorten_max_deg. 0 turns it off.
     foreshorten_prob: float = 0.5
     foreshorten_max_deg: float = 60.0
+
+    @property
+    def lr_schedule(self) -> loop.Schedule:
+        """Linear warm-up over warmup steps, then cosine decay to min_lr_ratio·lr at the last step."""
+        return loop.Schedule(self.lr, self.warmup, "cosine", self.steps, self.min_lr_ratio)
 
 
 @dataclass
@@ -192,36 +199,20 @@ def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, vae_cfg: B
     size = vae_cfg.input_size
     settings = json.dumps({"size": size, "crop": vae_cfg.crop, "crop_margin": vae_cfg.crop_margin, "sigma": sigma, "alpha": alpha, "conf": conf, "visibility": visibility,
                            "pose_model": [os.path.abspath(pose_model_path), pm_stat.st_size, pm_stat.st_mtime_ns]}, sort_keys=True)
-    model = None
+    model = None                                      # the pose model, loaded when a person's cache is stale
     views, kps, owner, names = [], [], [], []
     for i, person_dir in enumerate(people):
         imgs = sorted(f for f in person_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         listing = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in imgs]
         key = hashlib.sha256((settings + json.dumps(listing)).encode()).hexdigest()[:24]
         cache_file = cache / f"{person_dir.name}.safetensors"
-        got = None
-        if cache_file.is_file():
-            tensors, meta = files.read_safetensors(cache_file)
-            if meta.get(files.FORMAT_KEY) == CACHE_FORMAT and meta.get("bolid.cache_key") == key:
-                got = tensors["views"], tensors["keypoints"]
+        got = _cached_views(cache_file, key)
         if got is None:
             if model is None:
                 model = PoseModel.load(pose_model_path, device)
-            pv, pk = [], []
-            for f in imgs:
-                img = _load_image(f)[None]                                        # (1, 3, H, W)
-                pose = model.predict(img, conf=conf, visibility=visibility, on_missing="skip")
-                if not bool(pose.found[0]):
-                    log.info("no person found in %s: skipped", f)
-                    continue
-                v, k = _prepare_one(img, pose.keypoints, vae_cfg, sigma, alpha)
-                pv.append(v)
-                pk.append(k)
-            v_t = torch.cat(pv) if pv else torch.zeros(0, 3, size, size, dtype=torch.uint8)
-            k_t = torch.cat(pk) if pk else torch.zeros(0, 17, 3)
-            files.save_safetensors_atomic({"views": v_t, "keypoints": k_t}, cache_file, fmt=CACHE_FORMAT, version=1,
+            got = _prepare_person(imgs, model, vae_cfg, sigma, alpha, conf, visibility)
+            files.save_safetensors_atomic({"views": got[0], "keypoints": got[1]}, cache_file, fmt=CACHE_FORMAT, version=1,
                                           metadata={"bolid.cache_key": key})
-            got = v_t, k_t
         if got[0].shape[0]:
             views.append(got[0])
             kps.append(got[1])
@@ -237,6 +228,35 @@ def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, vae_cfg: B
     return ViewSet(torch.cat(views), kp, view_weights(kp), person, limbs, names)
 
 
+def _cached_views(cache_file: Path, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(views, keypoints) of a person's cache file when it was made with ``key``; else None."""
+    if not cache_file.is_file():
+        return None
+    tensors, meta = files.read_safetensors(cache_file)
+    if meta.get(files.FORMAT_KEY) == CACHE_FORMAT and meta.get("bolid.cache_key") == key:
+        return tensors["views"], tensors["keypoints"]
+    return None
+
+
+def _prepare_person(imgs: list[Path], model, vae_cfg: BodyVAEConfig, sigma: float, alpha: float, conf: float,
+                    visibility: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views (V, 3, R, R) uint8 and keypoints (V, 17, 3) of the photos where the pose model finds a person."""
+    pv, pk = [], []
+    for f in imgs:
+        img = _load_image(f)[None]                                        # (1, 3, H, W)
+        pose = model.predict(img, conf=conf, visibility=visibility, on_missing="skip")
+        if not bool(pose.found[0]):
+            log.info("no person found in %s: skipped", f)
+            continue
+        v, k = _prepare_one(img, pose.keypoints, vae_cfg, sigma, alpha)
+        pv.append(v)
+        pk.append(k)
+    size = vae_cfg.input_size
+    if not pv:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, 17, 3)
+    return torch.cat(pv), torch.cat(pk)
+
+
 def _prepare_one(img: torch.Tensor, keypoints: torch.Tensor, vae_cfg: BodyVAEConfig, sigma: float, alpha: float):
     from ..method.weighting import apply_weighting
 
@@ -246,14 +266,6 @@ def _prepare_one(img: torch.Tensor, keypoints: torch.Tensor, vae_cfg: BodyVAECon
 
 
 # --- the loop ----------------------------------------------------------------------------------------
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio * lr (a pure function of the step)."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
 
 def sample_batch(data: ViewSet, cfg: TrainConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
     """Draw P people; for each, a context subset of its views and other views as targets.
@@ -401,57 +413,29 @@ def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noi
     return loss, parts
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{pid}.{k}"] = v
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for key, v in info["scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    return {"state": state, "param_groups": info["param_groups"]}
-
-
 def save_checkpoint(path: str | os.PathLike, model: BodyVAE, opt: torch.optim.Optimizer, step: int, train_cfg: TrainConfig) -> Path:
     """Weights + optimiser state as safetensors; step and settings in its metadata (and a .json beside it)."""
-    opt_tensors, opt_info = _flatten_optimizer(opt)
+    opt_tensors, opt_info = loop.flatten_optimizer(opt)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
-    info = {"step": step, "train": dataclasses.asdict(train_cfg), "optimizer": opt_info}
-    path = files.save_safetensors_atomic(tensors, path, fmt=CHECKPOINT_FORMAT, version=1, config=model.config.to_dict(),
-                                         metadata={"bolid.train_state": json.dumps(info)})
-    path.with_suffix(".json").write_text(json.dumps({"step": step, "train": dataclasses.asdict(train_cfg)}, indent=2))
+    train = loop.config_to_dict(train_cfg)
+    info = {"step": step, "train": train, "optimizer": opt_info}
+    path = files.save_safetensors_atomic(tensors, path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                                         config=model.config.to_dict(), metadata={"bolid.train_state": json.dumps(info)})
+    loop.write_json_atomic(path.with_suffix(".json"), {"step": step, "train": train}, indent=2)
     return path
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[BodyVAE, dict, dict]:
     """(model, optimizer state dict, info with 'step') from a checkpoint file or the newest in a folder."""
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(path.glob("step_*.safetensors"))
-        if not found:
-            raise BoLIDError(f"no checkpoint (step_*.safetensors) in {path}: point --resume at a checkpoint file or folder")
-        path = found[-1]
+    path = CHECKPOINTS.resolve(path, None)
     tensors, meta = files.read_safetensors(path)
     if meta.get(files.FORMAT_KEY) != CHECKPOINT_FORMAT:
         raise BoLIDError(f"{path.name} is not a Body-ID VAE training checkpoint: it looks like {files.describe_safetensors(path)}")
-    _, config = files.read_format(meta, path, fmt=CHECKPOINT_FORMAT, max_version=1)
+    _, config = files.read_format(meta, path, fmt=CHECKPOINT_FORMAT, max_version=CHECKPOINT_VERSION)
     model = BodyVAE(BodyVAEConfig.from_dict(config))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    loop.load_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path.name)
     info = json.loads(meta["bolid.train_state"])
-    return model, _unflatten_optimizer(tensors, info["optimizer"]), info
+    return model, loop.unflatten_optimizer(tensors, info["optimizer"]), info
 
 
 def _accelerator(use: bool):
@@ -471,23 +455,14 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
                    time_limit_s: float | None = None) -> tuple[BodyVAE, list[dict]]:
     """Train (or continue training) a Body-ID VAE on ``data``; returns the model and per-step loss parts.
 
-    resume: a checkpoint file or folder; training continues at its step with its optimiser state.
+    resume: a checkpoint file or folder ("latest": the newest in checkpoint_dir, if any); training continues at its
+    step with its optimiser state.
     accelerator: an accelerate.Accelerator (DDP on several processes); None runs on ``device``.
     time_limit_s: stop (and checkpoint) after the step that crosses this wall time.
     """
     if data.size != vae_cfg.input_size:
         raise BoLIDError(f"the prepared views are {data.size} px but the VAE's input_size is {vae_cfg.input_size}: prepare them at that size")
-    start = 0
-    opt_state = None
-    if resume is not None:
-        model, opt_state, info = load_checkpoint(resume)
-        if model.config != vae_cfg:
-            raise BoLIDError(f"the checkpoint's VAE config {model.config} differs from the requested {vae_cfg}: resume with the same sizes")
-        start = int(info["step"])
-        log.info("resuming from step %d", start)
-    if model is None:
-        torch.manual_seed(train_cfg.seed)  # a fresh model's initialisation is part of the seeded run
-        model = BodyVAE(vae_cfg)
+    model, opt_state, start = _resume(vae_cfg, train_cfg, model, resume, checkpoint_dir)
     rank = 0
     if accelerator is not None:
         device = accelerator.device
@@ -495,7 +470,7 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     if opt_state is not None:
-        opt.load_state_dict(opt_state)
+        loop.restore_optimizer(opt, opt_state)
     wrapped = model
     if accelerator is not None:
         wrapped, opt = accelerator.prepare(model, opt)
@@ -503,42 +478,74 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
     t0 = time.time()
     main_process = accelerator is None or accelerator.is_main_process
     for step in range(start, train_cfg.steps):
-        g = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + step * 101 + rank)
-        batch = sample_batch(data, train_cfg, g)
-        noise = torch.randn(int(batch["slots"]), vae_cfg.latent_dim, generator=g)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, train_cfg)
-        loss, parts = compute_loss(wrapped, batch, vae_cfg, train_cfg.batch_persons, noise, device, train_cfg)
-        opt.zero_grad(set_to_none=True)
-        if accelerator is not None:
-            accelerator.backward(loss)
-            if train_cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(wrapped.parameters(), train_cfg.grad_clip)
-        else:
-            loss.backward()
-            if train_cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        opt.step()
-        if not all(math.isfinite(v) for v in parts.values()):
-            raise BoLIDError(f"the loss became NaN/inf at step {step} ({parts}): lower --lr or resume from an earlier checkpoint")
-        parts["step"] = step
+        parts = train_step(wrapped, opt, data, vae_cfg, train_cfg, step, rank, device, accelerator)
         history.append(parts)
         done = step + 1
-        if main_process and (done % train_cfg.log_every == 0 or done == train_cfg.steps):
-            log.info("step %d/%d loss %.4f recon %.4f kl %.3f%s%s lr %.2e (%.1f s)", done, train_cfg.steps, parts["loss"],
-                     parts["recon"], parts["kl"], f" limb {parts['limb']:.4f}" if "limb" in parts else "",
-                     (f" contrast {parts['contrast']:.3f}" if "contrast" in parts else "")
-                     + (f" view {parts['view_contrast']:.3f}" if "view_contrast" in parts else ""), lr_at(step, train_cfg),
-                     time.time() - t0)
-        if progress is not None and main_process:
-            progress(done, train_cfg.steps)
+        if main_process:
+            _report(train_cfg, parts, time.time() - t0, progress)
         out_of_time = time_limit_s is not None and time.time() - t0 > time_limit_s
         if checkpoint_dir is not None and main_process and (done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or out_of_time):
-            save_checkpoint(Path(checkpoint_dir) / f"step_{done:08d}.safetensors", _unwrap(model, accelerator), opt, done, train_cfg)
+            save_checkpoint(CHECKPOINTS.path(checkpoint_dir, done), _unwrap(model, accelerator), opt, done, train_cfg)
         if out_of_time:
             log.info("time limit of %.0f s reached after step %d", time_limit_s, done)
             break
     return _unwrap(model, accelerator).eval(), history
+
+
+def _resume(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, model: BodyVAE | None, resume, checkpoint_dir
+            ) -> tuple[BodyVAE, dict | None, int]:
+    """(model, optimizer state or None, first step): the checkpoint's that ``resume`` names, else ``model`` or a
+    fresh seeded one at step 0."""
+    path = CHECKPOINTS.resolve(resume, checkpoint_dir)
+    if path is not None:
+        model, opt_state, info = load_checkpoint(path)
+        if model.config != vae_cfg:
+            raise BoLIDError(f"the checkpoint's VAE config {model.config} differs from the requested {vae_cfg}: resume with the same sizes")
+        log.info("resuming from step %d", int(info["step"]))
+        return model, opt_state, int(info["step"])
+    if model is None:
+        torch.manual_seed(train_cfg.seed)  # a fresh model's initialisation is part of the seeded run
+        model = BodyVAE(vae_cfg)
+    return model, None, 0
+
+
+def train_step(model, opt, data: ViewSet, vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, step: int, rank: int, device,
+               accelerator=None) -> dict:
+    """One optimiser step at ``step`` (its batch and noise drawn from a generator seeded by (seed, step, rank));
+    returns the loss parts with "step". model: the (possibly accelerate-wrapped) module the optimiser steps."""
+    g = torch.Generator().manual_seed(train_cfg.seed * 1_000_003 + step * 101 + rank)
+    batch = sample_batch(data, train_cfg, g)
+    noise = torch.randn(int(batch["slots"]), vae_cfg.latent_dim, generator=g)
+    loop.set_lr(opt, train_cfg.lr_schedule(step))
+    loss, parts = compute_loss(model, batch, vae_cfg, train_cfg.batch_persons, noise, device, train_cfg)
+    opt.zero_grad(set_to_none=True)
+    if accelerator is not None:
+        accelerator.backward(loss)
+        if train_cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+    else:
+        loss.backward()
+        if train_cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+    opt.step()
+    if not all(math.isfinite(v) for v in parts.values()):
+        raise BoLIDError(f"the loss became NaN/inf at step {step} ({parts}): lower --lr or resume from an earlier checkpoint")
+    parts["step"] = step
+    return parts
+
+
+def _report(train_cfg: TrainConfig, parts: dict, seconds: float, progress: Callable[[int, int], None] | None) -> None:
+    """Log the step when due; tell ``progress``."""
+    step = parts["step"]
+    done = step + 1
+    if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+        log.info("step %d/%d loss %.4f recon %.4f kl %.3f%s%s lr %.2e (%.1f s)", done, train_cfg.steps, parts["loss"],
+                 parts["recon"], parts["kl"], f" limb {parts['limb']:.4f}" if "limb" in parts else "",
+                 (f" contrast {parts['contrast']:.3f}" if "contrast" in parts else "")
+                 + (f" view {parts['view_contrast']:.3f}" if "view_contrast" in parts else ""), train_cfg.lr_schedule(step),
+                 seconds)
+    if progress is not None:
+        progress(done, train_cfg.steps)
 
 
 def _unwrap(model, accelerator):
@@ -555,7 +562,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", help="cache folder for prepared views (default DIR/.bolid_cache)")
     parser.add_argument("--views-per-person", type=int, default=64, help="with --synthetic: views rendered per identity")
     parser.add_argument("--out", required=True, help="output folder: checkpoints and the final body_vae.safetensors")
-    parser.add_argument("--resume", help="checkpoint file or folder to continue from")
+    parser.add_argument("--resume", help="checkpoint file or folder to continue from ('latest': the newest in OUT/checkpoints)")
     parser.add_argument("--input-size", type=int, default=BodyVAEConfig.input_size)
     parser.add_argument("--latent-dim", type=int, default=BodyVAEConfig.latent_dim)
     parser.add_argument("--widths", default=",".join(map(str, BodyVAEConfig.widths)), help="encoder stage widths, comma separated")
@@ -571,10 +578,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.1, help="weighting alpha (paper 4.1)")
     parser.add_argument("--conf", type=float, default=0.25, help="pose detection confidence")
     parser.add_argument("--visibility", type=float, default=0.5, help="keypoint visibility threshold")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("context_views",):
-            continue
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    loop.add_config_flags(parser, TrainConfig, skip=("context_views",))
     parser.add_argument("--context-views", default="1,4", help="min,max views pooled into z per person and step")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--accelerate", action="store_true",
@@ -587,8 +591,7 @@ def main(args: argparse.Namespace) -> int:
                             beta=args.beta, limb_head=not args.no_limb_head, crop=args.crop,
                             keypoint_branch=not args.no_keypoint_branch, tail_pool=args.tail_pool)
     lo, hi = (int(x) for x in args.context_views.split(","))
-    train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "context_views"},
-                            context_views=(lo, hi))
+    train_cfg = loop.config_from_dict(TrainConfig, {**loop.flag_values(args, TrainConfig), "context_views": (lo, hi)}, "flags")
     accelerator = _accelerator(args.accelerate or int(os.environ.get("WORLD_SIZE", "1")) > 1)
     device = accelerator.device if accelerator is not None else args.device
     if args.synthetic:

@@ -286,5 +286,9 @@ def test_keypoint_classifier_diagnostic_runs_and_learns():
 
     res = run(ids=4, train_views=60, test_views=8, iters=150, render_size=48)
     assert set(res) == {"training poses, 1 view", "training poses, 4 views", "held-out poses, 1 view", "held-out poses, 4 views"}
-    assert all(0.0 <= v <= 1.0 for v in res.values())
-    assert res["training poses, 4 views"] > 0.5                      # chance 0.25
+    # each figure counts whole queries: 4 ids x 8 single views, 4 ids x 2 groups of 4 views
+    for k, v in res.items():
+        n = 32 if "1 view" in k else 8
+        assert v * n == round(v * n), (k, v)
+    assert res["training poses, 1 view"] >= 0.75                     # chance 0.25; untrained 0.34 (measured)
+    assert res["training poses, 1 view"] > res["held-out poses, 1 view"]   # poses never seen are harder (README)

@@ -1,0 +1,181 @@
+"""The trainers' shared tools (bolid_lib.training.loop): learning-rate schedules, optimizer state round trip and
+its version 1 keys, checkpoint layout and resume, weight key checks, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bolid_lib import files
+from bolid_lib.errors import BoLIDError
+from bolid_lib.method.body_vae import BodyVAEConfig
+from bolid_lib.training import loop
+from bolid_lib.training.adapter import AdapterTrainConfig
+from bolid_lib.training.body_vae import CHECKPOINT_FORMAT, TrainConfig, synthetic_viewset, train_body_vae
+
+TINY = BodyVAEConfig(input_size=32, latent_dim=16, widths=(8, 16), feature_dim=32, pool_size=2, groups=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_adapter_schedule_warms_up_then_stays():
+    s = AdapterTrainConfig(lr=1e-3, warmup_steps=4).lr_schedule
+    assert [s(i) for i in (0, 1, 2, 3, 4, 1000)] == [0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3, 1e-3]
+    assert AdapterTrainConfig(lr=2e-4).lr_schedule(0) == 2e-4                     # no warm-up
+
+
+def test_body_vae_schedule_warms_up_then_cosine_decays():
+    s = TrainConfig(lr=1e-3, warmup=10, steps=110, min_lr_ratio=0.1).lr_schedule
+    assert s(0) == pytest.approx(1e-4, rel=1e-12) and s(9) == pytest.approx(1e-3, rel=1e-12)
+    assert s(10) == pytest.approx(1e-3, rel=1e-12)                                # cosine starts at lr
+    assert s(60) == pytest.approx(0.55e-3, rel=1e-12)                             # half way: (0.1 + 1) / 2
+    assert s(110) == pytest.approx(1e-4, rel=1e-12) and s(500) == pytest.approx(1e-4, rel=1e-12)
+    assert s(35) > s(60) > s(85)
+    with pytest.raises(BoLIDError, match="decay"):
+        loop.Schedule(1e-3, decay="linear")
+
+
+def _stepped_adamw(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    for _ in range(3):
+        model(torch.randn(4, 5)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def test_optimizer_state_round_trip_is_bit_exact(tmp_path):
+    model, opt = _stepped_adamw()
+    tensors, info = loop.flatten_optimizer(opt)
+    assert tensors and all(k.startswith("optim.") for k in tensors)
+    path = files.save_safetensors_atomic(tensors, tmp_path / "o.safetensors", fmt="bolid.test", version=1, config=info)
+    read, meta = files.read_safetensors(path)
+    _, info_back = files.read_format(meta, path, fmt="bolid.test", max_version=1)
+    twin = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    twin.load_state_dict(model.state_dict())
+    opt2 = torch.optim.AdamW(twin.parameters(), lr=0.5)
+    loop.restore_optimizer(opt2, loop.unflatten_optimizer(read, info_back))
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"] == b["param_groups"]                               # lr, betas (a tuple again), ...
+    assert a["state"].keys() == b["state"].keys()
+    for i in a["state"]:
+        assert a["state"][i].keys() == b["state"][i].keys()
+        for k, v in a["state"][i].items():
+            assert v.dtype == b["state"][i][k].dtype and torch.equal(v, b["state"][i][k]), (i, k)
+    # and the restored optimizer keeps stepping exactly as the live one
+    x = torch.randn(4, 5)
+    for m, o in ((model, opt), (twin, opt2)):
+        m(x).square().mean().backward()
+        o.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters()))
+
+
+def test_version_1_optimizer_keys_still_read():
+    _, opt = _stepped_adamw()
+    tensors, info = loop.flatten_optimizer(opt)
+    info = {**info, "scalars": {"optim.0.extra": 3}}
+    want = loop.unflatten_optimizer(tensors, info)
+    # adapter v1: state.<id>.<name> for tensors and scalars
+    v1_adapter = {"state." + k[len("optim."):]: v for k, v in tensors.items()}
+    got = loop.unflatten_optimizer(v1_adapter, {**info, "scalars": {"state.0.extra": 3}})
+    # Body-ID VAE v1: optim.<id>.<name> tensors beside model.* weights, bare <id>.<name> scalars
+    got_body = loop.unflatten_optimizer({**tensors, "model.w": torch.zeros(1)}, {**info, "scalars": {"0.extra": 3}})
+    for g in (got, got_body):
+        assert g["state"].keys() == want["state"].keys() and g["state"][0]["extra"] == 3
+        assert all(torch.equal(g["state"][i][k], v) for i in want["state"] for k, v in want["state"][i].items()
+                   if isinstance(v, torch.Tensor))
+    with pytest.raises(BoLIDError, match="damaged"):
+        loop.unflatten_optimizer(tensors, {**info, "scalars": {"optim.x.step": 1}})
+
+
+def test_body_vae_resume_from_a_version_1_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    """A checkpoint written before the shared key scheme (version 1: bare scalar keys) resumes, and the resumed run
+    ends on the uninterrupted run's weights bit for bit."""
+    data = synthetic_viewset(3, 4, TINY, seed=0, render_size=48)
+    cfg = TrainConfig(steps=4, batch_persons=2, warmup=1, checkpoint_every=2, log_every=100)
+    straight, _ = train_body_vae(TINY, cfg, data, checkpoint_dir=tmp_path / "a")
+    ckpt = tmp_path / "a" / "step_00000002.safetensors"
+    tensors, meta = files.read_safetensors(ckpt)
+    assert meta[files.VERSION_KEY] == "2"
+    state = json.loads(meta["bolid.train_state"])
+    state["optimizer"]["scalars"] = {k[len("optim."):]: v for k, v in state["optimizer"]["scalars"].items()}
+    old = files.save_safetensors_atomic(tensors, tmp_path / "old" / "step_00000002.safetensors", fmt=CHECKPOINT_FORMAT,
+                                        version=1, config=json.loads(meta[files.CONFIG_KEY]),
+                                        metadata={"bolid.train_state": json.dumps(state)})
+    resumed, hist = train_body_vae(TINY, cfg, data, resume=old)
+    assert [h["step"] for h in hist] == [2, 3]
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_layout_finds_the_newest_complete_one(tmp_path):
+    folders = loop.CheckpointLayout("", 7, marker="state.json")
+    for step in (9, 10, 30):
+        folders.path(tmp_path, step).mkdir()
+        if step != 30:                                                          # 30: interrupted before state.json
+            (folders.path(tmp_path, step) / "state.json").write_text("{}")
+    (tmp_path / "step_00000011").mkdir()                                        # another padding: still step 11
+    (tmp_path / "step_00000011" / "state.json").write_text("{}")
+    assert folders.path(tmp_path, 10).name == "step_0000010"
+    assert [p.name for p in folders.all(tmp_path)] == ["step_0000009", "step_0000010", "step_00000011"]
+    assert folders.resolve("latest", tmp_path).name == "step_00000011"
+    assert folders.resolve(tmp_path, None).name == "step_00000011"             # a folder of checkpoints: its newest
+    assert folders.resolve(tmp_path / "step_0000009", None).name == "step_0000009"
+    assert folders.resolve(None, tmp_path) is None
+    assert folders.resolve("latest", tmp_path / "nothing_yet") is None         # a fresh run
+    with pytest.raises(BoLIDError, match="no checkpoint"):
+        folders.resolve(tmp_path / "step_0000030", None)
+    single = loop.CheckpointLayout(".safetensors", 8)
+    assert single.path(tmp_path, 3).name == "step_00000003.safetensors"
+    with pytest.raises(BoLIDError, match="no checkpoint"):
+        single.resolve(tmp_path, None)
+
+
+def test_load_weights_names_what_does_not_fit():
+    net = torch.nn.Linear(3, 2)
+    good = {k: torch.ones_like(v) for k, v in net.state_dict().items()}
+    loop.load_weights(net, good, "x.safetensors")
+    assert torch.equal(net.weight, torch.ones(2, 3))
+    with pytest.raises(BoLIDError, match=r"1 missing \(bias\)"):
+        loop.load_weights(net, {"weight": good["weight"]}, "x.safetensors")
+    loop.load_weights(net, {"weight": good["weight"] * 2}, "x.safetensors", partial=True)   # bias kept
+    assert torch.equal(net.weight, torch.full((2, 3), 2.0)) and torch.equal(net.bias, torch.ones(2))
+    with pytest.raises(BoLIDError, match=r"1 this model does not hold \(extra\)"):
+        loop.load_weights(net, {**good, "extra": torch.zeros(1)}, "x.safetensors", partial=True)
+    with pytest.raises(BoLIDError, match=r"weight \(3, 3\) != \(2, 3\)"):
+        loop.load_weights(net, {**good, "weight": torch.zeros(3, 3)}, "x.safetensors")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".toml"])
+def test_settings_round_trip_through_a_file(tmp_path, suffix):
+    import argparse
+
+    cfg = TrainConfig(steps=7, context_views=(2, 3), lr=5e-4)
+    d = loop.config_to_dict(cfg)
+    path = tmp_path / f"c{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(d))
+    elif suffix == ".yaml":
+        import yaml
+        path.write_text(yaml.safe_dump(d))
+    else:
+        path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items()))
+    back = loop.config_from_dict(TrainConfig, loop.read_config_file(path, TrainConfig))
+    assert back == cfg and back.context_views == (2, 3)
+    p = argparse.ArgumentParser()
+    loop.add_config_flags(p, TrainConfig)
+    args = p.parse_args(["--steps", "9", "--context-views", "1", "2"])
+    assert loop.config_from_dict(TrainConfig, loop.flag_values(args, TrainConfig, d)) == TrainConfig(
+        steps=9, context_views=(1, 2), lr=5e-4)
+    with pytest.raises(BoLIDError, match="unknown settings"):
+        loop.config_from_dict(TrainConfig, {"stepz": 1})
