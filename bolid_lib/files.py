@@ -148,3 +148,20 @@ def read_format(meta: dict[str, str], path: str | os.PathLike, *, fmt: str, max_
         raise BoLIDError(f"{name} is {fmt} version {version}; this ComfyUI-BoLID reads up to version {max_version}: update the pack")
     config = json.loads(meta[CONFIG_KEY]) if CONFIG_KEY in meta else {}
     return version, config
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], partial: bool = False) -> str:
+    """What keeps ``state`` from loading into a module whose ``state_dict()`` is ``expected``: the first few missing,
+    unexpected and wrongly shaped keys, or "" when it fits. partial: keys absent from ``state`` are allowed."""
+    shapes = {k: tuple(v.shape) for k, v in expected.items()}
+    missing = [] if partial else sorted(set(shapes) - set(state))
+    unexpected = sorted(set(state) - set(shapes))
+    wrong = sorted(k for k in set(shapes) & set(state) if tuple(state[k].shape) != shapes[k])
+
+    def few(ks):
+        return ", ".join(ks[:3]) + (" ..." if len(ks) > 3 else "")
+    return "; ".join(p for p in (
+        f"{len(missing)} missing ({few(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
+        f"{len(wrong)} of the wrong shape ({few([f'{k} {tuple(state[k].shape)} != {shapes[k]}' for k in wrong])})" if wrong else "",
+    ) if p)

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
 from ..errors import BoLIDError
-from ..files import FORMAT_KEY, PICKLE_SUFFIXES, VERSION_KEY, describe_safetensors, read_format, read_safetensors, save_safetensors_atomic
+from ..files import (FORMAT_KEY, PICKLE_SUFFIXES, VERSION_KEY, describe_safetensors, read_format, read_safetensors,
+                     save_safetensors_atomic, weights_mismatch)
 from .sdxl_layers import CONTEXT_DIM, NUM_SITES, SDXL_WIDTHS, SITES, site_widths
 
 log = logging.getLogger("bolid")
@@ -398,18 +399,8 @@ def _build(cfg: AdapterConfig, state: dict[str, torch.Tensor], name: str) -> BoL
     """An adapter holding exactly ``state`` (no random init, no copy: built on the meta device, then assigned)."""
     with torch.device("meta"):
         adapter = BoLIDAdapter(cfg)
-    expected = {k: tuple(v.shape) for k, v in adapter.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        def few(ks):
-            return ", ".join(ks[:3]) + (" ..." if len(ks) > 3 else "")
-        details = "; ".join(p for p in (
-            f"{len(missing)} missing ({few(missing)})" if missing else "",
-            f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
-            f"{len(wrong)} of the wrong shape ({few([f'{k} {tuple(state[k].shape)} != {expected[k]}' for k in wrong])})" if wrong else "",
-        ) if p)
+    details = weights_mismatch(adapter.state_dict(), state)
+    if details:
         raise BoLIDError(f"{name} does not match its adapter config: {details}; the file is damaged or was written by another version: get it again")
     adapter.load_state_dict(state, strict=True, assign=True)
     return adapter.eval().requires_grad_(False)

@@ -42,7 +42,7 @@ from torch import nn
 
 from .. import files
 from ..errors import BoLIDError
-from .keypoints import NUM_KEYPOINTS
+from .keypoints import NUM_KEYPOINTS, view_confidence
 from .weighting import keypoint_gaussians
 
 log = logging.getLogger("bolid")
@@ -246,9 +246,7 @@ def keypoint_geometry(keypoints: torch.Tensor) -> torch.Tensor:
 
 def view_weights(keypoints: torch.Tensor) -> torch.Tensor:
     """(V, 17, 3) -> (V,) mean confidence of each view's visible keypoints (0 when none is visible)."""
-    conf = keypoints[..., 2]
-    vis = conf > 0
-    return torch.where(vis, conf, 0).sum(-1) / vis.sum(-1).clamp(min=1)
+    return view_confidence(keypoints)
 
 
 def limb_ratios_from_keypoints(keypoints: torch.Tensor, quantile: float = 0.9) -> torch.Tensor:

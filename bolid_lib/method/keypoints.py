@@ -27,6 +27,14 @@ COCO_SKELETON: tuple[tuple[int, int], ...] = (
 )
 
 
+def view_confidence(keypoints: torch.Tensor) -> torch.Tensor:
+    """(..., 17, 3) -> (...,) mean confidence of the visible keypoints (confidence > 0); 0 where none is visible.
+    The weight of a view in a Body-ID and in the Body-ID VAE's training (``body_vae.view_weights``)."""
+    conf = keypoints[..., 2]
+    vis = conf > 0
+    return torch.where(vis, conf, 0).sum(-1) / vis.sum(-1).clamp(min=1)
+
+
 @dataclass
 class PoseBatch:
     """One chosen person per image of a batch.
@@ -65,9 +73,7 @@ class PoseBatch:
 
     def view_confidence(self) -> torch.Tensor:
         """(B,) mean confidence of each image's visible keypoints; 0 where none is visible."""
-        conf = self.keypoints[..., 2]
-        vis = self.visible
-        return torch.where(vis, conf, 0).sum(-1) / vis.sum(-1).clamp(min=1)
+        return view_confidence(self.keypoints)
 
     def select(self, index) -> "PoseBatch":
         """A sub-batch (index: int, slice, list or bool mask)."""

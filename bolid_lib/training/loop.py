@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BoLIDError
+from ..files import weights_mismatch
 
 OPT_PREFIX = "optim."
 LEGACY_OPT_PREFIXES = ("state.",)          # version 1 of the adapter's optimizer.safetensors
@@ -197,18 +198,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state_dict: dict) -> Non
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, *, partial: bool = False) -> None:
     """Copy ``state`` into ``module`` after checking its keys and shapes; a mismatch raises naming the first few
     missing, unexpected and wrongly shaped keys. partial: keys of ``module`` absent from ``state`` keep their values."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = [] if partial else sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        def few(ks):
-            return ", ".join(ks[:3]) + (" ..." if len(ks) > 3 else "")
-        details = "; ".join(p for p in (
-            f"{len(missing)} missing ({few(missing)})" if missing else "",
-            f"{len(unexpected)} this model does not hold ({few(unexpected)})" if unexpected else "",
-            f"{len(wrong)} of the wrong shape ({few([f'{k} {tuple(state[k].shape)} != {expected[k]}' for k in wrong])})" if wrong else "",
-        ) if p)
+    details = weights_mismatch(module.state_dict(), state, partial)
+    if details:
         raise BoLIDError(f"{source} does not fit this model: {details}; use weights made with the same settings")
     module.load_state_dict(state, strict=not partial)
 

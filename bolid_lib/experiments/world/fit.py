@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import logging
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...files import read_format, read_safetensors, save_safetensors_atomic
+from ...training import loop
 from . import nets
 from .text import WorldTextEncoder, prompt_for
 
@@ -41,10 +41,6 @@ def load_state(path: Path, modules: dict[str, nn.Module]) -> tuple[dict, dict[st
     for name, m in modules.items():
         m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
     return config, tensors
-
-
-def _lr(step: int, lr: float, warmup: int) -> float:
-    return lr * min(1.0, (step + 1) / max(1, warmup))
 
 
 class Ema:
@@ -88,6 +84,7 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
         step, spent = int(meta["step"]), float(meta.get("seconds", 0.0))
         log.info("base: resumed at step %d", step)
     acp = sched.alphas_cumprod
+    schedule = loop.Schedule(cfg.base_lr, warmup=100)
     g = torch.Generator().manual_seed(cfg.seed * 7 + step)
     t0 = time.time() - spent
     unet.train()
@@ -105,8 +102,7 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
                     added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(size, len(idx))}).sample
         err = (pred - (a.sqrt() * noise - (1 - a).sqrt() * x0)).pow(2).mean(dim=(1, 2, 3))  # v-prediction (nets.PREDICTION)
         loss = (err * min_snr_weight(acp[t])).mean()
-        for grp in opt.param_groups:
-            grp["lr"] = _lr(step, cfg.base_lr, 100)
+        loop.set_lr(opt, schedule(step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -126,26 +122,19 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
 
 def _save_base(path: Path, unet, text, ema: Ema, opt, step: int, seconds: float) -> None:
     """The EMA weights as ``unet.`` / ``text.`` (what the later stages and ComfyUI load), the trained ones as
-    ``train_unet.`` / ``train_text.`` and the optimizer state as ``opt.`` (to resume)."""
-    state = opt.state_dict()["state"]
-    extra = {f"opt.{i}.{k}": v for i, st in state.items() for k, v in st.items() if isinstance(v, torch.Tensor)}
+    ``train_unet.`` / ``train_text.`` and the optimizer state in the trainers' scheme (``training.loop``), to resume."""
+    extra, info = loop.flatten_optimizer(opt)
     extra.update({f"train_unet.{k}": v.detach() for k, v in unet.state_dict().items()})
     extra.update({f"train_text.{k}": v.detach() for k, v in text.state_dict().items()})
-    save_state(path, {"unet": ema.copies["unet"], "text": ema.copies["text"]}, {"step": step, "seconds": seconds}, extra)
+    save_state(path, {"unet": ema.copies["unet"], "text": ema.copies["text"]},
+               {"step": step, "seconds": seconds, "optimizer": info}, extra)
 
 
 def _load_base(path: Path, unet, text, ema: Ema, opt) -> dict:
     config, tensors = load_state(path, {"unet": ema.copies["unet"], "text": ema.copies["text"],
                                         "train_unet": unet, "train_text": text})
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, key = k.split(".", 2)
-            state.setdefault(int(i), {})[key] = v
-    if state:
-        sd = opt.state_dict()
-        sd["state"] = state
-        opt.load_state_dict(sd)
+    if "optimizer" in config:
+        loop.restore_optimizer(opt, loop.unflatten_optimizer(tensors, config["optimizer"]))
     return config
 
 
@@ -153,11 +142,11 @@ def train_supervised(model: nn.Module, batch_fn, loss_fn, steps: int, lr: float,
     """AdamW with cosine decay on ``batch_fn(step) -> (inputs, targets)`` (fresh renders every step: no view is
     seen twice, so the evaluators cannot memorise views)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = loop.Schedule(lr, decay="cosine", total=steps, min_ratio=0.0)
     model.train()
     for step in range(steps):
         x, y = batch_fn(step)
-        for grp in opt.param_groups:
-            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loop.set_lr(opt, schedule(step))
         loss = loss_fn(model, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
