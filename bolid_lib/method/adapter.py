@@ -18,7 +18,6 @@ Shape letters: R reference images, B batch, N tokens, E CLIP embed width, D Body
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
+from .. import settings
 from ..errors import BoLIDError
 from ..files import (FORMAT_KEY, PICKLE_SUFFIXES, VERSION_KEY, describe_safetensors, read_format, read_safetensors,
                      save_safetensors_atomic, weights_mismatch)
@@ -89,18 +89,12 @@ class AdapterConfig:
         return self.clip_hidden_dim if self.ref_kind == "plus" else self.clip_embed_dim
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return settings.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "AdapterConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise BoLIDError(f"the adapter config has fields this ComfyUI-BoLID does not know ({', '.join(unknown)}): update the pack")
-        d = dict(d)
-        if "widths" in d:
-            d["widths"] = tuple(d["widths"])
-        return cls(**d)
+        return settings.from_dict(cls, d, unknown="the adapter config has fields this ComfyUI-BoLID does not know "
+                                                  "({}): update the pack")
 
 
 def clip_vision_name(ref_kind: str, dim: int) -> str:

@@ -26,7 +26,6 @@ Legend: V views, P persons, K = 17 keypoints, R input side, F feature width, D l
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import files
+from .. import files, settings
 from ..errors import BoLIDError
 from .keypoints import NUM_KEYPOINTS, view_confidence
 from .weighting import keypoint_gaussians
@@ -130,15 +129,12 @@ class BodyVAEConfig:
             raise BoLIDError(f"crop must be one of {CROPS}; got {self.crop!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return settings.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "BodyVAEConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BoLIDError(f"this Body-ID VAE config has fields this pack does not know ({', '.join(unknown)}): update ComfyUI-BoLID")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        return settings.from_dict(cls, data, unknown="this Body-ID VAE config has fields this pack does not know "
+                                                     "({}): update ComfyUI-BoLID")
 
 
 def _block(c_in: int, c_out: int, groups: int, stride: int = 1) -> nn.Sequential:

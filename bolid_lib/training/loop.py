@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BoLIDError
+from .. import settings
 from ..files import weights_mismatch
 
 OPT_PREFIX = "optim."
@@ -35,24 +36,12 @@ LEGACY_OPT_PREFIXES = ("state.",)          # version 1 of the adapter's optimize
 
 # --- settings -------------------------------------------------------------------------------------
 
-def config_to_dict(cfg) -> dict:
-    """A config dataclass as a JSON-able dict (tuples become lists when dumped)."""
-    return dataclasses.asdict(cfg)
-
-
-def _check_known(cls, d: dict, source: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise BoLIDError(f"{source} has unknown settings {unknown}; known: {sorted(known)}")
+config_to_dict = settings.to_dict
 
 
 def config_from_dict(cls, d: dict, source: str = "settings"):
     """``cls(**d)``, refusing keys that are not fields; lists of tuple-typed fields (JSON, YAML) become tuples."""
-    _check_known(cls, d, source)
-    hints = typing.get_type_hints(cls)
-    d = {k: tuple(v) if isinstance(v, list) and _flag_type(hints[k])[1] else v for k, v in d.items()}
-    return cls(**d)
+    return settings.from_dict(cls, d, source)
 
 
 def read_config_file(path: str | os.PathLike, cls) -> dict:
@@ -74,7 +63,7 @@ def read_config_file(path: str | os.PathLike, cls) -> dict:
         raise BoLIDError(f"config file {p.name}: use .yaml, .json or .toml")
     if not isinstance(d, dict):
         raise BoLIDError(f"config file {p.name} must hold a mapping of settings")
-    _check_known(cls, d, f"config file {p.name}")
+    settings.check_fields(cls, d, f"config file {p.name}")
     return d
 
 

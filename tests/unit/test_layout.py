@@ -18,7 +18,7 @@ ALLOWED = {
     "runner": {"runner"},
     "experiments": {"experiments", "method", "data", "training", "evaluation"},
 }
-SHARED = {"errors", "files"}
+SHARED = {"errors", "files", "settings"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -3,6 +3,7 @@ its version 1 keys, checkpoint layout and resume, weight key checks, settings.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -179,3 +180,30 @@ def test_settings_round_trip_through_a_file(tmp_path, suffix):
         steps=9, context_views=(1, 2), lr=5e-4)
     with pytest.raises(BoLIDError, match="unknown settings"):
         loop.config_from_dict(TrainConfig, {"stepz": 1})
+
+
+def test_one_settings_helper_serves_the_method_and_the_trainers():
+    """settings.from_dict turns JSON lists back into tuples only where a field is a tuple, and refuses unknown keys
+    with the caller's message: the method's configs (from file metadata) and the trainers' (from files) use it."""
+    from bolid_lib import settings
+    from bolid_lib.method.adapter import AdapterConfig
+    from bolid_lib.method.body_vae import BodyVAEConfig
+
+    cfg = BodyVAEConfig()
+    back = BodyVAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
+    a = AdapterConfig(body_dim=64)
+    assert AdapterConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    with pytest.raises(BoLIDError, match=r"adapter config has fields this ComfyUI-BoLID does not know \(zzz\): update"):
+        AdapterConfig.from_dict({**a.to_dict(), "zzz": 1})
+    with pytest.raises(BoLIDError, match=r"Body-ID VAE config has fields this pack does not know \(zzz\)"):
+        BodyVAEConfig.from_dict({**cfg.to_dict(), "zzz": 1})
+
+    @dataclasses.dataclass(frozen=True)
+    class C:
+        pair: tuple[int, int] = (1, 2)
+        maybe: tuple[float, ...] | None = None
+        names: list = dataclasses.field(default_factory=list)
+
+    c = settings.from_dict(C, {"pair": [3, 4], "maybe": [0.5], "names": ["a"]})
+    assert c.pair == (3, 4) and c.maybe == (0.5,) and c.names == ["a"]       # a list field stays a list
