@@ -13,7 +13,7 @@ Stages (each saved under DIR and skipped when its file is there, so a stopped ru
 4. the Body-ID VAE, trained by the pack's trainer on the views of the adapter's identities;
 5. the adapter's body branch, trained by the pack's adapter trainer (``training.adapter.train``) on
    (view, prompt, the person's Body-ID from 8 other views), objective L_diff + alpha_id * L_id;
-6. evaluation: identity top-1 / pose accuracy of generated images for each lambda_b, image-referenced mode (a
+6. evaluation: identity top-1 / pose accuracy of generated images for each lambda_body, image-referenced mode (a
    Body-ID from one fresh view), identities held out from the VAE and the adapter, FID / IS with the identity
    classifier's features (no Inception weights can be had here).
 

@@ -66,3 +66,24 @@ def test_the_checker_sees_relative_imports():
     assert "method.keypoints" in _imports(LIB / "method" / "pose.py") or "keypoints" in {
         t.split(".")[-1] for t in _imports(LIB / "method" / "pose.py")}
     assert any(t.startswith("method.") for t in _imports(LIB / "training" / "adapter.py"))
+
+
+def test_one_name_for_each_lambda():
+    """λ_body (the paper's λ_b) is ``lambda_body`` and λ_ref is ``lambda_ref`` in the nodes, the library, the trainer
+    and the docs; the other spellings that once stood for them are gone (the paper's "λ_b" is named where it is
+    explained, and the evaluation report still reads the old ``lambda_b`` key of older bolid_run.json files)."""
+    import re
+
+    root = LIB.parent
+    old = re.compile(r"\bscale_body\b|\bscale_ref\b|\bBranch\.scale\b|\bbr\.scale\b|\blambda_b\b|λ_b\b")
+    allowed = {"the paper's λ_b", "the paper's\nλ_b", 'info.get("lambda_b"))', "lambda_b=0.6", "lambda_b=", "lambda[_-]?b"}
+    bad = []
+    files = [*root.glob("bolid_lib/**/*.py"), *root.glob("nodes/*.py"), *root.glob("js/*.js"), root / "README.md",
+             root / "bolid_lib" / "training" / "README.md", *root.glob("example_workflows/*.json")]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for m in old.finditer(text):
+            around = text[max(0, m.start() - 20):m.end() + 5]
+            if not any(a in around for a in allowed):
+                bad.append(f"{path.relative_to(root)}: ...{around!r}")
+    assert bad == [], "\n".join(bad)
