@@ -24,7 +24,7 @@ VERSION_KEY = "bolid.version"
 CONFIG_KEY = "bolid.config"
 # Suffixes of pickle-based checkpoints (torch.save, .bin, .ckpt ...): opening one can run code, so every reader of
 # model files refuses them by name before opening (the pose loader vets its .pt separately, see method/pose.py).
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 # Characters refused by at least one common filesystem (Windows is the strictest), plus controls.
 _BAD_NAME_CHARS = re.compile(r'[<>:"|?*\x00-\x1f]')

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import BoLIDError
+from ..files import PICKLE_SUFFIXES
 from ..method.sdxl_layers import CONTEXT_DIM
 
 log = logging.getLogger("bolid")
@@ -107,7 +108,6 @@ class SDXLTextEncoder:
 # with only pickle weights (pytorch_model.bin, diffusion_pytorch_model.bin, ...) is refused before anything is
 # unpickled.
 
-PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 LOCAL_ONLY = dict(local_files_only=True)
 SAFE_ONLY = dict(local_files_only=True, use_safetensors=True)
 
@@ -133,7 +133,7 @@ def local_folder(path: str | Path | None, what: str, subfolder: str | None = Non
     if weights:
         files = [f for f in d.iterdir() if f.is_file()]
         if not any(f.name.endswith(".safetensors") for f in files):
-            pickles = sorted(f.name for f in files if f.suffix.lower() in PICKLE_WEIGHTS)
+            pickles = sorted(f.name for f in files if f.suffix.lower() in PICKLE_SUFFIXES)
             if pickles:
                 raise BoLIDError(
                     f"{what}: {d} holds only pickle weights ({', '.join(pickles)}); loading a pickle can run "
@@ -158,7 +158,7 @@ def _class_name(path: Path) -> str | None:
 
 
 def _is_file_path(path: str | None) -> bool:
-    return bool(path) and (Path(path).is_file() or Path(path).suffix.lower() in (".safetensors", *PICKLE_WEIGHTS))
+    return bool(path) and (Path(path).is_file() or Path(path).suffix.lower() in (".safetensors", *PICKLE_SUFFIXES))
 
 
 def load_vae(path: str) -> nn.Module:

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import BoLIDError
+from ..files import PICKLE_SUFFIXES
 
 UNET_PREFIX = "model.diffusion_model."
 CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
@@ -38,7 +39,6 @@ CLIP_HEAD_DIM = 64                 # CLIP-L 768/12, bigG 1280/20
 SDXL_VAE_SCALING = 0.13025
 SDXL_TIME_EMBED = 256              # addition_time_embed_dim of SDXL base (6 size/crop numbers x 256)
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 TOKENIZER_HELP = ("set the models option tokenizer to a folder holding CLIP's vocab.json and merges.txt: ComfyUI's "
                   "comfy/sd1_tokenizer (or the ComfyUI folder itself), or the tokenizer/ folder of an SDXL diffusers "

@@ -87,3 +87,13 @@ def test_one_name_for_each_lambda():
             if not any(a in around for a in allowed):
                 bad.append(f"{path.relative_to(root)}: ...{around!r}")
     assert bad == [], "\n".join(bad)
+
+
+def test_one_pickle_suffix_list():
+    """Which file names are pickles is said once (files.PICKLE_SUFFIXES); the runner's list of model-file extensions
+    (which pickles are among) is a different list."""
+    import re
+
+    lists = re.compile(r'\([^()]*"\.(?:bin|pt|pth|ckpt|pkl)"[^()]*"\.(?:bin|pt|pth|ckpt|pkl)"[^()]*\)')
+    where = sorted(str(p.relative_to(LIB)) for p in LIB.rglob("*.py") if lists.search(p.read_text(encoding="utf-8")))
+    assert where == ["files.py", "runner/workflow.py"], where
