@@ -273,35 +273,40 @@ def _strip(d: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in d.items()}
 
 
+def _convert_and_build(ck: Checkpoint, prefix: str, canonical: str, config: dict, convert, cls, what: str,
+                       dtype: torch.dtype) -> nn.Module:
+    """The ``prefix`` tensors as ``canonical`` keys (the prefix diffusers' converter reads), converted to diffusers'
+    names and assigned to ``cls(**config)`` built on the meta device."""
+    raw = ck.tensors(prefix, dtype)
+    if prefix != canonical:
+        raw = {canonical + k[len(prefix):]: v for k, v in raw.items()}
+    state = convert(raw, config)
+    del raw
+    with _empty():
+        model = cls(**config)
+    return _fill(model, state, what, ck.path.name)
+
+
+def _shapes(ck: Checkpoint, prefix: str) -> dict[str, tuple]:
+    return {k[len(prefix):]: s for k, s in ck.shapes.items() if k.startswith(prefix)}
+
+
 def build_unet(ck: Checkpoint, prefix: str = UNET_PREFIX, pooled_dim: int | None = None,
                dtype: torch.dtype = torch.float32, head_dim: int = SDXL_HEAD_DIM) -> nn.Module:
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    config = unet_config({k[len(prefix):]: s for k, s in ck.shapes.items() if k.startswith(prefix)}, pooled_dim, head_dim)
-    raw = ck.tensors(prefix, dtype)
-    if prefix != UNET_PREFIX:           # the converter reads model.diffusion_model.*
-        raw = {UNET_PREFIX + k[len(prefix):]: v for k, v in raw.items()}
-    state = convert_ldm_unet_checkpoint(raw, config)
-    del raw
-    with _empty():
-        model = UNet2DConditionModel(**config)
-    return _fill(model, state, "UNet", ck.path.name)
+    config = unet_config(_shapes(ck, prefix), pooled_dim, head_dim)
+    return _convert_and_build(ck, prefix, UNET_PREFIX, config, convert_ldm_unet_checkpoint, UNet2DConditionModel,
+                              "UNet", dtype)
 
 
 def build_vae(ck: Checkpoint, dtype: torch.dtype = torch.float32, prefix: str = VAE_PREFIX) -> nn.Module:
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    config = vae_config({k[len(prefix):]: s for k, s in ck.shapes.items() if k.startswith(prefix)})
-    raw = ck.tensors(prefix, dtype)
-    if prefix != VAE_PREFIX:            # the converter strips first_stage_model. when present
-        raw = {VAE_PREFIX + k[len(prefix):]: v for k, v in raw.items()}
-    state = convert_ldm_vae_checkpoint(raw, config)
-    del raw
-    with _empty():
-        model = AutoencoderKL(**config)
-    return _fill(model, state, "VAE", ck.path.name)
+    return _convert_and_build(ck, prefix, VAE_PREFIX, vae_config(_shapes(ck, prefix)), convert_ldm_vae_checkpoint,
+                              AutoencoderKL, "VAE", dtype)
 
 
 def build_text_encoders(ck: Checkpoint, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, nn.Module]:
