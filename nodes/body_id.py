@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..bolid_lib.method import body_vae as vae_lib
 from ..bolid_lib.method import embedding as emb_lib

@@ -16,7 +16,6 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 

@@ -36,7 +36,7 @@ import torch
 
 from .world import bodyid, evaluate, fit, nets, render
 from .world.latent import PatchLatentMap, round_trip, to_latent
-from .world.text import TrainerText, WorldTextEncoder
+from .world.text import WorldTextEncoder
 
 log = logging.getLogger("bolid")
 

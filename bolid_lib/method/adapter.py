@@ -459,7 +459,6 @@ def ip_adapter_config(shapes: dict[str, tuple[int, ...]], name: str = "the file"
     """
     ip = {k: s for k, s in shapes.items() if k.startswith("ip_adapter.")}
     proj = {k[len("image_proj."):]: s for k, s in shapes.items() if k.startswith("image_proj.")}
-    other = sorted(set(shapes) - set(ip) - {f"image_proj.{k}" for k in proj})
     use_instead = "use ip-adapter_sdxl_vit-h, ip-adapter_sdxl, ip-adapter-plus_sdxl_vit-h or ip-adapter-plus-face_sdxl_vit-h (.safetensors)"
     if any("lora" in k for k in ip) or any(k.startswith(("proj.0.", "perceiver_resampler.")) for k in proj):
         raise BoLIDError(f"{name} is a FaceID IP-Adapter (it needs InsightFace face embeddings), which BoLID does not read: {use_instead}")

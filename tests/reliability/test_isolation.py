@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import time
 import importlib.util
-import shutil
 import weakref
 from pathlib import Path
 

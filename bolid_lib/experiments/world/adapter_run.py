@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ...method.embedding import save_body
 from ...training.adapter import AdapterTrainConfig, train

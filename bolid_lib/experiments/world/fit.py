@@ -8,7 +8,6 @@ Legend: B batch, S image side, h latent side.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from pathlib import Path
