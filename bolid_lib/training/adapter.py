@@ -106,6 +106,7 @@ class AdapterTrainConfig:
     output_dir: str = "bolid_adapter_run"
     name: str = "bolid_adapter"
     save_every: int = 500
+    keep_checkpoints: int = 3            # newest checkpoints kept in output_dir/checkpoints (0: keep all)
     log_every: int = 10
     resume: str | None = None            # "latest" or a checkpoint folder
     tensorboard: bool = True             # when tensorboard is installed
@@ -508,6 +509,7 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
                 if accelerator.is_main_process:
                     save_checkpoint(CHECKPOINTS.path(out / "checkpoints", step), step, adapter,
                                     getattr(optimizer, "optimizer", optimizer), cfg)
+                    CHECKPOINTS.prune(out / "checkpoints", cfg.keep_checkpoints)
     finally:
         logger.close()
     final = _write_final(cfg, out, adapter, step, accelerator)

@@ -48,7 +48,7 @@ log = logging.getLogger("bolid")
 
 CHECKPOINT_FORMAT = "bolid.body_vae_checkpoint"
 CHECKPOINT_VERSION = 2               # 2: loop's optim.<id>.<name> scalars; 1: bare <id>.<name> (still read)
-CHECKPOINTS = loop.CheckpointLayout(".safetensors", 8)
+CHECKPOINTS = loop.CheckpointLayout(".safetensors", 8, sidecars=(".json",))
 CACHE_FORMAT = "bolid.body_vae_cache"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -68,6 +68,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 3                 # newest checkpoints kept in checkpoint_dir (0: keep all)
     log_every: int = 50
     # Cross-view identity term: a second, disjoint subset of each person's views is pooled into its own Body-ID,
     # and the two Body-IDs of a person must be nearer (Euclidean, as they are compared at retrieval) than those
@@ -486,6 +487,7 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
         out_of_time = time_limit_s is not None and time.time() - t0 > time_limit_s
         if checkpoint_dir is not None and main_process and (done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or out_of_time):
             save_checkpoint(CHECKPOINTS.path(checkpoint_dir, done), _unwrap(model, accelerator), opt, done, train_cfg)
+            CHECKPOINTS.prune(checkpoint_dir, train_cfg.keep_checkpoints)
         if out_of_time:
             log.info("time limit of %.0f s reached after step %d", time_limit_s, done)
             break

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import shutil
 import types
 import typing
 from dataclasses import dataclass
@@ -203,6 +204,7 @@ class CheckpointLayout:
     suffix: str
     digits: int
     marker: str | None = None
+    sidecars: tuple[str, ...] = ()     # suffixes of files written beside a file checkpoint (deleted with it)
 
     def path(self, folder: str | os.PathLike, step: int) -> Path:
         return Path(folder) / f"step_{step:0{self.digits}d}{self.suffix}"
@@ -222,6 +224,23 @@ class CheckpointLayout:
     def latest(self, folder: str | os.PathLike) -> Path | None:
         found = self.all(folder)
         return found[-1] if found else None
+
+    def prune(self, folder: str | os.PathLike, keep: int) -> list[Path]:
+        """Delete all but the newest ``keep`` complete checkpoints in ``folder`` (``keep`` <= 0: delete none);
+        returns what was deleted. A folder checkpoint loses its marker first, so one whose deletion is stopped
+        half-way never counts as complete again."""
+        if keep <= 0:
+            return []
+        old = self.all(folder)[:-keep]
+        for p in old:
+            if self.marker:
+                (p / self.marker).unlink()
+                shutil.rmtree(p)
+            else:
+                for suffix in self.sidecars:
+                    p.with_suffix(suffix).unlink(missing_ok=True)
+                p.unlink()
+        return old
 
     def resolve(self, resume: str | os.PathLike | None, folder: str | os.PathLike | None) -> Path | None:
         """What to resume from. None: start fresh; "latest": the newest checkpoint in ``folder`` (None while there

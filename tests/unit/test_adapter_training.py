@@ -170,8 +170,9 @@ def test_identity_term_changes_what_is_learned(models, data_dir, tmp_path):
 
 def test_written_file_loads_and_resume_repeats(models, data_dir, tmp_path):
     full = train(make_cfg(data_dir, tmp_path / "full", max_steps=4), models=models)
-    part = train(make_cfg(data_dir, tmp_path / "part", max_steps=2, save_every=2), models=models)
+    part = train(make_cfg(data_dir, tmp_path / "part", max_steps=2, save_every=1, keep_checkpoints=1), models=models)
     assert (tmp_path / "part" / "checkpoints" / "step_0000002" / "optimizer.safetensors").is_file()
+    assert [p.name for p in (tmp_path / "part" / "checkpoints").iterdir()] == ["step_0000002"]   # step 1 pruned
     rest = train(make_cfg(data_dir, tmp_path / "part", max_steps=4, resume="latest"), models=models)
     assert [h["step"] for h in rest["history"]] == [3, 4]
     for a, b in zip(full["history"][2:], rest["history"]):

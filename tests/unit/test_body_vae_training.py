@@ -55,6 +55,9 @@ def test_resume_continues_exactly(data, tmp_path):
     straight, _ = train_body_vae(TINY, cfg, data, checkpoint_dir=tmp_path / "a")
     assert sorted(p.name for p in (tmp_path / "a").glob("*.safetensors")) == ["step_00000003.safetensors", "step_00000006.safetensors"]
     assert (tmp_path / "a" / "step_00000003.json").is_file()
+    # only the newest keep_checkpoints stay (with their .json); resuming from what is left still works
+    train_body_vae(TINY, dataclasses.replace(cfg, keep_checkpoints=1), data, checkpoint_dir=tmp_path / "k")
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["step_00000006.json", "step_00000006.safetensors"]
     resumed, hist = train_body_vae(TINY, cfg, data, resume=tmp_path / "a" / "step_00000003.safetensors")
     assert [h["step"] for h in hist] == [3, 4, 5]
     a, b = straight.state_dict(), resumed.state_dict()

@@ -142,6 +142,26 @@ def test_checkpoint_layout_finds_the_newest_complete_one(tmp_path):
         single.resolve(tmp_path, None)
 
 
+def test_prune_keeps_the_newest_complete_checkpoints_and_their_sidecars(tmp_path):
+    folders = loop.CheckpointLayout("", 7, marker="state.json")
+    for step in (1, 2, 3, 4):
+        folders.path(tmp_path / "f", step).mkdir(parents=True)
+        (folders.path(tmp_path / "f", step) / "state.json").write_text("{}")
+        (folders.path(tmp_path / "f", step) / "adapter.safetensors").write_bytes(b"x")
+    folders.path(tmp_path / "f", 5).mkdir()                                     # incomplete: not counted, not touched
+    gone = folders.prune(tmp_path / "f", 2)
+    assert [p.name for p in gone] == ["step_0000001", "step_0000002"]
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["step_0000003", "step_0000004", "step_0000005"]
+    assert folders.prune(tmp_path / "f", 0) == [] and len(folders.all(tmp_path / "f")) == 2   # 0: keep all
+    files_ = loop.CheckpointLayout(".safetensors", 8, sidecars=(".json",))
+    (tmp_path / "s").mkdir()
+    for step in (1, 2, 3):
+        files_.path(tmp_path / "s", step).write_bytes(b"x")
+        files_.path(tmp_path / "s", step).with_suffix(".json").write_text("{}")
+    files_.prune(tmp_path / "s", 1)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["step_00000003.json", "step_00000003.safetensors"]
+
+
 def test_load_weights_names_what_does_not_fit():
     net = torch.nn.Linear(3, 2)
     good = {k: torch.ones_like(v) for k, v in net.state_dict().items()}
