@@ -84,7 +84,7 @@ SMALL = dict(ids=6, held_out=2, base_views=120, base_steps=2000, base_seconds=36
              lambdas=(0.0, 1.0), checkpoint_every=100)
 
 
-# The host test's version (tests/host/test_world_proof.py): every identity seen by the adapter, sampled by ComfyUI.
+# The host test's version (tests/host/test_world_proof_host.py): every identity seen by the adapter, sampled by ComfyUI.
 TEST = dict(ids=4, held_out=0, base_views=150, base_steps=600, base_seconds=900.0, base_batch=16,
             classifier_steps=500, vae_views=80, vae_steps=200, vae_seconds=60.0, adapter_views=40, adapter_steps=200,
             adapter_lr=1e-3, sample_steps=8, eval_seeds=2, lambdas=(0.0, 1.0), checkpoint_every=100)

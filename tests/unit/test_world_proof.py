@@ -1,5 +1,5 @@
 """The world of the whole-method proof (bolid_lib.experiments.world_proof): its pieces behave as documented.
-The end-to-end run through ComfyUI's executor is tests/host/test_world_proof.py."""
+The end-to-end run through ComfyUI's executor is tests/host/test_world_proof_host.py."""
 
 from __future__ import annotations
 

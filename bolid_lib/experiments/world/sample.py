@@ -4,7 +4,7 @@ The same sampler as ComfyUI's KSampler with ``euler`` / ``normal`` on an SDXL (v
 schedule): sigmas at timesteps spaced evenly from 999 to 0, the model fed x / sqrt(sigma^2 + 1), classifier-free
 guidance over a [cond, uncond] batch, and the uncond rows given a zero Body-ID (what the ComfyUI patch does). The
 UNet is diffusers' with the trainer's BoLID processors on its 70 sites (the processors' outputs equal the ComfyUI
-patch's, tests/unit/test_training_parity.py). ``tests/host/test_world_proof.py`` samples the same models through
+patch's, tests/unit/test_training_parity.py). ``tests/host/test_world_proof_host.py`` samples the same models through
 ComfyUI's executor.
 """
 
