@@ -180,3 +180,43 @@ def test_sampler_reads_v_as_the_trainer_defines_it():
     assert int(seen["t"][0]) == t
     acp = sched.alphas_cumprod[torch.tensor([t, t])]
     torch.testing.assert_close(d, L.predict_x0(seen["x_in"], v, acp, "v_prediction"), atol=1e-4, rtol=1e-4)
+
+
+def test_wilson_interval_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from bolid_lib.experiments.world.evaluate import wilson
+
+    for k, n in ((13, 24), (50, 100), (0, 96), (96, 96), (3, 7)):
+        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+        assert wilson(k, n) == pytest.approx([ci.low, ci.high], abs=1e-4), (k, n)
+
+
+def test_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
+    """The evaluation stage's plumbing (every mode, the figures, the plot and the grid) on random weights."""
+    from bolid_lib.experiments.world import evaluate
+    from bolid_lib.experiments.world_proof import World, WorldConfig
+    from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter
+
+    torch.manual_seed(0)
+    cfg = WorldConfig(ids=3, held_out=1, eval_seeds=1, sample_steps=2, lambdas=(0.0, 1.0), body_dim=8)
+    w = World(cfg, tmp_path)
+    w.id_clf, w.pose_clf = nets.Classifier(3, 32).eval(), nets.Classifier(3, 32).eval()
+    w.unet, w.text = nets.build_unet(32, 8).eval(), WorldTextEncoder().eval()
+    w.real_test = round_trip(w.views(4, 2)["images"], w.latent_map)
+    w.gallery = torch.randn(3, 8)
+    w.single = torch.randn(3 * 3, 8)
+    adapter = BoLIDAdapter(AdapterConfig(widths=(64, 128), body_dim=8, body_tokens=2, body_hidden=16)).eval()
+    with torch.no_grad():
+        for prm in adapter.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    w.figures["classifiers"] = {}
+    evaluate.run_all(w, adapter, "main")
+    evaluate.figures_out(w)
+    res = w.figures["main"]
+    assert set(res["lambda_sweep"]) == {"0.0", "1.0"}
+    one = res["lambda_sweep"]["1.0"]["adapter_ids"]
+    assert one["n"] == 2 * 3 and 0 <= one["identity_ci95"][0] <= one["identity_top1"] <= one["identity_ci95"][1] <= 1
+    assert res["image_referenced"]["held_out_ids"]["n"] == 3
+    assert set(res["quality"]) == {"ground_truth_renders", "base_alone", "lambda_0.0", "lambda_1.0"}
+    assert res["base_alone_vs_lambda_0_max_abs_diff"] < 1e-4     # lambda_body 0 is the base (another attention kernel)
+    assert (tmp_path / "world_lambda_sweep.png").is_file() and (tmp_path / "world_samples.png").is_file()

@@ -13,7 +13,7 @@ import torch
 
 from ...evaluation import metrics
 from . import nets, render
-from .latent import to_image
+from .latent import round_trip, to_image
 from .sample import Sampler
 from .text import TrainerText, prompt_for
 
@@ -53,18 +53,31 @@ def generate(world, sampler: Sampler, rows: list[tuple[int, int, int]], body: to
     return torch.cat(out)
 
 
+def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of a proportion hits / n."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 @torch.no_grad()
 def judge(world, images: torch.Tensor, rows: list[tuple[int, int, int]]) -> dict[str, float]:
     ids = torch.tensor([r[0] for r in rows])
     poses = torch.tensor([r[1] for r in rows])
-    id_pred = world.id_clf(images).argmax(1)
-    pose_pred = world.pose_clf(images).argmax(1)
-    return {"identity_top1": float((id_pred == ids).float().mean()), "pose_accuracy": float((pose_pred == poses).float().mean()),
-            "n": len(rows)}
+    id_hits = int((world.id_clf(images).argmax(1) == ids).sum())
+    pose_hits = int((world.pose_clf(images).argmax(1) == poses).sum())
+    n = len(rows)
+    return {"identity_top1": id_hits / n, "identity_ci95": wilson(id_hits, n), "pose_accuracy": pose_hits / n,
+            "pose_ci95": wilson(pose_hits, n), "n": n}
 
 
 def quality(world, images: torch.Tensor) -> dict[str, float]:
-    """FID against held-out ground-truth renders and IS, both on the identity classifier's features / logits."""
+    """FID against held-out ground-truth renders and IS, both on the identity classifier's features / logits (the
+    world's stand-in for Inception, whose weights cannot be had here). FID depends on the number of images: the run
+    reports it for as many fresh ground-truth renders too, the floor a perfect generator would reach."""
     with torch.no_grad():
         real = world.id_clf.features(world.real_test)
         gen = world.id_clf.features(images)
@@ -76,11 +89,15 @@ def quality(world, images: torch.Tensor) -> dict[str, float]:
 def run_all(world, adapter, tag: str, lambdas=None) -> None:
     """Identity / pose accuracy per lambda_body (adapter identities and held-out ones apart), the image-referenced mode,
     FID / IS with the branch off and on; figures into ``world.figures[tag]``."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
     cfg = world.cfg
-    sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(),
-                      cfg.size, adapter)
-    res: dict = {"lambda_sweep": {}}
     groups = {"adapter_ids": world.train_ids, "held_out_ids": world.held_ids}
+    world.unet.set_attn_processor(AttnProcessor2_0())          # the base alone: diffusers' own attention everywhere
+    plain = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size)
+    base = torch.cat([generate(world, plain, plan(world, ids), None, 0.0) for ids in groups.values()])
+    sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size, adapter)   # BoLID's processors
+    res: dict = {"lambda_sweep": {}}
     keep = {}
     for lam in (lambdas or cfg.lambdas):
         row = {}
@@ -102,8 +119,11 @@ def run_all(world, adapter, tag: str, lambdas=None) -> None:
         res["image_referenced"][name] = judge(world, generate(world, sampler, rows, body, 1.0), rows)
     log.info("%s image-referenced (one view): %s", tag, res["image_referenced"])
     if (0.0, "adapter_ids") in keep and (1.0, "adapter_ids") in keep:
-        res["quality"] = {f"lambda_{lam}": quality(world, torch.cat([keep[(lam, "adapter_ids")], keep[(lam, "held_out_ids")]]))
-                          for lam in (0.0, 1.0)}
+        every = {lam: torch.cat([keep[(lam, "adapter_ids")], keep[(lam, "held_out_ids")]]) for lam in (0.0, 1.0)}
+        truth = round_trip(world.views(cfg.eval_seeds * len(render.POSES), 9)["images"], world.latent_map)[:len(base)]
+        res["quality"] = {"ground_truth_renders": quality(world, truth), "base_alone": quality(world, base),
+                          **{f"lambda_{lam}": quality(world, every[lam]) for lam in (0.0, 1.0)}}
+        res["base_alone_vs_lambda_0_max_abs_diff"] = float((base - every[0.0]).abs().max())
         world.samples = {lam: keep[(lam, "adapter_ids")] for lam in (0.0, 1.0)}
     world.figures[tag] = res
     world.save_figures()
@@ -118,15 +138,25 @@ def figures_out(world) -> None:
 
     sweep = world.figures["main"]["lambda_sweep"]
     lams = sorted(float(k) for k in sweep)
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.6))
     for name, style in (("adapter_ids", "-o"), ("held_out_ids", "--s")):
-        ax.plot(lams, [100 * sweep[str(l)][name]["identity_top1"] for l in lams], style, label=f"identity top-1 ({name})")
-        ax.plot(lams, [100 * sweep[str(l)][name]["pose_accuracy"] for l in lams], style, alpha=0.5, label=f"prompt accuracy ({name})")
-    ax.axhline(100 / world.cfg.ids, color="grey", lw=0.8, ls=":", label="chance (identity)")
+        ident = [100 * sweep[str(l)][name]["identity_top1"] for l in lams]
+        prompt = [100 * sweep[str(l)][name]["pose_accuracy"] for l in lams]
+        ax.plot(lams, ident, style, label=f"identity top-1 ({name})")
+        ax.plot(lams, prompt, style, alpha=0.5, label=f"prompt accuracy ({name})")
+        bx.plot(prompt, ident, style, label=name)
+        for l, x, y in zip(lams, prompt, ident):
+            bx.annotate(f"λ={l:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for a in (ax, bx):
+        a.axhline(100 / world.cfg.ids, color="grey", lw=0.8, ls=":", label="chance (identity)")
+        a.set_ylim(0, 102)
     ax.set_xlabel("λ_body")
     ax.set_ylabel("% of generated images")
-    ax.set_ylim(0, 102)
     ax.legend(fontsize=6)
+    bx.set_xlabel("prompt (pose) accuracy, %")
+    bx.set_ylabel("identity top-1, %")
+    bx.set_title("identity against prompt, one point per λ_body", fontsize=8)
+    bx.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(world.out / "world_lambda_sweep.png", dpi=130)
     plt.close(fig)
