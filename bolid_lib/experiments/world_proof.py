@@ -2,6 +2,7 @@
 branch draws the person whose Body-ID it is given, while the prompt still sets the pose.
 
     python -m bolid_lib.experiments.world_proof --seed 0 --out DIR [--small] [--threads 1]
+    python -m bolid_lib.experiments.world_proof --report DIR [DIR ...]     # a markdown table of finished runs
 
 Stages (each saved under DIR and skipped when its file is there, so a stopped run resumes):
 1. the world (``world.render``): ``ids`` procedural identities of ``bolid_lib.data.synthetic``, prompts
@@ -225,7 +226,8 @@ def config_from_args(args: argparse.Namespace) -> WorldConfig:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder of the run's files (a second call resumes it)")
+    p.add_argument("--out", help="folder of the run's files (a second call resumes it)")
+    p.add_argument("--report", nargs="+", metavar="RUN_DIR", help="print a markdown table of finished runs and stop")
     p.add_argument("--small", action="store_true", help="the small version (6 identities, minutes)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ablation", action="store_true", help="also train and evaluate an adapter with alpha_id = 0")
@@ -233,6 +235,13 @@ def main(argv=None) -> int:
                   ("ids", int), ("eval_seeds", int)):
         p.add_argument("--" + k.replace("_", "-"), type=tp, default=None)
     args = p.parse_args(argv)
+    if args.report:
+        from .world.report import markdown
+
+        print(markdown(args.report))
+        return 0
+    if not args.out:
+        p.error("--out is required (the folder of the run's files)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     figures = World(config_from_args(args), Path(args.out)).run()

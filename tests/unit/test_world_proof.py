@@ -220,3 +220,10 @@ def test_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
     assert set(res["quality"]) == {"ground_truth_renders", "base_alone", "lambda_0.0", "lambda_1.0"}
     assert res["base_alone_vs_lambda_0_max_abs_diff"] < 1e-4     # lambda_body 0 is the base (another attention kernel)
     assert (tmp_path / "world_lambda_sweep.png").is_file() and (tmp_path / "world_samples.png").is_file()
+    from bolid_lib.experiments.world.report import markdown
+
+    w.figures["classifiers"] = {"identity_top1_held_out_renders": 0.5, "pose_accuracy_held_out_renders": 0.9}
+    w.save_figures()
+    table = markdown([tmp_path, tmp_path]).splitlines()
+    assert table[0] == "| | seed 0 | seed 0 |" and len(table) == 2 + 3 + 3 * 2 + 2 + 4
+    assert any(line.startswith("| λ_body 1: identity top-1, adapter ids") and line.count("(n=6)") == 2 for line in table)

@@ -1,0 +1,55 @@
+"""A markdown summary of finished world-proof runs (their ``figures.json``), one column per run:
+
+    python -m bolid_lib.experiments.world_proof --report RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pct(d: dict | None) -> str:
+    if not d:
+        return "-"
+    lo, hi = d.get("identity_ci95", [None, None])
+    ci = f" [{100 * lo:.0f}-{100 * hi:.0f}]" if lo is not None else ""
+    return f"{100 * d['identity_top1']:.1f}%{ci} (n={d['n']})"
+
+
+def _pose(d: dict | None) -> str:
+    return "-" if not d else f"{100 * d['pose_accuracy']:.1f}%"
+
+
+def rows(fig: dict) -> list[tuple[str, str]]:
+    """(label, value) lines of one run's figures."""
+    cfg, main = fig["config"], fig.get("main", {})
+    chance = 100 / cfg["ids"]
+    out = [("identities (adapter / held out), chance", f"{cfg['ids'] - cfg['held_out']} / {cfg['held_out']}, {chance:.1f}%"),
+           ("identity classifier on held-out renders", f"{100 * fig['classifiers']['identity_top1_held_out_renders']:.1f}%"),
+           ("pose classifier on held-out renders", f"{100 * fig['classifiers']['pose_accuracy_held_out_renders']:.1f}%")]
+    for lam, row in sorted(main.get("lambda_sweep", {}).items(), key=lambda kv: float(kv[0])):
+        out.append((f"λ_body {float(lam):g}: identity top-1, adapter ids [95% CI]", _pct(row.get("adapter_ids"))))
+        out.append((f"λ_body {float(lam):g}: identity top-1, held-out ids", _pct(row.get("held_out_ids"))))
+        out.append((f"λ_body {float(lam):g}: prompt (pose) accuracy, adapter / held-out ids",
+                    f"{_pose(row.get('adapter_ids'))} / {_pose(row.get('held_out_ids'))}"))
+    ref = main.get("image_referenced", {})
+    out.append(("image-referenced (Body-ID of one view): identity, adapter ids", _pct(ref.get("adapter_ids"))))
+    out.append(("image-referenced: identity, held-out ids", _pct(ref.get("held_out_ids"))))
+    for name, q in main.get("quality", {}).items():
+        out.append((f"FID / IS, {name.replace('_', ' ')}", f"{q['fid']:.1f} / {q['is']:.2f}"))
+    secs = fig.get("seconds", {})
+    if secs:
+        out.append(("minutes (all stages)", f"{sum(secs.values()) / 60:.0f} ({', '.join(f'{k} {v / 60:.0f}' for k, v in secs.items())})"))
+    return out
+
+
+def markdown(folders: list[str | Path]) -> str:
+    figs = [json.loads((Path(f) / "figures.json").read_text()) for f in folders]
+    table = [rows(f) for f in figs]
+    labels = [label for label, _ in table[0]]
+    head = "| | " + " | ".join(f"seed {f['config']['seed']}" for f in figs) + " |"
+    lines = [head, "|---" * (len(figs) + 1) + "|"]
+    for i, label in enumerate(labels):
+        lines.append(f"| {label} | " + " | ".join(t[i][1] if i < len(t) and t[i][0] == label else "-" for t in table) + " |")
+    return "\n".join(lines)
