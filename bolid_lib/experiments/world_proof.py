@@ -98,6 +98,11 @@ class World:
         self.cfg, self.out = cfg, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.figures: dict = {"config": dataclasses.asdict(cfg)}
+        before = self.out / "figures.json"
+        if before.is_file():                    # a resumed run keeps what its earlier calls measured, same config only
+            old = json.loads(before.read_text())
+            if old.get("config") == json.loads(json.dumps(self.figures["config"])):
+                self.figures = old
         self.latent_map = PatchLatentMap()
         self.shapes = render.pick_identities(cfg.ids, cfg.seed)
         self.settings = render.WorldRender(size=cfg.size)
@@ -125,11 +130,15 @@ class World:
     def save_figures(self) -> None:
         (self.out / "figures.json").write_text(json.dumps(self.figures, indent=1))
 
-    def timed(self, name: str, fn):
+    def timed(self, name: str, fn, accumulate: bool = True):
+        """Run a stage and record its seconds: added to what earlier calls of a resumed run spent on it (a training
+        stage continues where it stopped), or replacing them (``accumulate=False``: an evaluation redone whole)."""
         t0 = time.time()
         result = fn()
-        self.figures.setdefault("seconds", {})[name] = round(time.time() - t0, 1)
-        log.info("stage %s done in %.0f s", name, time.time() - t0)
+        seconds = self.figures.setdefault("seconds", {})
+        spent = time.time() - t0
+        seconds[name] = round(spent + (seconds.get(name, 0.0) if accumulate else 0.0), 1)
+        log.info("stage %s done in %.0f s", name, spent)
         self.save_figures()
         return result
 
@@ -202,10 +211,10 @@ class World:
         self.timed("base", self.stage_base)
         self.timed("body_vae", self.stage_body_vae)
         self.adapter = self.timed("adapter", lambda: self.stage_adapter(self.cfg.alpha_id, "adapter"))
-        self.timed("evaluation", lambda: evaluate.run_all(self, self.adapter, "main"))
+        self.timed("evaluation", lambda: evaluate.run_all(self, self.adapter, "main"), accumulate=False)
         if self.cfg.ablation:
             ab = self.timed("adapter_alpha0", lambda: self.stage_adapter(0.0, "adapter_alpha0"))
-            self.timed("evaluation_alpha0", lambda: evaluate.run_all(self, ab, "alpha_id_0", lambdas=(1.0,)))
+            self.timed("evaluation_alpha0", lambda: evaluate.run_all(self, ab, "alpha_id_0", lambdas=(1.0,)), accumulate=False)
         evaluate.figures_out(self)
         self.save_figures()
         return self.figures

@@ -227,3 +227,20 @@ def test_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
     table = markdown([tmp_path, tmp_path]).splitlines()
     assert table[0] == "| | seed 0 | seed 0 |" and len(table) == 2 + 3 + 3 * 2 + 2 + 4
     assert any(line.startswith("| λ_body 1: identity top-1, adapter ids") and line.count("(n=6)") == 2 for line in table)
+
+
+def test_a_resumed_run_keeps_its_figures_and_adds_up_training_seconds(tmp_path):
+    from bolid_lib.experiments.world_proof import World, WorldConfig
+
+    cfg = WorldConfig(ids=3, held_out=1)
+    w = World(cfg, tmp_path)
+    w.figures["vae_final_loss"] = 0.5
+    w.figures["seconds"] = {"base": 100.0, "evaluation": 50.0}
+    w.save_figures()
+    again = World(cfg, tmp_path)
+    assert again.figures["vae_final_loss"] == 0.5                      # measured by the earlier call, kept
+    again.timed("base", lambda: None)
+    again.timed("evaluation", lambda: None, accumulate=False)
+    assert 100.0 <= again.figures["seconds"]["base"] < 101 and again.figures["seconds"]["evaluation"] < 1
+    other = World(WorldConfig(ids=4, held_out=1), tmp_path)             # another config: nothing carried over
+    assert "vae_final_loss" not in other.figures
