@@ -120,7 +120,14 @@ def _open_from_template_browser(page, name: str) -> None:
     src = card.evaluate(CARD_PICTURE_JS, 20_000)
     if not src.split("?")[0].endswith(thumb):  # a blob: the page fetched the file itself
         assert src.startswith("blob:"), f"{name}: the card shows {src}, not {thumb}"
-        fetched = [(s, ct) for s, url, ct in page.pack_responses if url.split("?")[0].endswith(thumb)]
+        # Playwright hands the response event to Python only while it waits on the page: on a busy machine it can
+        # still be queued when the card already shows the blob, so wait for it (up to 10 s).
+        fetched = []
+        for _ in range(100):
+            fetched = [(s, ct) for s, url, ct in page.pack_responses if url.split("?")[0].endswith(thumb)]
+            if fetched:
+                break
+            page.wait_for_timeout(100)
         assert fetched and fetched[-1][0] == 200 and "image/jpeg" in fetched[-1][1], \
             f"{name}: the thumbnail {thumb} was not fetched as a JPEG: {fetched}"
     card.click()
