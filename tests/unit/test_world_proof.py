@@ -220,6 +220,8 @@ def test_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
     assert set(res["quality"]) == {"ground_truth_renders", "base_alone", "lambda_0.0", "lambda_1.0"}
     assert res["base_alone_vs_lambda_0_max_abs_diff"] < 1e-4     # lambda_body 0 is the base (another attention kernel)
     assert (tmp_path / "world_lambda_sweep.png").is_file() and (tmp_path / "world_samples.png").is_file()
+    evaluate.run_all(w, adapter, "ablation", lambdas=(1.0,))          # the alpha_id = 0 ablation's call
+    assert set(w.figures["ablation"]["lambda_sweep"]) == {"1.0"} and "quality" not in w.figures["ablation"]
     from bolid_lib.experiments.world.report import markdown
 
     w.figures["classifiers"] = {"identity_top1_held_out_renders": 0.5, "pose_accuracy_held_out_renders": 0.9}
