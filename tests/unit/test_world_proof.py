@@ -217,6 +217,7 @@ def test_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
     one = res["lambda_sweep"]["1.0"]["adapter_ids"]
     assert one["n"] == 2 * 3 and 0 <= one["identity_ci95"][0] <= one["identity_top1"] <= one["identity_ci95"][1] <= 1
     assert res["image_referenced"]["held_out_ids"]["n"] == 3
+    assert 1 <= one["identities_predicted"] <= 3 and 1 / 3 <= one["most_predicted_share"] <= 1
     assert set(res["quality"]) == {"ground_truth_renders", "base_alone", "lambda_0.0", "lambda_1.0"}
     assert res["base_alone_vs_lambda_0_max_abs_diff"] < 1e-4     # lambda_body 0 is the base (another attention kernel)
     assert (tmp_path / "world_lambda_sweep.png").is_file() and (tmp_path / "world_samples.png").is_file()

@@ -67,11 +67,15 @@ def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
 def judge(world, images: torch.Tensor, rows: list[tuple[int, int, int]]) -> dict[str, float]:
     ids = torch.tensor([r[0] for r in rows])
     poses = torch.tensor([r[1] for r in rows])
-    id_hits = int((world.id_clf(images).argmax(1) == ids).sum())
+    id_pred = world.id_clf(images).argmax(1)
+    id_hits = int((id_pred == ids).sum())
     pose_hits = int((world.pose_clf(images).argmax(1) == poses).sum())
     n = len(rows)
+    # how the samples spread over the world's people: a base drawn to a few "average" bodies piles them on a few
+    counts = torch.bincount(id_pred, minlength=world.cfg.ids)
     return {"identity_top1": id_hits / n, "identity_ci95": wilson(id_hits, n), "pose_accuracy": pose_hits / n,
-            "pose_ci95": wilson(pose_hits, n), "n": n}
+            "pose_ci95": wilson(pose_hits, n), "n": n, "identities_predicted": int((counts > 0).sum()),
+            "most_predicted_share": float(counts.max()) / n}
 
 
 def quality(world, images: torch.Tensor) -> dict[str, float]:
