@@ -286,14 +286,15 @@ def test_interrupt_stops_the_server(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(PACK), PYTHONUNBUFFERED="1")
     cli = subprocess.Popen([sys.executable, "-m", "bolid_lib", "run", str(wf), "--comfyui", str(comfyui), "--cpu",
                             "--base-directory", str(tmp_path / "base"), "--out", str(tmp_path / "out")],
-                           cwd=str(PACK), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           cwd=str(PACK), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           # Ctrl-C as in a terminal: a run started in the background (`nohup ... &`, as CI may be)
+                           # hands its children an ignored SIGINT, and the CLI would never see the signal.
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = cli.stdout.readline()
         assert "(pid " in first, first
         child = int(first.split("(pid ")[1].split(")")[0])
-        # At once, while the server is still booting (seconds on any machine): a fixed sleep raced the tiny job,
-        # which on a busy machine could finish first and exit 0.
-        cli.send_signal(signal.SIGINT)
+        cli.send_signal(signal.SIGINT)                       # while the server boots: the tiny job cannot finish first
         rest = cli.communicate(timeout=120)[0]
     finally:
         if cli.poll() is None:
