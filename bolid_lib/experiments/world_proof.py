@@ -66,6 +66,8 @@ class WorldConfig:
     adapter_steps: int = 3000
     adapter_batch: int = 8
     adapter_lr: float = 1e-3
+    adapter_lr_decay: str = "constant"
+    adapter_timesteps: tuple[int, int] | None = None   # L_diff's timestep range (default: all 1000)
     alpha_id: float = 0.1
     ablation: bool = False            # also train an adapter with alpha_id = 0
     sample_steps: int = 16

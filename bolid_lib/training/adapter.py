@@ -85,6 +85,7 @@ class AdapterTrainConfig:
     beta_clip: float = 0.1
     preview: str = "x0"                  # "x0": the model's own one-step x0; "shortcut": one LCM/Lightning step
     preview_timesteps: tuple[int, int] = (0, 700)
+    train_timesteps: tuple[int, int] | None = None   # [lo, hi] of L_diff's timesteps (default: all); body shape is set at mid noise
     shortcut_kind: str = "lcm"           # "lcm" (boundary scalings of LCMScheduler) or "x0"
     shortcut_prediction_type: str = "epsilon"
     keypoint_decode: str = "soft"
@@ -99,6 +100,7 @@ class AdapterTrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    lr_decay: str = "constant"           # after warm-up: "constant", or "cosine" down to 5% of lr at max_steps
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"          # "no", "fp16", "bf16" (accelerate)
     gradient_checkpointing: bool = False
@@ -121,6 +123,9 @@ class AdapterTrainConfig:
             (self.ref_kind in ("plain", "plus"), f"ref_kind must be 'plain' or 'plus'; got {self.ref_kind!r}"),
             (len(self.preview_timesteps) == 2 and 0 <= self.preview_timesteps[0] <= self.preview_timesteps[1],
              f"preview_timesteps must be [lo, hi] with 0 <= lo <= hi; got {self.preview_timesteps}"),
+            (self.train_timesteps is None or (len(self.train_timesteps) == 2 and 0 <= self.train_timesteps[0] <= self.train_timesteps[1]),
+             f"train_timesteps must be [lo, hi] with 0 <= lo <= hi; got {self.train_timesteps}"),
+            (self.lr_decay in ("constant", "cosine"), f"lr_decay must be 'constant' or 'cosine'; got {self.lr_decay!r}"),
             (min(self.batch_size, self.grad_accum, self.max_steps, self.resolution) >= 1,
              "batch_size, grad_accum, max_steps and resolution must be >= 1"),
             (self.alpha_id >= 0 and self.beta_clip >= 0, "alpha_id and beta_clip must be >= 0"),
@@ -131,6 +136,8 @@ class AdapterTrainConfig:
             if not ok:
                 raise BoLIDError(msg)
         object.__setattr__(self, "preview_timesteps", tuple(int(t) for t in self.preview_timesteps))
+        if self.train_timesteps is not None:
+            object.__setattr__(self, "train_timesteps", tuple(int(t) for t in self.train_timesteps))
 
     @property
     def train_ref(self) -> bool:
@@ -142,7 +149,9 @@ class AdapterTrainConfig:
 
     @property
     def lr_schedule(self) -> loop.Schedule:
-        """Linear warm-up over warmup_steps, then constant."""
+        """Linear warm-up over warmup_steps, then constant, or a cosine down to 5% of lr at max_steps."""
+        if self.lr_decay == "cosine":
+            return loop.Schedule(self.lr, self.warmup_steps, decay="cosine", total=self.max_steps, min_ratio=0.05)
         return loop.Schedule(self.lr, self.warmup_steps)
 
     def to_dict(self) -> dict:
@@ -295,7 +304,10 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
         captions = [c if k else "" for c, k in zip(batch["caption"], keep["text"].tolist())]
         context, pooled = models.text.encode(captions)
     sched = models.scheduler
-    noise, t, t2 = D.draw_noise(seeds, tuple(latents.shape[1:]), int(sched.config.num_train_timesteps), cfg.preview_timesteps)
+    n_t = int(sched.config.num_train_timesteps)
+    if cfg.train_timesteps is not None and cfg.train_timesteps[1] >= n_t:
+        raise BoLIDError(f"train_timesteps {list(cfg.train_timesteps)} reach past the scheduler's last timestep {n_t - 1}")
+    noise, t, t2 = D.draw_noise(seeds, tuple(latents.shape[1:]), n_t, cfg.preview_timesteps, cfg.train_timesteps)
     noise, t, t2 = noise.to(dev), t.to(dev), t2.to(dev)
     acp = sched.alphas_cumprod.to(dev)
     noisy = sched.add_noise(latents, noise, t)

@@ -199,15 +199,18 @@ def draw_dropout(seeds: torch.Tensor, p: Dropout) -> dict[str, torch.Tensor]:
 
 
 def draw_noise(seeds: torch.Tensor, shape: tuple[int, ...], num_timesteps: int,
-               preview_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row: noise (B, *shape), a training timestep (B,) uniform in [0, T), and a preview timestep (B,)
-    uniform in [lo, hi] (used by the shortcut preview), all keyed by the seeds."""
+               preview_range: tuple[int, int], train_range: tuple[int, int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row: noise (B, *shape), a training timestep (B,) uniform in [0, T) (or in ``train_range`` [lo, hi]),
+    and a preview timestep (B,) uniform in preview_range [lo, hi] (used by the shortcut preview), all keyed by the
+    seeds."""
     noise, t, t2 = [], [], []
     lo, hi = preview_range
+    t_lo, t_hi = (0, num_timesteps - 1) if train_range is None else train_range
     for s in seeds.tolist():
         g = torch.Generator().manual_seed(int(s))
         noise.append(torch.randn(shape, generator=g))
-        t.append(int(torch.randint(0, num_timesteps, (1,), generator=g)))
+        t.append(int(torch.randint(t_lo, t_hi + 1, (1,), generator=g)))
         t2.append(int(torch.randint(lo, hi + 1, (1,), generator=g)))
     return torch.stack(noise), torch.tensor(t), torch.tensor(t2)
 

@@ -237,6 +237,24 @@ def test_condition_dropout_is_independent_and_keyed():
     assert all(torch.equal(again[k], keep[k][:10]) for k in keep)
 
 
+def test_training_timesteps_stay_in_their_range_and_default_is_unchanged():
+    seeds = torch.tensor([D.sample_seed(0, p) for p in range(400)])
+    _, t_all, _ = D.draw_noise(seeds, (4, 2, 2), 1000, (0, 700))
+    n2, t_full, p2 = D.draw_noise(seeds, (4, 2, 2), 1000, (0, 700), (0, 999))
+    assert torch.equal(t_all, t_full)                            # the whole range draws what the default draws
+    noise, t, preview = D.draw_noise(seeds, (4, 2, 2), 1000, (0, 700), (150, 850))
+    assert int(t.min()) >= 150 and int(t.max()) <= 850 and int(t.max()) - int(t.min()) > 600
+    assert torch.equal(noise, n2) and torch.equal(preview, p2)   # only the timesteps move
+    assert int(t_all.min()) < 150 and int(t_all.max()) > 850
+    with pytest.raises(BoLIDError, match="train_timesteps"):
+        AdapterTrainConfig(train_timesteps=(600, 100))
+
+
+def test_training_timesteps_past_the_schedule_are_refused(models, data_dir, tmp_path):
+    with pytest.raises(BoLIDError, match="past the scheduler's last timestep 999"):
+        train(make_cfg(data_dir, tmp_path / "o", train_timesteps=(100, 1000)), models=models)
+
+
 def test_keyed_sampler_splits_global_batch():
     one = D.KeyedSampler(10, 3, batch_size=4, world=1, rank=0, accumulation=1, start_step=0, max_steps=3)
     two = [D.KeyedSampler(10, 3, batch_size=2, world=2, rank=r, accumulation=1, start_step=0, max_steps=3) for r in (0, 1)]

@@ -33,6 +33,15 @@ def test_adapter_schedule_warms_up_then_stays():
     assert AdapterTrainConfig(lr=2e-4).lr_schedule(0) == 2e-4                     # no warm-up
 
 
+def test_adapter_cosine_decay_ends_at_five_percent():
+    s = AdapterTrainConfig(lr=1e-3, warmup_steps=10, max_steps=110, lr_decay="cosine").lr_schedule
+    assert s(0) == pytest.approx(1e-4, rel=1e-12) and s(10) == pytest.approx(1e-3, rel=1e-12)
+    assert s(60) == pytest.approx(0.525e-3, rel=1e-12)                            # half way: (0.05 + 1) / 2
+    assert s(110) == pytest.approx(0.05e-3, rel=1e-12) and s(85) < s(60) < s(35)
+    with pytest.raises(BoLIDError, match="lr_decay"):
+        AdapterTrainConfig(lr_decay="linear")
+
+
 def test_body_vae_schedule_warms_up_then_cosine_decays():
     s = TrainConfig(lr=1e-3, warmup=10, steps=110, min_lr_ratio=0.1).lr_schedule
     assert s(0) == pytest.approx(1e-4, rel=1e-12) and s(9) == pytest.approx(1e-3, rel=1e-12)
