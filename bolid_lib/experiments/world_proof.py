@@ -67,6 +67,9 @@ class WorldConfig:
     adapter_batch: int = 8
     adapter_lr: float = 1e-3
     adapter_lr_decay: str = "constant"
+    adapter_tokens: int = 4           # body tokens of the branch
+    adapter_hidden: int = 256         # width of the Body-ID -> tokens MLP
+    adapter_init: str = "random"      # the branch's K/V at start: "random" or "unet" (the base's text K/V)
     adapter_timesteps: tuple[int, int] | None = None   # L_diff's timestep range (default: all 1000)
     alpha_id: float = 0.1
     ablation: bool = False            # also train an adapter with alpha_id = 0

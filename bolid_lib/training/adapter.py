@@ -80,6 +80,7 @@ class AdapterTrainConfig:
     ref_tokens: int = 4
     body_tokens: int = 4
     body_hidden: int = 1024
+    body_init: str = "random"            # a fresh body branch's K/V: "random", or "unet": copies of each site's text K/V (IP-Adapter's init)
     # objective (eq. 14)
     alpha_id: float = 0.1
     beta_clip: float = 0.1
@@ -125,6 +126,7 @@ class AdapterTrainConfig:
              f"preview_timesteps must be [lo, hi] with 0 <= lo <= hi; got {self.preview_timesteps}"),
             (self.train_timesteps is None or (len(self.train_timesteps) == 2 and 0 <= self.train_timesteps[0] <= self.train_timesteps[1]),
              f"train_timesteps must be [lo, hi] with 0 <= lo <= hi; got {self.train_timesteps}"),
+            (self.body_init in ("random", "unet"), f"body_init must be 'random' or 'unet'; got {self.body_init!r}"),
             (self.lr_decay in ("constant", "cosine"), f"lr_decay must be 'constant' or 'cosine'; got {self.lr_decay!r}"),
             (min(self.batch_size, self.grad_accum, self.max_steps, self.resolution) >= 1,
              "batch_size, grad_accum, max_steps and resolution must be >= 1"),
@@ -216,6 +218,8 @@ def build_adapter(cfg: AdapterTrainConfig, models, body_dim: int | None) -> tupl
     adapter = BoLIDAdapter(acfg)
     if init is not None:
         loop.load_weights(adapter, init.state_dict(), cfg.init_adapter, partial=True)
+    if cfg.train_body and cfg.body_init == "unet" and not (init is not None and init.body is not None):
+        init_branch_from_unet(adapter.body, models.unet)
     adapter.float().train()
     adapter.requires_grad_(False)
     trainable = []
@@ -226,6 +230,24 @@ def build_adapter(cfg: AdapterTrainConfig, models, body_dim: int | None) -> tupl
         adapter.body.requires_grad_(True)
         trainable += list(adapter.body.parameters())
     return adapter, trainable
+
+
+def init_branch_from_unet(branch: torch.nn.Module, unet: torch.nn.Module) -> None:
+    """Give a fresh branch's K/V at each of the 70 sites the UNet's own text K/V weights there (IP-Adapter's init:
+    the branch starts by reading its tokens as the UNet reads text)."""
+    from ..method.sdxl_layers import SITES
+    from .host import attn2_names
+
+    modules = dict(unet.named_modules())
+    with torch.no_grad():
+        for s, name in zip(SITES, attn2_names(unet)):
+            attn, site = modules[name[:-len(".processor")]], branch.attn[s.index]
+            for kind in ("k", "v"):
+                mine = getattr(site, f"to_{kind}_{site.suffix}").weight
+                theirs = getattr(attn, f"to_{kind}").weight
+                if mine.shape != theirs.shape:
+                    raise BoLIDError(f"site {s.index} ({name}): the UNet's to_{kind} is {tuple(theirs.shape)}, the branch's {tuple(mine.shape)}")
+                mine.copy_(theirs.float())
 
 
 # --- one training step --------------------------------------------------------------------------

@@ -255,6 +255,24 @@ def test_training_timesteps_past_the_schedule_are_refused(models, data_dir, tmp_
         train(make_cfg(data_dir, tmp_path / "o", train_timesteps=(100, 1000)), models=models)
 
 
+def test_body_branch_can_start_from_the_unets_text_projections(models, data_dir, tmp_path):
+    from bolid_lib.method.sdxl_layers import SITES
+    from bolid_lib.training.host import attn2_names
+
+    names = [n[:-len(".processor")] for n in attn2_names(models.unet)]
+    mods = dict(models.unet.named_modules())
+    copied, _ = build_adapter(make_cfg(data_dir, tmp_path / "a", branches="body", body_init="unet"), models, 16)
+    fresh, _ = build_adapter(make_cfg(data_dir, tmp_path / "b", branches="body"), models, 16)
+    for s, name in zip(SITES, names):
+        for kind in ("k", "v"):
+            unet_w = getattr(mods[name], f"to_{kind}").weight
+            assert torch.equal(getattr(copied.body.attn[s.index], f"to_{kind}_body").weight, unet_w), (s.index, kind)
+            assert not torch.equal(getattr(fresh.body.attn[s.index], f"to_{kind}_body").weight, unet_w)
+    assert copied.body.attn[0].to_k_body.weight.data_ptr() != mods[names[0]].to_k.weight.data_ptr()   # copies, not views
+    with pytest.raises(BoLIDError, match="body_init"):
+        AdapterTrainConfig(body_init="text")
+
+
 def test_keyed_sampler_splits_global_batch():
     one = D.KeyedSampler(10, 3, batch_size=4, world=1, rank=0, accumulation=1, start_step=0, max_steps=3)
     two = [D.KeyedSampler(10, 3, batch_size=2, world=2, rank=r, accumulation=1, start_step=0, max_steps=3) for r in (0, 1)]
