@@ -225,19 +225,25 @@ class World:
         return self.figures
 
 
+# WorldConfig fields that are also flags (--base-steps ...); the levers tried on the adapter are among them
+FLAGS = (("base_seconds", float), ("base_steps", int), ("adapter_steps", int), ("alpha_id", float), ("ids", int),
+         ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int), ("adapter_tokens", int),
+         ("adapter_hidden", int), ("adapter_init", str), ("sample_steps", int), ("cfg_scale", float))
+
+
 def config_from_args(args: argparse.Namespace) -> WorldConfig:
     over = dict(SMALL) if args.small else {}
     over["seed"] = args.seed
-    for k in ("base_seconds", "base_steps", "adapter_steps", "alpha_id", "ids", "eval_seeds"):
+    for k, _ in FLAGS:
         v = getattr(args, k)
         if v is not None:
-            over[k] = v
+            over[k] = tuple(v) if isinstance(v, list) else v
     if args.ablation:
         over["ablation"] = True
     return WorldConfig(**over)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder of the run's files (a second call resumes it)")
@@ -245,9 +251,13 @@ def main(argv=None) -> int:
     p.add_argument("--small", action="store_true", help="the small version (6 identities, minutes)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ablation", action="store_true", help="also train and evaluate an adapter with alpha_id = 0")
-    for k, tp in (("base_seconds", float), ("base_steps", int), ("adapter_steps", int), ("alpha_id", float),
-                  ("ids", int), ("eval_seeds", int)):
-        p.add_argument("--" + k.replace("_", "-"), type=tp, default=None)
+    for k, tp in FLAGS:
+        p.add_argument("--" + k.replace("_", "-"), type=tp, default=None, nargs=2 if k == "adapter_timesteps" else None)
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.report:
         from .world.report import markdown

@@ -247,3 +247,16 @@ def test_a_resumed_run_keeps_its_figures_and_adds_up_training_seconds(tmp_path):
     assert 100.0 <= again.figures["seconds"]["base"] < 101 and again.figures["seconds"]["evaluation"] < 1
     other = World(WorldConfig(ids=4, held_out=1), tmp_path)             # another config: nothing carried over
     assert "vae_final_loss" not in other.figures
+
+
+def test_adapter_levers_are_flags_of_the_one_command():
+    from bolid_lib.experiments.world_proof import WorldConfig, build_parser, config_from_args
+
+    args = build_parser().parse_args(["--seed", "1", "--out", "x", "--adapter-lr-decay", "cosine", "--adapter-timesteps",
+                                      "150", "850", "--adapter-init", "unet", "--adapter-tokens", "8",
+                                      "--sample-steps", "32", "--cfg-scale", "4.5"])
+    cfg = config_from_args(args)
+    assert (cfg.seed, cfg.adapter_lr_decay, cfg.adapter_timesteps, cfg.adapter_init, cfg.adapter_tokens) == \
+        (1, "cosine", (150, 850), "unet", 8)
+    assert (cfg.sample_steps, cfg.cfg_scale) == (32, 4.5)
+    assert config_from_args(build_parser().parse_args(["--out", "x"])) == WorldConfig()
