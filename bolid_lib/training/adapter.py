@@ -232,6 +232,15 @@ def build_adapter(cfg: AdapterTrainConfig, models, body_dim: int | None) -> tupl
     return adapter, trainable
 
 
+def check_train_timesteps(cfg: AdapterTrainConfig, scheduler) -> int:
+    """The scheduler's number of timesteps, after checking that ``train_timesteps`` lies inside them."""
+    n_t = int(scheduler.config.num_train_timesteps)
+    if cfg.train_timesteps is not None and cfg.train_timesteps[1] >= n_t:
+        raise BoLIDError(f"train_timesteps {list(cfg.train_timesteps)} reach past the scheduler's last timestep {n_t - 1}: "
+                         f"give a range inside [0, {n_t - 1}]")
+    return n_t
+
+
 def init_branch_from_unet(branch: torch.nn.Module, unet: torch.nn.Module) -> None:
     """Give a fresh branch's K/V at each of the 70 sites the UNet's own text K/V weights there (IP-Adapter's init:
     the branch starts by reading its tokens as the UNet reads text)."""
@@ -326,9 +335,7 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
         captions = [c if k else "" for c, k in zip(batch["caption"], keep["text"].tolist())]
         context, pooled = models.text.encode(captions)
     sched = models.scheduler
-    n_t = int(sched.config.num_train_timesteps)
-    if cfg.train_timesteps is not None and cfg.train_timesteps[1] >= n_t:
-        raise BoLIDError(f"train_timesteps {list(cfg.train_timesteps)} reach past the scheduler's last timestep {n_t - 1}")
+    n_t = check_train_timesteps(cfg, sched)
     noise, t, t2 = D.draw_noise(seeds, tuple(latents.shape[1:]), n_t, cfg.preview_timesteps, cfg.train_timesteps)
     noise, t, t2 = noise.to(dev), t.to(dev), t2.to(dev)
     acp = sched.alphas_cumprod.to(dev)
@@ -505,6 +512,13 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     from accelerate.utils import set_seed
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    try:
+        return _train(cfg, accelerator, progress, models, set_seed)
+    finally:   # also after an error: a later train() in this process (tests, notebooks) may use other settings
+        _release_accelerate_state()
+
+
+def _train(cfg: AdapterTrainConfig, accelerator, progress, models, set_seed) -> dict:
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -512,6 +526,7 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     set_seed(cfg.seed)
     dev = accelerator.device
     models, prediction_type = _run_models(cfg, models, dev)
+    check_train_timesteps(cfg, models.scheduler)
     adapter, trainable = _run_adapter(cfg, models)
     module = AdapterTrainingModule(adapter, models.unet, models.shortcut_unet).to(dev)
     dataset = prepare_data(cfg, models, adapter.body is not None)
@@ -547,7 +562,6 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     finally:
         logger.close()
     final = _write_final(cfg, out, adapter, step, accelerator)
-    _release_accelerate_state()
     return {"adapter": final, "step": step, "history": history, "adapter_module": adapter}
 
 
