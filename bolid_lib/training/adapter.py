@@ -509,16 +509,17 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     ``models`` may be given (a ModelSet) to reuse loaded models; otherwise they are loaded from the config.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
     try:
-        return _train(cfg, accelerator, progress, models, set_seed)
+        return _train(cfg, accelerator, progress, models)
     finally:   # also after an error: a later train() in this process (tests, notebooks) may use other settings
         _release_accelerate_state()
 
 
-def _train(cfg: AdapterTrainConfig, accelerator, progress, models, set_seed) -> dict:
+def _train(cfg: AdapterTrainConfig, accelerator, progress, models) -> dict:
+    from accelerate.utils import set_seed
+
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,8 @@ def train_adapter(world, alpha_id: float, name: str):
     data = write_data(world, world.out / "adapter_data")
     tcfg = AdapterTrainConfig(
         data_dir=str(data), output_dir=str(world.out / name), name=name, resolution=cfg.size, branches="body",
-        body_tokens=cfg.adapter_tokens, body_hidden=cfg.adapter_hidden, body_init=cfg.adapter_init, alpha_id=alpha_id, beta_clip=0.0, pose_imgsz=32 * max(1, cfg.size // 32),
+        body_tokens=cfg.adapter_tokens, body_hidden=cfg.adapter_hidden, body_init=cfg.adapter_init,
+        alpha_id=alpha_id, beta_clip=0.0, pose_imgsz=32 * max(1, cfg.size // 32),
         preview_timesteps=(0, 600), dropout_text=0.05, dropout_body=0.1, seed=cfg.seed, batch_size=cfg.adapter_batch,
         max_steps=cfg.adapter_steps, lr=cfg.adapter_lr, lr_decay=cfg.adapter_lr_decay,
         train_timesteps=cfg.adapter_timesteps, warmup_steps=20, save_every=cfg.checkpoint_every,
