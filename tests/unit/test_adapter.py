@@ -226,7 +226,8 @@ def test_body_vae_fingerprint_round_trip_and_mismatch_warning(tmp_path):
     from another VAE gets a warning that says the fix, the same VAE or an unknown one (older files) none."""
     from bolid_lib.method.adapter import load_adapter, save_adapter
 
-    ad = random_bolid_adapter(ref_kind=None, body_dim=16)
+    small = dict(ref_kind=None, body_dim=16, context_dim=32, widths=(8, 16))  # a full-width file would be 1.4 GB
+    ad = random_bolid_adapter(**small)
     ad.body_vae_fingerprint = "0123456789abcdef"
     loaded = load_adapter(save_adapter(ad, tmp_path / "a.safetensors"))
     assert loaded.body_vae_fingerprint == "0123456789abcdef"
@@ -234,5 +235,5 @@ def test_body_vae_fingerprint_round_trip_and_mismatch_warning(tmp_path):
     assert loaded.body_vae_mismatch("") is None
     msg = loaded.body_vae_mismatch("fedcba9876543210")
     assert msg and "0123456789abcdef" in msg and "fedcba9876543210" in msg and "encode the photos again" in msg
-    older = load_adapter(save_adapter(random_bolid_adapter(ref_kind=None, body_dim=16), tmp_path / "b.safetensors"))
+    older = load_adapter(save_adapter(random_bolid_adapter(**small), tmp_path / "b.safetensors"))
     assert older.body_vae_fingerprint == "" and older.body_vae_mismatch("fedcba9876543210") is None
