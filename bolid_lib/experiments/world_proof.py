@@ -56,6 +56,7 @@ class WorldConfig:
     base_batch: int = 16               # ~2.9 GiB peak; 32 needs ~3.8
     base_lr: float = 8e-4
     base_ema: float = 0.999
+    base_lr_decay: str = "constant"    # or "cosine": to 5% of base_lr at base_steps (a resumed base anneals from where it is)
     classifier_steps: int = 2500       # identity classifier 97% on held-out renders of 20 people (normalised scale)
     body_dim: int = 128
     vae_views: int = 300
@@ -226,8 +227,8 @@ class World:
 
 
 # WorldConfig fields that are also flags (--base-steps ...); the levers tried on the adapter are among them
-FLAGS = (("base_seconds", float), ("base_steps", int), ("adapter_steps", int), ("alpha_id", float), ("ids", int),
-         ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int), ("adapter_tokens", int),
+FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), ("adapter_steps", int),
+         ("alpha_id", float), ("ids", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int), ("adapter_tokens", int),
          ("adapter_hidden", int), ("adapter_init", str), ("sample_steps", int), ("cfg_scale", float))
 
 

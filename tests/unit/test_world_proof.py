@@ -260,3 +260,19 @@ def test_adapter_levers_are_flags_of_the_one_command():
         (1, "cosine", (150, 850), "unet", 8)
     assert (cfg.sample_steps, cfg.cfg_scale) == (32, 4.5)
     assert config_from_args(build_parser().parse_args(["--out", "x"])) == WorldConfig()
+
+
+def test_base_lr_can_anneal_and_defaults_to_constant():
+    from bolid_lib.errors import BoLIDError
+    from bolid_lib.experiments.world.fit import base_schedule
+    from bolid_lib.experiments.world_proof import WorldConfig, build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--out", "x", "--base-steps", "6500", "--base-lr-decay", "cosine"]))
+    s = base_schedule(cfg)
+    assert s(0) == cfg.base_lr / 100 and s(99) == cfg.base_lr
+    assert abs(s(6500) - 0.05 * cfg.base_lr) < 1e-12 and cfg.base_lr * 0.3 < s(4000) < cfg.base_lr * 0.45
+    assert s(4000) < s(3000) < s(100)
+    default = base_schedule(WorldConfig(base_steps=6500))
+    assert default(6500) == default(100) == WorldConfig().base_lr
+    with pytest.raises(BoLIDError, match="'constant' or 'cosine'"):
+        base_schedule(WorldConfig(base_lr_decay="linear"))

@@ -65,6 +65,14 @@ def min_snr_weight(acp: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     return snr.clamp(max=gamma) / (snr + 1)
 
 
+def base_schedule(cfg) -> loop.Schedule:
+    """The base's learning rate per step: 100 warm-up steps, then constant, or a cosine to 5% at cfg.base_steps (a
+    base resumed with more steps picks the curve up where the new total puts it)."""
+    cosine = cfg.base_lr_decay == "cosine"
+    return loop.Schedule(cfg.base_lr, warmup=100, decay=cfg.base_lr_decay, total=cfg.base_steps,
+                         min_ratio=0.05 if cosine else 1.0)
+
+
 def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: Path) -> tuple[nn.Module, WorldTextEncoder, dict]:
     """The text-only base: UNet + text encoder from scratch (v-prediction, min-SNR-5 weights, EMA of the weights)
     on (latent, prompt of its pose class), 10% empty prompts (classifier-free guidance). latents (N, 4, h, h),
@@ -83,7 +91,7 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
         step, spent = int(meta["step"]), float(meta.get("seconds", 0.0))
         log.info("base: resumed at step %d", step)
     acp = sched.alphas_cumprod
-    schedule = loop.Schedule(cfg.base_lr, warmup=100)
+    schedule = base_schedule(cfg)
     g = torch.Generator().manual_seed(cfg.seed * 7 + step)
     t0 = time.time() - spent
     unet.train()
