@@ -72,6 +72,8 @@ class WorldConfig:
     adapter_hidden: int = 256         # width of the Body-ID -> tokens MLP
     adapter_init: str = "random"      # the branch's K/V at start: "random" or "unet" (the base's text K/V)
     adapter_timesteps: tuple[int, int] | None = None   # L_diff's timestep range (default: all 1000)
+    adapter_extra_ids: int = 0        # more people for the adapter only (never judged, none near a world person)
+    adapter_extra_views: int = 20     # training views of each extra person
     alpha_id: float = 0.1
     ablation: bool = False            # also train an adapter with alpha_id = 0
     sample_steps: int = 16
@@ -111,6 +113,10 @@ class World:
                 self.figures = old
         self.latent_map = PatchLatentMap()
         self.shapes = render.pick_identities(cfg.ids, cfg.seed)
+        # the adapter's extra people: the classifiers, the base and the figures know only the first cfg.ids
+        self.extra_ids = list(range(cfg.ids, cfg.ids + cfg.adapter_extra_ids))
+        if cfg.adapter_extra_ids:
+            self.shapes = torch.cat([self.shapes, render.extra_identities(self.shapes, cfg.adapter_extra_ids, cfg.seed)])
         self.settings = render.WorldRender(size=cfg.size)
         self.train_ids = list(range(cfg.ids - cfg.held_out))
         self.held_ids = list(range(cfg.ids - cfg.held_out, cfg.ids))
@@ -229,7 +235,7 @@ class World:
 # WorldConfig fields that are also flags (--base-steps ...); the levers tried on the adapter are among them
 FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), ("adapter_steps", int),
          ("alpha_id", float), ("ids", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int), ("adapter_tokens", int),
-         ("adapter_hidden", int), ("adapter_init", str), ("sample_steps", int), ("cfg_scale", float))
+         ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int), ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float))
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:

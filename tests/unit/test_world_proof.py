@@ -254,11 +254,11 @@ def test_adapter_levers_are_flags_of_the_one_command():
 
     args = build_parser().parse_args(["--seed", "1", "--out", "x", "--adapter-lr-decay", "cosine", "--adapter-timesteps",
                                       "150", "850", "--adapter-init", "unet", "--adapter-tokens", "8",
-                                      "--sample-steps", "32", "--cfg-scale", "4.5"])
+                                      "--sample-steps", "32", "--cfg-scale", "4.5", "--adapter-extra-ids", "200"])
     cfg = config_from_args(args)
     assert (cfg.seed, cfg.adapter_lr_decay, cfg.adapter_timesteps, cfg.adapter_init, cfg.adapter_tokens) == \
         (1, "cosine", (150, 850), "unet", 8)
-    assert (cfg.sample_steps, cfg.cfg_scale) == (32, 4.5)
+    assert (cfg.sample_steps, cfg.cfg_scale, cfg.adapter_extra_ids) == (32, 4.5, 200)
     assert config_from_args(build_parser().parse_args(["--out", "x"])) == WorldConfig()
 
 
@@ -276,3 +276,36 @@ def test_base_lr_can_anneal_and_defaults_to_constant():
     assert default(6500) == default(100) == WorldConfig().base_lr
     with pytest.raises(BoLIDError, match="'constant' or 'cosine'"):
         base_schedule(WorldConfig(base_lr_decay="linear"))
+
+
+def test_extra_adapter_people_stay_away_from_the_world_and_get_their_own_body_ids(tmp_path):
+    """--adapter-extra-ids: more people for the adapter only. None is near a world person (else it could stand in
+    for a held-out one); each is written with its own Body-ID from other views; the judged people are unchanged."""
+    from bolid_lib.data import synthetic as syn
+    from bolid_lib.experiments.world.adapter_run import write_data
+    from bolid_lib.experiments.world.bodyid import vae_config
+    from bolid_lib.experiments.world_proof import World, WorldConfig
+    from bolid_lib.method.body_vae import BodyVAE
+    from bolid_lib.method.embedding import load_body
+
+    cfg = WorldConfig(ids=5, held_out=1, adapter_extra_ids=6, adapter_extra_views=2, adapter_views=3, gallery_views=2,
+                      body_dim=8)
+    w = World(cfg, tmp_path)
+    plain = World(WorldConfig(ids=5, held_out=1), tmp_path / "plain")
+    assert torch.equal(w.shapes[:5], plain.shapes) and w.shapes.shape[0] == 11 and w.extra_ids == list(range(5, 11))
+    lo = torch.tensor([q[1] for q in syn.SHAPE_PARAMS])
+    hi = torch.tensor([q[2] for q in syn.SHAPE_PARAMS])
+    u = (w.shapes - lo) / (hi - lo)
+    within = torch.cdist(u[:5], u[:5]) + torch.eye(5) * 1e9
+    assert torch.cdist(u[5:], u[:5]).min() > within.min() / 2
+    assert w.views(1, 0)["person"].tolist() == [0, 1, 2, 3, 4]          # figures and classifiers: the world's 5 only
+    torch.manual_seed(0)
+    w.body_vae = BodyVAE(vae_config(cfg)).eval()
+    w.gallery = torch.randn(5, 8)
+    folder = write_data(w, tmp_path / "data")
+    people = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    assert people == [f"person_{i:02d}" for i in list(range(4)) + list(range(5, 11))]   # held-out person 4 absent
+    assert len(list((folder / "person_07").glob("*.png"))) == 2 and len(list((folder / "person_00").glob("*.png"))) == 3
+    extra = [load_body(folder / f"person_{i:02d}" / "body.safetensors").mean for i in range(5, 11)]
+    assert all(torch.isfinite(e).all() for e in extra) and not torch.allclose(extra[0], extra[1])
+    assert torch.allclose(load_body(folder / "person_01" / "body.safetensors").mean, w.gallery[1])

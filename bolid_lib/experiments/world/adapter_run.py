@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ...method.embedding import save_body
 from ...training.adapter import AdapterTrainConfig, train
@@ -32,6 +33,13 @@ def write_data(world, folder: Path) -> Path:
         return folder
     cfg = world.cfg
     v = world.views(cfg.adapter_views, 7, world.train_ids)
+    bodies = {pid: bodyid.embedding(world.body_vae, world.gallery[pid], cfg.gallery_views) for pid in world.train_ids}
+    if world.extra_ids:                     # more people, their Body-IDs from other views, as for the world's
+        x = world.views(cfg.adapter_extra_views, 17, world.extra_ids)
+        v = {k: torch.cat([v[k], x[k]]) for k in ("images", "person", "pose")}
+        g = world.views(cfg.gallery_views, 18, world.extra_ids)
+        means = bodyid.encode_groups(world.body_vae, g["images"], g["keypoints"], cfg.gallery_views)
+        bodies.update({pid: bodyid.embedding(world.body_vae, m, cfg.gallery_views) for pid, m in zip(world.extra_ids, means)})
     for i in range(v["images"].shape[0]):
         pid = int(v["person"][i])
         d = folder / f"person_{pid:02d}"
@@ -39,9 +47,8 @@ def write_data(world, folder: Path) -> Path:
         arr = (v["images"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         Image.fromarray(arr).save(d / f"view_{i:05d}.png")
         (d / f"view_{i:05d}.txt").write_text(prompt_for(int(v["pose"][i])), encoding="utf-8")
-    for pid in world.train_ids:
-        save_body(bodyid.embedding(world.body_vae, world.gallery[pid], cfg.gallery_views),
-                  folder / f"person_{pid:02d}" / "body.safetensors", overwrite=True)
+    for pid, body in bodies.items():
+        save_body(body, folder / f"person_{pid:02d}" / "body.safetensors", overwrite=True)
     done.write_text("ok")
     return folder
 
@@ -54,7 +61,7 @@ def model_set(world, alpha_id: float) -> ModelSet:
 def train_adapter(world, alpha_id: float, name: str):
     """Train (or resume, or load when finished) the body branch; returns the BoLIDAdapter (eval mode)."""
     cfg = world.cfg
-    data = write_data(world, world.out / "adapter_data")
+    data = write_data(world, world.out / (f"adapter_data_x{cfg.adapter_extra_ids}" if world.extra_ids else "adapter_data"))
     tcfg = AdapterTrainConfig(
         data_dir=str(data), output_dir=str(world.out / name), name=name, resolution=cfg.size, branches="body",
         body_tokens=cfg.adapter_tokens, body_hidden=cfg.adapter_hidden, body_init=cfg.adapter_init,

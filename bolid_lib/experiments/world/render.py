@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ...data import synthetic as syn
+from ...errors import BoLIDError
 from ...method.keypoints import NUM_KEYPOINTS
 
 POSES: tuple[str, ...] = ("down", "out", "up")
@@ -152,6 +153,25 @@ def pick_identities(n: int, seed: int, pool: int = 400) -> torch.Tensor:
         chosen.append(i)
         d = torch.minimum(d, (u - u[i]).norm(dim=1))
     return cand[chosen]
+
+
+def extra_identities(world: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """(n, P) more random people, none of them nearer (in parameters scaled to their ranges) to one of ``world``'s
+    people than half the distance between the two nearest of those: extra training people for the adapter that
+    cannot stand in for a held-out identity."""
+    lo = torch.tensor([q[1] for q in syn.SHAPE_PARAMS])
+    hi = torch.tensor([q[2] for q in syn.SHAPE_PARAMS])
+    u = (world - lo) / (hi - lo)
+    d = torch.cdist(u, u) + torch.eye(len(u)) * 1e9
+    margin = float(d.min()) / 2
+    kept, attempt = [], 0
+    while sum(len(k) for k in kept) < n:
+        cand = syn.random_shapes(4 * n, seed * 7919 + 104729 + attempt)
+        attempt += 1
+        kept.append(cand[torch.cdist((cand - lo) / (hi - lo), u).min(dim=1).values > margin])
+        if attempt > 50:
+            raise BoLIDError(f"could not find {n} extra people away from the world's {len(world)}")
+    return torch.cat(kept)[:n]
 
 
 def views(shapes: torch.Tensor, per_id: int, seed: int, settings: WorldRender = WorldRender(),
