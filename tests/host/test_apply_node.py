@@ -307,6 +307,14 @@ def test_reference_image_through_clip_vision(pack, sdxl_small, sdxl_cond, ipa, s
 _OBJECTS: dict = {}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _drop_objects():
+    """The source nodes' objects go with this module's tests (models left to the interpreter's exit make ComfyUI
+    print errors from ModelPatcher.__del__)."""
+    yield
+    _OBJECTS.clear()
+
+
 def _source_node(type_name):
     class Source:
         CATEGORY = "testing"
