@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="the small version (6 identities, minutes)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ablation", action="store_true", help="also train and evaluate an adapter with alpha_id = 0")
+    p.add_argument("--probe", type=int, metavar="SEEDS", default=None,
+                   help="after the run, ask whether the samples carry the identity the judge misses: a linear probe "
+                        "on the judge's features of SEEDS samples per identity and pose (lambda_body 0 and 1.5)")
     for k, tp in FLAGS:
         p.add_argument("--" + k.replace("_", "-"), type=tp, default=None, nargs=2 if k == "adapter_timesteps" else None)
     return p
@@ -275,7 +278,12 @@ def main(argv=None) -> int:
         p.error("--out is required (the folder of the run's files)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    figures = World(config_from_args(args), Path(args.out)).run()
+    world = World(config_from_args(args), Path(args.out))
+    figures = world.run()
+    if args.probe:
+        world.figures["probe"] = world.timed("probe", lambda: evaluate.probe(world, world.adapter, seeds=args.probe),
+                                             accumulate=False)
+        world.save_figures()
     log.info("figures: %s", json.dumps({k: v for k, v in figures.items() if k != "config"}, indent=1))
     return 0
 

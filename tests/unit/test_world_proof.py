@@ -309,3 +309,32 @@ def test_extra_adapter_people_stay_away_from_the_world_and_get_their_own_body_id
     extra = [load_body(folder / f"person_{i:02d}" / "body.safetensors").mean for i in range(5, 11)]
     assert all(torch.isfinite(e).all() for e in extra) and not torch.allclose(extra[0], extra[1])
     assert torch.allclose(load_body(folder / "person_01" / "body.safetensors").mean, w.gallery[1])
+
+
+def test_probe_finds_an_identity_the_images_carry_and_not_one_they_do_not(tmp_path, monkeypatch):
+    """The diagnostic probe: fitted on half the seeds, tested on the other half. Images whose colour is their
+    identity give a probe near 100%; images that ignore the identity give a probe near chance."""
+    from bolid_lib.experiments.world import evaluate
+    from bolid_lib.experiments.world_proof import World, WorldConfig, build_parser
+
+    torch.manual_seed(0)
+    w = World(WorldConfig(ids=5, held_out=1, body_dim=8), tmp_path)
+    w.id_clf = nets.Classifier(5, 32).eval()
+    w.unet, w.text = nets.build_unet(32, 8).eval(), WorldTextEncoder().eval()
+    w.gallery = torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 8)    # the Body-ID says who it is
+
+    def carries(world, sampler, rows, body, lam, chunk=24):
+        g = torch.Generator().manual_seed(len(rows))
+        colour = torch.stack([body[:, 0] / 4, 1 - body[:, 0] / 4, (body[:, 0] % 2)], 1)
+        return (colour[:, :, None, None] + 0.05 * torch.randn(len(rows), 3, 32, 32, generator=g)).clamp(0, 1)
+
+    def ignores(world, sampler, rows, body, lam, chunk=24):
+        return torch.rand(len(rows), 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    monkeypatch.setattr(evaluate, "generate", carries)
+    got = evaluate.probe(w, None, lambdas=(1.5,), seeds=4, probe_steps=200)
+    assert got["n"] == 4 * 3 * 4 and got["chance_among_adapter_ids"] == 0.25
+    assert got["1.5"]["linear_probe_top1"] >= 0.95
+    monkeypatch.setattr(evaluate, "generate", ignores)
+    assert evaluate.probe(w, None, lambdas=(1.5,), seeds=4, probe_steps=200)["1.5"]["linear_probe_top1"] <= 0.5
+    assert build_parser().parse_args(["--out", "x", "--probe", "6"]).probe == 6

@@ -190,3 +190,47 @@ def save_grid(world) -> None:
     arr = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     img = Image.fromarray(arr)
     img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(world.out / "world_samples.png")
+
+
+def probe(world, adapter, lambdas=(0.0, 1.5), seeds: int = 6, probe_steps: int = 500) -> dict:
+    """Is the identity in the generated images, whether or not the ground-truth judge reads it? For each lambda_body:
+    ``seeds`` samples per (adapter identity, pose); the judge's top-1; a linear probe on the judge's features fitted on
+    the samples of the first half of the seeds and tested on the rest (the only place a generated image is fitted,
+    and only for this diagnosis); and the nearest identity centroid of ground-truth renders in those features.
+    A probe far above the judge would say the judge misses an identity the samples carry."""
+    cfg = world.cfg
+    sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size, adapter)
+    rows = [(i, p, k) for i in world.train_ids for p in range(len(render.POSES)) for k in range(seeds)]
+    ids = torch.tensor([r[0] for r in rows])
+    fit_rows = torch.tensor([r[2] for r in rows]) < seeds // 2
+    gt = world.views(20, 77, world.train_ids)
+    with torch.no_grad():
+        gt_f = world.id_clf.features(round_trip(gt["images"], world.latent_map))
+    train = torch.tensor(world.train_ids)
+    centroids = torch.stack([gt_f[gt["person"] == i].mean(0) for i in world.train_ids])
+    out = {"seeds": seeds, "n": len(rows), "chance_among_adapter_ids": 1 / len(world.train_ids)}
+    for lam in lambdas:
+        images = generate(world, sampler, rows, world.gallery[ids], lam)
+        with torch.no_grad():
+            f = world.id_clf.features(images)
+            judge_top1 = float((world.id_clf.out(f).argmax(1) == ids).float().mean())
+        mu, sd = f[fit_rows].mean(0), f[fit_rows].std(0) + 1e-4
+        z = (f - mu) / sd
+        g = torch.Generator().manual_seed(cfg.seed)
+        lin = torch.nn.Linear(z.shape[1], len(world.train_ids))
+        with torch.no_grad():
+            lin.weight.copy_(0.01 * torch.randn(lin.weight.shape, generator=g))
+            lin.bias.zero_()
+        target = torch.searchsorted(train, ids)            # identity -> its index among the adapter identities
+        opt = torch.optim.Adam(lin.parameters(), 1e-2, weight_decay=1e-3)
+        with torch.enable_grad():
+            for _ in range(probe_steps):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(lin(z[fit_rows]), target[fit_rows]).backward()
+                opt.step()
+        with torch.no_grad():
+            linear = float((lin(z[~fit_rows]).argmax(1) == target[~fit_rows]).float().mean())
+        nearest = float((train[torch.cdist(f, centroids).argmin(1)] == ids).float().mean())
+        out[str(lam)] = {"judge_top1": judge_top1, "linear_probe_top1": linear, "nearest_ground_truth_centroid": nearest}
+        log.info("probe lambda_body %.2f: %s", lam, out[str(lam)])
+    return out
