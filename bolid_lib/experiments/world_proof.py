@@ -234,8 +234,9 @@ class World:
 
 # WorldConfig fields that are also flags (--base-steps ...); the levers tried on the adapter are among them
 FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), ("adapter_steps", int),
-         ("alpha_id", float), ("ids", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int), ("adapter_tokens", int),
-         ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int), ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float))
+         ("alpha_id", float), ("ids", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int),
+         ("adapter_tokens", int), ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int),
+         ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float))
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:

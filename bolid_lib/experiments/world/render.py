@@ -139,13 +139,18 @@ def _paint(c, p, to_px, scale, s, b, g) -> torch.Tensor:
     return (img + 0.02 * torch.randn(b, 3, s, s, generator=g)).clamp(0, 1)
 
 
+def _unit(shapes: torch.Tensor) -> torch.Tensor:
+    """Shape parameters scaled to their ranges (each in [0, 1]): the space people's distances are measured in."""
+    lo = torch.tensor([q[1] for q in syn.SHAPE_PARAMS])
+    hi = torch.tensor([q[2] for q in syn.SHAPE_PARAMS])
+    return (shapes - lo) / (hi - lo)
+
+
 def pick_identities(n: int, seed: int, pool: int = 400) -> torch.Tensor:
     """(n, P) shapes of ``n`` identities: farthest-point picks from ``pool`` random ``synthetic`` shapes (each
     parameter scaled to its range), so the world's people differ as much as its ranges allow."""
     cand = syn.random_shapes(max(pool, n), seed)
-    lo = torch.tensor([q[1] for q in syn.SHAPE_PARAMS])
-    hi = torch.tensor([q[2] for q in syn.SHAPE_PARAMS])
-    u = (cand - lo) / (hi - lo)
+    u = _unit(cand)
     chosen = [0]
     d = (u - u[0]).norm(dim=1)
     for _ in range(n - 1):
@@ -159,16 +164,14 @@ def extra_identities(world: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """(n, P) more random people, none of them nearer (in parameters scaled to their ranges) to one of ``world``'s
     people than half the distance between the two nearest of those: extra training people for the adapter that
     cannot stand in for a held-out identity."""
-    lo = torch.tensor([q[1] for q in syn.SHAPE_PARAMS])
-    hi = torch.tensor([q[2] for q in syn.SHAPE_PARAMS])
-    u = (world - lo) / (hi - lo)
+    u = _unit(world)
     d = torch.cdist(u, u) + torch.eye(len(u)) * 1e9
     margin = float(d.min()) / 2
     kept, attempt = [], 0
     while sum(len(k) for k in kept) < n:
         cand = syn.random_shapes(4 * n, seed * 7919 + 104729 + attempt)
         attempt += 1
-        kept.append(cand[torch.cdist((cand - lo) / (hi - lo), u).min(dim=1).values > margin])
+        kept.append(cand[torch.cdist(_unit(cand), u).min(dim=1).values > margin])
         if attempt > 50:
             raise BoLIDError(f"could not find {n} extra people away from the world's {len(world)}")
     return torch.cat(kept)[:n]
