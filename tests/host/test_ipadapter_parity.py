@@ -57,6 +57,15 @@ def _free_models():
 _CLIP: dict = {}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _drop_clip_visions():
+    """The CLIP vision models built once for this module go with it (each holds a ComfyUI ModelPatcher, which prints
+    errors from its __del__ when left to the interpreter's exit)."""
+    yield
+    _CLIP.clear()
+    _PLAIN.clear()
+
+
 def _clip_vision(comfy, kind: str, tmp_dir):
     """A real ComfyUI ClipVisionModel from ComfyUI's own ViT-H / ViT-bigG config with CLIP_LAYERS layers, random
     weights (the full towers are 1.3 / 3.7 GB and slow on CPU; widths, 257 tokens and preprocessing are the real
