@@ -129,18 +129,3 @@ def install_model(comfy):
         if p.exists():
             os.unlink(p)
 
-
-def pytest_sessionfinish(session, exitstatus):
-    """Let ComfyUI's loaded models go while its modules are still there: otherwise each ModelPatcher left to the
-    interpreter's shutdown prints "Exception ignored in ModelPatcher.__del__ ... 'NoneType' object has no attribute
-    'ON_DETACH'" (its module's globals are gone by then), noise that hides real errors at the end of a CI log."""
-    import gc
-    import sys
-
-    mm = sys.modules.get("comfy.model_management")
-    if mm is not None and hasattr(mm, "unload_all_models"):
-        try:
-            mm.unload_all_models()
-        except Exception as e:  # noqa: BLE001 - a host's teardown must never fail the run
-            print(f"conftest: comfy.model_management.unload_all_models() failed at exit: {e!r}", file=sys.stderr)
-    gc.collect()
