@@ -14,7 +14,9 @@ from comfy_api.latest import io
 
 from ..bolid_lib.method.adapter import BoLIDAdapter, encode_reference, load_adapter
 from ..bolid_lib.errors import BoLIDError
-from ..bolid_lib.method.patch import BoLIDPatch, PatchSettings, SitePatch, check_unet, detach_patch
+from ..bolid_lib.method.patch import (
+    ROLES_KEY, BoLIDPatch, PatchSettings, SitePatch, check_unet, cond_roles, detach_patch,
+)
 from ..bolid_lib.method.sdxl_layers import SITES
 from ._comfy import (
     BODIES_SUBFOLDER, CATEGORY, FOLDER_BOLID, FOLDER_IPADAPTER, Adapter, Body, check_model_choice, list_models, model_path,
@@ -103,7 +105,34 @@ def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_featu
     if stacked:
         log.info("BoLID: stacked over %d existing attn2 patches (they compute the text term)", stacked)
     _own_patches_on_clone(out)
+    _tell_cond_roles(out)
     return out
+
+
+def mark_cond_roles(executor, *args, **kwargs):
+    """``WrappersMP.OUTER_SAMPLE``: before a guider samples, tell the BoLID sites which conditionings are negatives.
+
+    The guider (``executor.class_obj``) holds its conditionings by name, each with the uuid ComfyUI gives it; the
+    map {uuid: unconditional} goes into the guider's model options for this sampling only (the guider clones its
+    options for each ``sample`` call), and every UNet call passes it to the sites beside the chunks' ``uuids``. So
+    ComfyUI's DualCFGGuider and PerpNegGuider, which do not put the negative at chunk index 1, give the body to
+    their positive prompt and none to their negatives.
+    """
+    guider = executor.class_obj
+    options = getattr(guider, "model_options", None)
+    if isinstance(options, dict):
+        roles = cond_roles(getattr(guider, "conds", None))
+        if roles:
+            options.setdefault("transformer_options", {})[ROLES_KEY] = roles
+    return executor(*args, **kwargs)
+
+
+def _tell_cond_roles(model) -> None:
+    """Register ``mark_cond_roles`` once on ``model`` (wrappers are copied to every clone by the host)."""
+    from comfy.patcher_extension import WrappersMP
+
+    if mark_cond_roles not in model.get_all_wrappers(WrappersMP.OUTER_SAMPLE):
+        model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, "bolid", mark_cond_roles)
 
 
 def _attn2_sites(model) -> dict:

@@ -9,7 +9,15 @@ fixed per ``BoLIDPatch``: a new apply makes a new patch and so a new cache; the 
 ``BoLIDPatch.site(i, previous)`` gives the callable a host installs at site ``i``. ComfyUI calls it as
 ``fn(q, k, v, extra_options)`` with q (B, N, H·d) and k, v the text keys/values (B, 77, H·d), and expects the
 pre-output-projection attention (B, N, H·d). ``extra_options`` supplies ``n_heads``, ``cond_or_uncond`` (one
-entry per batch chunk: 0 cond, 1 uncond) and ``sigmas`` (the current sigma per latent).
+entry per batch chunk: the chunk's index in the list of conditionings the guider evaluates), ``uuids`` (the
+conditioning of each chunk) and ``sigmas`` (the current sigma per latent).
+
+Which chunks are unconditional (they get the zero embedding's K/V): ComfyUI's KSampler evaluates [positive,
+negative], so index 1 is the negative, the rule other packs use. Other guiders order their conditionings their own
+way (ComfyUI's DualCFGGuider: [negative, middle, positive]; PerpNegGuider: [positive, negative, empty]), so the
+index alone would give a negative prompt the body and the positive none. Where the host tells the roles (the node
+pack's sampling wrapper puts ``{conditioning uuid: unconditional}`` under ``ROLES_KEY``, see ``cond_roles``), each
+chunk's conditioning decides; a chunk the map does not know falls back to the index rule.
 
 Batch rule for reference images (R of them, latent batch B): R = 1 is used for every latent; "average"
 averages the R CLIP features into one before the projection (done by the caller, see ``average_refs``);
@@ -41,7 +49,32 @@ ReplacePatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], torch.
 
 BLOCKS = ("input", "middle", "output")
 REF_BATCH_RULES = ("average", "per_latent")
-UNCOND = 1  # ComfyUI's index of the unconditional chunk in cond_or_uncond
+UNCOND = 1  # ComfyUI's index of the unconditional chunk in cond_or_uncond (KSampler's [positive, negative])
+ROLES_KEY = "bolid_uncond_by_uuid"   # transformer_options: {conditioning uuid: True when it is a negative}
+
+
+def cond_roles(conds: dict) -> dict:
+    """{uuid: unconditional} of a guider's conditionings ({name: [cond dict, ...]}, each dict with its ``uuid``).
+
+    A conditioning is unconditional when the guider holds it as "negative" or when it is marked
+    ``prompt_type: negative`` (how ComfyUI's DualCFGGuider marks its middle prompt and PerpNegGuider its empty one).
+    """
+    roles = {}
+    for name, group in (conds or {}).items():
+        for c in group or ():
+            if isinstance(c, dict) and c.get("uuid") is not None:
+                roles[c["uuid"]] = name == "negative" or c.get("prompt_type") == "negative"
+    return roles
+
+
+def uncond_chunks(extra_options: dict) -> list[bool]:
+    """Per batch chunk, whether it is unconditional: by its conditioning's role when the host gave the roles, else
+    by ComfyUI's index rule (chunk index 1)."""
+    chunks = list(extra_options.get("cond_or_uncond") or [0])
+    roles, uuids = extra_options.get(ROLES_KEY), extra_options.get("uuids")
+    if roles and uuids is not None and len(uuids) == len(chunks):
+        return [bool(roles.get(u, c == UNCOND)) for u, c in zip(uuids, chunks)]
+    return [c == UNCOND for c in chunks]
 
 
 def default_attention(q, k, v, heads, extra_options):
@@ -225,7 +258,7 @@ class BoLIDPatch:
         K/V, uncond rows those of the zero embedding."""
         k_c, v_c, k_u, v_u = self._kv(branch, site, q.device, q.dtype)
         b = q.shape[0]
-        chunks = list(extra_options.get("cond_or_uncond") or [0])
+        chunks = uncond_chunks(extra_options)
         if b % len(chunks):
             raise BoLIDError(f"batch of {b} rows does not split into {len(chunks)} cond/uncond chunks")
         per = b // len(chunks)
@@ -233,13 +266,13 @@ class BoLIDPatch:
             raise BoLIDError(
                 f"{k_c.shape[0]} reference images for a batch of {per} latents with the 'one per latent' rule: "
                 "give one reference, as many references as latents, or choose 'average'")
-        if k_c.shape[0] == 1 and all(c != UNCOND for c in chunks):
+        if k_c.shape[0] == 1 and not any(chunks):
             return (k_c, v_c)            # broadcast inside decoupled_attention
-        if k_c.shape[0] == 1 and all(c == UNCOND for c in chunks):
+        if k_c.shape[0] == 1 and all(chunks):
             return (k_u, v_u)
         ks, vs = [], []
-        for c in chunks:
-            if c == UNCOND:
+        for uncond in chunks:
+            if uncond:
                 ks.append(k_u.expand(per, -1, -1))
                 vs.append(v_u.expand(per, -1, -1))
             else:

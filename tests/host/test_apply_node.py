@@ -124,6 +124,55 @@ def test_both_branches_change_output(pack, sdxl_small, sdxl_cond, ipa, bolid):
     assert all(torch.isfinite(o).all() for o in outs)
 
 
+def _guide(model, guider_cls, conds, steps=3, seed=0, **cfg):
+    """Sample with one of ComfyUI's guider classes directly (what SamplerCustomAdvanced runs)."""
+    import comfy.sample
+    import comfy.samplers
+
+    guider = guider_cls(model)
+    guider.set_conds(*conds)
+    guider.set_cfg(**cfg)
+    latent = torch.zeros(1, 4, 8, 8)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps)
+    with torch.inference_mode():
+        return guider.sample(comfy.sample.prepare_noise(latent, seed), latent, comfy.samplers.sampler_object("euler"),
+                             sigmas, seed=seed, disable_pbar=True)
+
+
+def test_other_guiders_give_the_body_to_the_positive_only(pack, sdxl_small, sdxl_cond, bolid):
+    """ComfyUI's PerpNegGuider batches [positive, negative, empty] and DualCFGGuider [negative, middle, positive], so
+    the chunk index (1 = negative under KSampler) does not say which prompt is a negative. With the roles the apply
+    node registers, PerpNeg at neg_scale 0 is exactly CFG between the positive and the empty prompt, and DualCFG with
+    the negative as its middle prompt is exactly CFG at cfg1; by index alone (the wrapper removed) neither is."""
+    import comfy.samplers
+    from comfy.patcher_extension import WrappersMP
+    from comfy_extras.nodes_custom_sampler import Guider_DualCFG
+    from comfy_extras.nodes_perpneg import Guider_PerpNeg
+
+    wrappers_before = repr(sdxl_small.wrappers)
+    pos, neg = sdxl_cond(0, 64, 64)
+    empty = sdxl_cond(3, 64, 64)[1]
+    m = _apply(pack, sdxl_small, bolid, body=_body(pack), lambda_body=2.0)
+    assert repr(sdxl_small.wrappers) == wrappers_before                   # the source model gets no wrapper
+    by_index = m.clone()
+    by_index.remove_wrappers_with_key(WrappersMP.OUTER_SAMPLE, "bolid")
+    assert m.get_all_wrappers(WrappersMP.OUTER_SAMPLE)                     # removed from the clone only
+
+    cfg_empty = _guide(m, comfy.samplers.CFGGuider, (pos, empty), cfg=4.0)
+    perp = _guide(m, Guider_PerpNeg, (pos, neg, empty), cfg=4.0, neg_scale=0.0)
+    torch.testing.assert_close(perp, cfg_empty, atol=1e-5, rtol=0)
+    perp_by_index = _guide(by_index, Guider_PerpNeg, (pos, neg, empty), cfg=4.0, neg_scale=0.0)
+    assert (perp_by_index - cfg_empty).abs().max() > 100 * (perp - cfg_empty).abs().max() + 1e-3
+
+    cfg_neg = _guide(m, comfy.samplers.CFGGuider, (pos, neg), cfg=4.0)
+    dual = _guide(m, Guider_DualCFG, (pos, neg, neg), cfg1=4.0, cfg2=2.5)
+    torch.testing.assert_close(dual, cfg_neg, atol=1e-5, rtol=0)
+    dual_by_index = _guide(by_index, Guider_DualCFG, (pos, neg, neg), cfg1=4.0, cfg2=2.5)
+    assert (dual_by_index - cfg_neg).abs().max() > 100 * (dual - cfg_neg).abs().max() + 1e-3
+    # KSampler's own path is unchanged by the roles: the same result with and without the wrapper
+    assert torch.equal(_guide(by_index, comfy.samplers.CFGGuider, (pos, neg), cfg=4.0), cfg_neg)
+
+
 def test_stacks_over_an_existing_attn2_replace(pack, sdxl_small, sdxl_cond, ipa):
     from comfy.ldm.modules.attention import optimized_attention
 

@@ -8,7 +8,7 @@ import torch
 from bolid_lib.method.adapter import AdapterConfig
 from bolid_lib.method.attention import Branch, decoupled_attention, sdpa_attention
 from bolid_lib.errors import BoLIDError
-from bolid_lib.method.patch import BoLIDPatch, PatchSettings, SitePatch, detach_patch
+from bolid_lib.method.patch import ROLES_KEY, BoLIDPatch, PatchSettings, SitePatch, cond_roles, detach_patch, uncond_chunks
 from bolid_lib.method.sdxl_layers import SITES
 from tools.make_test_models import random_bolid_adapter
 
@@ -73,6 +73,40 @@ def test_on_equals_formula_with_cond_and_uncond_rows(adapter, site):
     torch.testing.assert_close(out[:2], want(slice(0, 2), ref_u, body_u))
     torch.testing.assert_close(out[2:], want(slice(2, 4), ref_c, body_c))
     assert not torch.allclose(out, sdpa_attention(q, k, v, HEADS))
+
+
+def test_cond_roles_name_the_negatives_of_any_guider():
+    # KSampler's CFGGuider, ComfyUI's DualCFGGuider (middle marked prompt_type negative) and PerpNegGuider (empty marked)
+    conds = {"positive": [{"uuid": "p1"}, {"uuid": "p2"}], "negative": [{"uuid": "n"}],
+             "middle": [{"uuid": "m", "prompt_type": "negative"}], "empty_negative_prompt": [{"uuid": "e", "prompt_type": "negative"}],
+             "other": [{"no_uuid": 1}]}
+    assert cond_roles(conds) == {"p1": False, "p2": False, "n": True, "m": True, "e": True}
+    assert cond_roles(None) == {} and cond_roles({"positive": None}) == {}
+
+
+def test_unconditional_chunks_by_role_then_by_index():
+    roles = {"neg": True, "mid": True, "pos": False}
+    # DualCFGGuider's batch [negative, middle, positive]: by index the negative would be a cond chunk
+    dual = {"cond_or_uncond": [0, 1, 2], "uuids": ["neg", "mid", "pos"], ROLES_KEY: roles}
+    assert uncond_chunks(dual) == [True, True, False]
+    assert uncond_chunks({k: v for k, v in dual.items() if k != ROLES_KEY}) == [False, True, False]   # the index rule
+    # a chunk the map does not know (a conditioning made after the guider started) follows the index rule
+    assert uncond_chunks({"cond_or_uncond": [0, 1], "uuids": ["x", "y"], ROLES_KEY: roles}) == [False, True]
+    # uuids that do not line up with the chunks are not trusted
+    assert uncond_chunks({"cond_or_uncond": [0, 1], "uuids": ["pos"], ROLES_KEY: roles}) == [False, True]
+    assert uncond_chunks({}) == [False]
+
+
+def test_roles_decide_which_rows_get_the_body(adapter):
+    """PerpNegGuider's batch [positive, empty]: chunk indices (0, 2). By index both rows would get the body; with the
+    roles the empty prompt's row gets the zero embedding's, exactly what KSampler's (0, 1) batch gives."""
+    p = _patch(adapter, lambda_ref=0.8, lambda_body=1.3)
+    q, k, v = _inputs(site=30, b=2)
+    ksampler = p.site(30)(q, k, v, _extra((0, 1)))
+    perp = {**_extra((0, 2)), "uuids": ["pos", "empty"], ROLES_KEY: {"pos": False, "empty": True}}
+    assert torch.equal(p.site(30)(q, k, v, perp), ksampler)
+    by_index = p.site(30)(q, k, v, _extra((0, 2)))
+    assert torch.equal(by_index[:1], ksampler[:1]) and not torch.allclose(by_index[1:], ksampler[1:])
 
 
 def test_each_branch_changes_output(adapter):
