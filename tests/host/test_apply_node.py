@@ -169,6 +169,8 @@ def test_other_guiders_give_the_body_to_the_positive_only(pack, sdxl_small, sdxl
     torch.testing.assert_close(dual, cfg_neg, atol=1e-5, rtol=0)
     dual_by_index = _guide(by_index, Guider_DualCFG, (pos, neg, neg), cfg1=4.0, cfg2=2.5)
     assert (dual_by_index - cfg_neg).abs().max() > 100 * (dual - cfg_neg).abs().max() + 1e-3
+    # the roles live in one sampling's options only: nothing is left on the model
+    assert pack.patch.ROLES_KEY not in repr(m.model_options) and pack.patch.ROLES_KEY not in repr(sdxl_small.model_options)
     # KSampler's own path is unchanged by the roles: the same result with and without the wrapper
     assert torch.equal(_guide(by_index, comfy.samplers.CFGGuider, (pos, neg), cfg=4.0), cfg_neg)
 
