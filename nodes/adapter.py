@@ -188,7 +188,8 @@ class BoLIDApply(io.ComfyNode):
                 "image and λ_body × attention to the Body-ID (paper 4.3). Text-only mode: a Body-ID and no image. "
                 "Image mode: a reference image with a CLIP vision model (or a CLIP_VISION_OUTPUT). The input model is not "
                 "changed; patches already on the model (e.g. IPAdapter) keep working. Several references: averaged, "
-                "or one per latent."
+                "or one per latent. Works with KSampler and ComfyUI's other guiders (DualCFG, PerpNeg): only positive "
+                "prompts get the branches, negatives never do."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="An SDXL model (base or a fine-tune)."),
