@@ -78,6 +78,7 @@ class WorldConfig:
     ablation: bool = False            # also train an adapter with alpha_id = 0
     sample_steps: int = 16
     cfg_scale: float = 3.0
+    body_guidance: float | None = None  # a separate scale for the body branch (ComfyUI's DualCFGGuider); None: CFG
     eval_seeds: int = 2               # per identity and prompt
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5)
     checkpoint_every: int = 200
@@ -236,7 +237,7 @@ class World:
 FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), ("adapter_steps", int),
          ("alpha_id", float), ("ids", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int),
          ("adapter_tokens", int), ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int),
-         ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float))
+         ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float), ("body_guidance", float))
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:

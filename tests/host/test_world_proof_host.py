@@ -367,3 +367,58 @@ def test_in_process_sampler_is_comfyuis_executor(comfy, random_world):
         assert err < 1e-3, (lam, err)
     # the body branch really acts here, so the agreement above covers it
     assert float((ours[1.0] - ours[0.0]).abs().max() / ours[0.0].abs().max()) > 0.05
+
+
+def test_in_process_body_guidance_is_comfyuis_dual_cfg_guider(comfy, random_world):
+    """``--body-guidance`` (a scale of its own for the body branch) is ComfyUI's DualCFGGuider with the prompt as both
+    cond1 and cond2: through the executor (BoLID Apply, DualCFGGuider, SamplerCustomAdvanced) it gives the in-process
+    sampler's latents; with the guidance equal to the CFG it is KSampler's CFG; and it changes the picture."""
+    from bolid_lib.experiments.world import nets
+    from bolid_lib.experiments.world.sample import Sampler
+    from bolid_lib.experiments.world.text import TrainerText, prompt_for
+    from bolid_lib.method.adapter import save_adapter
+    from bolid_lib.method.embedding import BodyEmbedding, save_body
+
+    w = random_world
+    save_adapter(w.adapter, comfy.models_dir / "bolid" / "world_random_adapter.safetensors")
+    save_body(BodyEmbedding(w.body, torch.zeros_like(w.body), {"views_used": 1}),
+              comfy.models_dir / "bolid" / "bodies" / "world_random_body.safetensors", overwrite=True)
+    steps, cfg_scale, guidance, seed, side = 6, 3.0, 6.0, 1234, w.cfg.size // 2 * 8
+    p = {"model": {"class_type": "WorldTestModel", "inputs": {}},
+         "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": "world_random_adapter.safetensors"}},
+         "body": {"class_type": "BoLIDLoadBody", "inputs": {"body_name": "world_random_body.safetensors"}},
+         "pos": {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt_for(1)}},
+         "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
+         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}},
+         "apply": {"class_type": "BoLIDApply", "inputs": {"model": ["model", 0], "adapter": ["adapter", 0],
+                                                          "body": ["body", 0], "lambda_ref": 0.0, "lambda_body": 1.0,
+                                                          "start_at": 0.0, "end_at": 1.0}},
+         "guider": {"class_type": "DualCFGGuider", "inputs": {"model": ["apply", 0], "cond1": ["pos", 0], "cond2": ["pos", 0],
+                                                              "negative": ["neg", 0], "cfg_conds": guidance,
+                                                              "cfg_cond2_negative": cfg_scale, "style": "regular"}},
+         "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+         "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+         "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["apply", 0], "scheduler": "normal",
+                                                               "steps": steps, "denoise": 1.0}},
+         "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["noise", 0], "guider": ["guider", 0],
+                                                                      "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
+                                                                      "latent_image": ["latent", 0]}},
+         "dec": {"class_type": "WorldTestDecode", "inputs": {"samples": ["sample", 0], "tag": "dual"}}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Holder.latents.clear()
+        with nodes_for(w):
+            result = comfy.run(p)
+        assert result.ok, result.error_text()
+        sampler = Sampler(w.unet, TrainerText(w.text), nets.scheduler(), w.cfg.size, w.adapter)
+        run = lambda **kw: sampler([prompt_for(1)], [seed], w.body[None], 1.0, steps, cfg_scale, **kw)  # noqa: E731
+        ours, plain_cfg, same_scale = run(body_guidance=guidance), run(), run(body_guidance=cfg_scale)
+    finally:
+        torch.set_num_threads(threads)
+    theirs = Holder.latents["dual"]
+    err = float((theirs - ours).abs().max() / theirs.abs().max())
+    print(f"body guidance {guidance}: ComfyUI's DualCFGGuider vs in-process max relative difference {err:.2e}")
+    assert err < 1e-3, err
+    assert float((same_scale - plain_cfg).abs().max() / plain_cfg.abs().max()) < 1e-4
+    assert float((ours - plain_cfg).abs().max() / plain_cfg.abs().max()) > 0.05

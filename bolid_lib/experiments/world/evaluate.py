@@ -48,7 +48,8 @@ def generate(world, sampler: Sampler, rows: list[tuple[int, int, int]], body: to
     for s in range(0, len(rows), chunk):
         part = rows[s:s + chunk]
         lat = sampler([prompt_for(p) for _, p, _ in part], [sample_seed(world, *r) for r in part],
-                      None if body is None else body[s:s + chunk], lam, world.cfg.sample_steps, world.cfg.cfg_scale)
+                      None if body is None else body[s:s + chunk], lam, world.cfg.sample_steps, world.cfg.cfg_scale,
+                      body_guidance=world.cfg.body_guidance)
         out.append(to_image(lat, world.latent_map))
     return torch.cat(out)
 

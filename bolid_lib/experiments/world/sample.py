@@ -2,7 +2,10 @@
 
 The same sampler as ComfyUI's KSampler with ``euler`` / ``normal`` on an SDXL (v-prediction, scaled-linear discrete
 schedule): sigmas at timesteps spaced evenly from 999 to 0, the model fed x / sqrt(sigma^2 + 1), classifier-free
-guidance over a [cond, uncond] batch, and the uncond rows given a zero Body-ID (what the ComfyUI patch does). The
+guidance over a [cond, uncond] batch, and the uncond rows given a zero Body-ID (what the ComfyUI patch does). With
+``body_guidance`` g it is ComfyUI's DualCFGGuider instead (positive: prompt + Body-ID, middle: the same prompt,
+negative: empty; cfg_conds g, cfg_cond2_negative = cfg): denoised = d_neg + cfg (d_mid - d_neg) + g (d_pos - d_mid),
+the middle and negative rows given the zero Body-ID (BoLID Apply marks both as negatives); g = cfg is plain CFG. The
 UNet is diffusers' with the trainer's BoLID processors on its 70 sites (the processors' outputs equal the ComfyUI
 patch's, tests/unit/test_training_parity.py). ``tests/host/test_world_proof_host.py`` samples the same models through
 ComfyUI's executor.
@@ -63,22 +66,32 @@ class Sampler:
 
     @torch.no_grad()
     def __call__(self, captions: list[str], seeds: list[int], body: torch.Tensor | None = None, lambda_body: float = 1.0,
-                 steps: int = 16, cfg: float = 3.0, latent_side: int | None = None) -> torch.Tensor:
-        """captions, seeds (B each), body (B, D) Body-ID means or None -> latents (B, 4, h, h)."""
+                 steps: int = 16, cfg: float = 3.0, latent_side: int | None = None,
+                 body_guidance: float | None = None) -> torch.Tensor:
+        """captions, seeds (B each), body (B, D) Body-ID means or None -> latents (B, 4, h, h); body_guidance: the
+        scale of (prompt + Body-ID) against the prompt alone, ComfyUI's DualCFGGuider (None: KSampler's CFG)."""
         b = len(captions)
         h = latent_side or self.size // 2
         x = torch.stack([torch.randn(4, h, h, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
         sigmas = normal_sigmas(self.table, steps)
         x = x * (1 + sigmas[0] ** 2).sqrt()
-        ctx, pooled = self.text.encode(list(captions) + [""] * b)
+        dual = body_guidance is not None and body is not None
+        parts = 3 if dual else 2                       # rows: [prompt + body, (prompt,) empty]
+        ctx, pooled = self.text.encode(list(captions) * (parts - 1) + [""] * b)
         self.tokens.lambda_body = float(lambda_body)
-        if self.adapter is not None:
-            rows = torch.zeros(2 * b, self.adapter.config.body_dim) if body is None else torch.cat([body.float(), torch.zeros_like(body.float())])
-            self.tokens.body = self.adapter.body_tokens(rows) if (body is not None and lambda_body != 0) else None
+        if self.adapter is not None and body is not None and lambda_body != 0:
+            zero = torch.zeros_like(body.float())
+            self.tokens.body = self.adapter.body_tokens(torch.cat([body.float()] + [zero] * (parts - 1)))
+        else:
+            self.tokens.body = None
         for i in range(steps):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-            d = self.denoised(torch.cat([x, x]), s, ctx, pooled)
-            denoised = d[b:] + cfg * (d[:b] - d[b:])
+            d = self.denoised(torch.cat([x] * parts), s, ctx, pooled)
+            if dual:
+                neg, mid = d[2 * b:], d[b:2 * b]
+                denoised = neg + (mid - neg) * cfg + (d[:b] - mid) * body_guidance
+            else:
+                denoised = d[b:] + cfg * (d[:b] - d[b:])
             x = x + (x - denoised) / s * (s_next - s)
         self.tokens.clear()
         return x
