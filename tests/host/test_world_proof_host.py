@@ -318,28 +318,52 @@ def random_world():
                            body=torch.randn(cfg.body_dim))
 
 
+def random_world_graph(comfy, w, prompt: str, side: int) -> dict:
+    """The random world's adapter and Body-ID saved where the pack's loaders look, and the graph's shared nodes."""
+    from bolid_lib.method.adapter import save_adapter
+    from bolid_lib.method.embedding import BodyEmbedding, save_body
+
+    save_adapter(w.adapter, comfy.models_dir / "bolid" / "world_random_adapter.safetensors")
+    save_body(BodyEmbedding(w.body, torch.zeros_like(w.body), {"views_used": 1}),
+              comfy.models_dir / "bolid" / "bodies" / "world_random_body.safetensors", overwrite=True)
+    return {"model": {"class_type": "WorldTestModel", "inputs": {}},
+            "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": "world_random_adapter.safetensors"}},
+            "body": {"class_type": "BoLIDLoadBody", "inputs": {"body_name": "world_random_body.safetensors"}},
+            "pos": {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt}},
+            "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
+            "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}}}
+
+
+@contextlib.contextmanager
+def executor_then_sampler(comfy, w, graph: dict):
+    """Runs ``graph`` through ComfyUI's executor (decoded latents into ``Holder.latents``) and yields the in-process
+    sampler of the same world; one torch thread throughout."""
+    from bolid_lib.experiments.world import nets
+    from bolid_lib.experiments.world.sample import Sampler
+    from bolid_lib.experiments.world.text import TrainerText
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Holder.latents.clear()
+        with nodes_for(w):
+            result = comfy.run(graph)
+        assert result.ok, result.error_text()
+        yield Sampler(w.unet, TrainerText(w.text), nets.scheduler(), w.cfg.size, w.adapter)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_in_process_sampler_is_comfyuis_executor(comfy, random_world):
     """The full run evaluates in-process (``world.sample.Sampler``) for speed; this shows that sampler gives what
     ComfyUI's executor gives with the pack's nodes (BoLID Load Adapter, BoLID Load Body-ID, BoLID Apply, KSampler
     euler/normal, CFG), at lambda_body 0, 0.5 and 1, so its figures are ComfyUI's."""
-    from bolid_lib.experiments.world import nets
-    from bolid_lib.experiments.world.sample import Sampler
-    from bolid_lib.experiments.world.text import TrainerText, prompt_for
-    from bolid_lib.method.adapter import save_adapter
-    from bolid_lib.method.embedding import BodyEmbedding, save_body
+    from bolid_lib.experiments.world.text import prompt_for
 
     w = random_world
-    save_adapter(w.adapter, comfy.models_dir / "bolid" / "world_random_adapter.safetensors")
-    save_body(BodyEmbedding(w.body, torch.zeros_like(w.body), {"views_used": 1}),
-              comfy.models_dir / "bolid" / "bodies" / "world_random_body.safetensors", overwrite=True)
     steps, cfg_scale, seed, side = 6, 3.0, 1234, w.cfg.size // 2 * 8
     lambdas = (0.0, 0.5, 1.0)
-    p = {"model": {"class_type": "WorldTestModel", "inputs": {}},
-         "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": "world_random_adapter.safetensors"}},
-         "body": {"class_type": "BoLIDLoadBody", "inputs": {"body_name": "world_random_body.safetensors"}},
-         "pos": {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt_for(2)}},
-         "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
-         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}}}
+    p = random_world_graph(comfy, w, prompt_for(2), side)
     for lam in lambdas:
         p[f"apply{lam}"] = {"class_type": "BoLIDApply", "inputs": {
             "model": ["model", 0], "adapter": ["adapter", 0], "body": ["body", 0], "lambda_ref": 0.0,
@@ -348,17 +372,8 @@ def test_in_process_sampler_is_comfyuis_executor(comfy, random_world):
             "model": [f"apply{lam}", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
             "seed": seed, "steps": steps, "cfg": cfg_scale, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
         p[f"dec{lam}"] = {"class_type": "WorldTestDecode", "inputs": {"samples": [f"ks{lam}", 0], "tag": f"r{lam}"}}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        Holder.latents.clear()
-        with nodes_for(w):
-            result = comfy.run(p)
-        assert result.ok, result.error_text()
-        sampler = Sampler(w.unet, TrainerText(w.text), nets.scheduler(), w.cfg.size, w.adapter)
+    with executor_then_sampler(comfy, w, p) as sampler:
         ours = {lam: sampler([prompt_for(2)], [seed], w.body[None], lam, steps, cfg_scale) for lam in lambdas}
-    finally:
-        torch.set_num_threads(threads)
     for lam in lambdas:
         theirs = Holder.latents[f"r{lam}"]
         assert theirs.shape == ours[lam].shape == (1, 4, w.cfg.size // 2, w.cfg.size // 2)
@@ -373,23 +388,11 @@ def test_in_process_body_guidance_is_comfyuis_dual_cfg_guider(comfy, random_worl
     """``--body-guidance`` (a scale of its own for the body branch) is ComfyUI's DualCFGGuider with the prompt as both
     cond1 and cond2: through the executor (BoLID Apply, DualCFGGuider, SamplerCustomAdvanced) it gives the in-process
     sampler's latents; with the guidance equal to the CFG it is KSampler's CFG; and it changes the picture."""
-    from bolid_lib.experiments.world import nets
-    from bolid_lib.experiments.world.sample import Sampler
-    from bolid_lib.experiments.world.text import TrainerText, prompt_for
-    from bolid_lib.method.adapter import save_adapter
-    from bolid_lib.method.embedding import BodyEmbedding, save_body
+    from bolid_lib.experiments.world.text import prompt_for
 
     w = random_world
-    save_adapter(w.adapter, comfy.models_dir / "bolid" / "world_random_adapter.safetensors")
-    save_body(BodyEmbedding(w.body, torch.zeros_like(w.body), {"views_used": 1}),
-              comfy.models_dir / "bolid" / "bodies" / "world_random_body.safetensors", overwrite=True)
     steps, cfg_scale, guidance, seed, side = 6, 3.0, 6.0, 1234, w.cfg.size // 2 * 8
-    p = {"model": {"class_type": "WorldTestModel", "inputs": {}},
-         "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": "world_random_adapter.safetensors"}},
-         "body": {"class_type": "BoLIDLoadBody", "inputs": {"body_name": "world_random_body.safetensors"}},
-         "pos": {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt_for(1)}},
-         "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
-         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}},
+    p = {**random_world_graph(comfy, w, prompt_for(1), side),
          "apply": {"class_type": "BoLIDApply", "inputs": {"model": ["model", 0], "adapter": ["adapter", 0],
                                                           "body": ["body", 0], "lambda_ref": 0.0, "lambda_body": 1.0,
                                                           "start_at": 0.0, "end_at": 1.0}},
@@ -404,18 +407,9 @@ def test_in_process_body_guidance_is_comfyuis_dual_cfg_guider(comfy, random_worl
                                                                       "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
                                                                       "latent_image": ["latent", 0]}},
          "dec": {"class_type": "WorldTestDecode", "inputs": {"samples": ["sample", 0], "tag": "dual"}}}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        Holder.latents.clear()
-        with nodes_for(w):
-            result = comfy.run(p)
-        assert result.ok, result.error_text()
-        sampler = Sampler(w.unet, TrainerText(w.text), nets.scheduler(), w.cfg.size, w.adapter)
+    with executor_then_sampler(comfy, w, p) as sampler:
         run = lambda **kw: sampler([prompt_for(1)], [seed], w.body[None], 1.0, steps, cfg_scale, **kw)  # noqa: E731
         ours, plain_cfg, same_scale = run(body_guidance=guidance), run(), run(body_guidance=cfg_scale)
-    finally:
-        torch.set_num_threads(threads)
     theirs = Holder.latents["dual"]
     err = float((theirs - ours).abs().max() / theirs.abs().max())
     print(f"body guidance {guidance}: ComfyUI's DualCFGGuider vs in-process max relative difference {err:.2e}")
