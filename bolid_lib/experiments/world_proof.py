@@ -48,6 +48,7 @@ class WorldConfig:
     ids: int = 20
     held_out: int = 4                 # identities the Body-ID VAE and the adapter never see
     size: int = 32                    # image side (latent side = size / 2)
+    palette: str = "random"           # colours per view; "fixed": one palette (the in-suite world, world.render)
     model_channels: int = 32          # UNet widths (c, 2c, 4c); ComfyUI's SDXL needs c >= 32 (32 norm groups)
     head_channels: int = 8
     base_views: int = 300             # per identity
@@ -118,7 +119,7 @@ class World:
         self.extra_ids = list(range(cfg.ids, cfg.ids + cfg.adapter_extra_ids))
         if cfg.adapter_extra_ids:
             self.shapes = torch.cat([self.shapes, render.extra_identities(self.shapes, cfg.adapter_extra_ids, cfg.seed)])
-        self.settings = render.WorldRender(size=cfg.size)
+        self.settings = render.WorldRender(size=cfg.size, palette=cfg.palette)
         self.train_ids = list(range(cfg.ids - cfg.held_out))
         self.held_ids = list(range(cfg.ids - cfg.held_out, cfg.ids))
 
@@ -237,7 +238,8 @@ class World:
 FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), ("adapter_steps", int),
          ("alpha_id", float), ("ids", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int),
          ("adapter_tokens", int), ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int),
-         ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float), ("body_guidance", float))
+         ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float), ("body_guidance", float),
+         ("palette", str))
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:

@@ -531,7 +531,7 @@ def _train(cfg: AdapterTrainConfig, accelerator, progress, models) -> dict:
     adapter, trainable = _run_adapter(cfg, models)
     module = AdapterTrainingModule(adapter, models.unet, models.shortcut_unet).to(dev)
     dataset = prepare_data(cfg, models, adapter.body is not None)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = loop.adamw(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = _resume(cfg, out, adapter, optimizer)
     module, optimizer = accelerator.prepare(module, optimizer)
 

@@ -469,7 +469,7 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
         device = accelerator.device
         rank = accelerator.process_index
     model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    opt = loop.adamw(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     if opt_state is not None:
         loop.restore_optimizer(opt, opt_state)
     wrapped = model

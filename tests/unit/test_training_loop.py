@@ -64,6 +64,33 @@ def _stepped_adamw(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimize
     return model, opt
 
 
+def test_adamw_is_fused_where_torch_has_it_and_its_state_resumes_either_way():
+    torch.manual_seed(0)
+    w0 = torch.randn(64, 32)
+
+    def run(opt_of, state=None, steps=3):
+        w = torch.nn.Parameter(w0.clone())
+        opt = opt_of([w])
+        if state is not None:
+            opt.load_state_dict(state)
+        for i in range(steps):
+            opt.zero_grad()
+            (w * torch.linspace(-1, 1, 32) * (i + 1)).pow(2).sum().backward()
+            opt.step()
+        return w.detach(), opt
+
+    fused = lambda p: loop.adamw(p, lr=1e-2, weight_decay=0.01)
+    plain = lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.01, foreach=False)
+    assert fused([torch.nn.Parameter(w0)]).defaults["fused"] is True   # torch >= 2.4 has a CPU kernel
+    a, opt_a = run(fused)
+    b, opt_b = run(plain)
+    assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, w0)
+    # a fused optimizer's saved state resumes an unfused one and back
+    c, _ = run(plain, opt_a.state_dict(), steps=1)
+    d, _ = run(fused, opt_b.state_dict(), steps=1)
+    assert torch.allclose(c, d, atol=1e-6)
+
+
 def test_optimizer_state_round_trip_is_bit_exact(tmp_path):
     model, opt = _stepped_adamw()
     tensors, info = loop.flatten_optimizer(opt)

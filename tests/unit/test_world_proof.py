@@ -27,6 +27,19 @@ def test_render_sets_the_pose_class_and_keeps_identity_in_shape():
     assert float(kp[..., 0].min()) >= 0 and float(kp[..., :2].max()) <= 32
 
 
+def test_a_fixed_palette_keeps_everything_but_the_colours():
+    shapes = render.pick_identities(3, 0)
+    pose = torch.tensor([0, 1, 2])
+    rnd, kp = render.render(shapes, pose, seed=4)
+    fixed, kp_fixed = render.render(shapes, pose, seed=4, settings=render.WorldRender(palette="fixed"))
+    assert torch.equal(kp, kp_fixed)                       # the same people in the same poses and places
+    corner = fixed[:, :, 0, 0]                             # background's top row: the palette's bg_a, plus pixel noise
+    assert (corner - torch.tensor(render.FIXED["bg_a"])).abs().max() < 0.1
+    assert (rnd[:, :, 0, 0] - torch.tensor(render.FIXED["bg_a"])).abs().max() > 0.1
+    with pytest.raises(BoLIDError, match="'random' or 'fixed'"):
+        render.render(shapes, pose, seed=4, settings=render.WorldRender(palette="pastel"))
+
+
 def test_pick_identities_spreads_people_apart():
     chosen = render.pick_identities(6, 0)
     lo = torch.tensor([q[1] for q in render.syn.SHAPE_PARAMS])
@@ -254,11 +267,12 @@ def test_adapter_levers_are_flags_of_the_one_command():
 
     args = build_parser().parse_args(["--seed", "1", "--out", "x", "--adapter-lr-decay", "cosine", "--adapter-timesteps",
                                       "150", "850", "--adapter-init", "unet", "--adapter-tokens", "8",
-                                      "--sample-steps", "32", "--cfg-scale", "4.5", "--adapter-extra-ids", "200"])
+                                      "--sample-steps", "32", "--cfg-scale", "4.5", "--adapter-extra-ids", "200",
+                                      "--palette", "fixed"])
     cfg = config_from_args(args)
     assert (cfg.seed, cfg.adapter_lr_decay, cfg.adapter_timesteps, cfg.adapter_init, cfg.adapter_tokens) == \
         (1, "cosine", (150, 850), "unet", 8)
-    assert (cfg.sample_steps, cfg.cfg_scale, cfg.adapter_extra_ids) == (32, 4.5, 200)
+    assert (cfg.sample_steps, cfg.cfg_scale, cfg.adapter_extra_ids, cfg.palette) == (32, 4.5, 200, "fixed")
     assert config_from_args(build_parser().parse_args(["--out", "x"])) == WorldConfig()
 
 

@@ -84,7 +84,7 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
     nets.share_context_projections(ema.copies["unet"])
     sched = nets.scheduler()
     params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.base_lr, weight_decay=0.0)
+    opt = loop.adamw(params, lr=cfg.base_lr, weight_decay=0.0)
     step, spent = 0, 0.0
     if ckpt.is_file():
         meta = _load_base(ckpt, unet, text, ema, opt)

@@ -28,6 +28,7 @@ class WorldRender:
     body_frac: float = 0.78       # head-top to ankle height as a fraction of the side (arms up reach above it)
     max_yaw_deg: float = 12.0
     jitter: float = 0.03          # position jitter, fraction of the side
+    palette: str = "random"       # "random": background, clothes and skin drawn per view; "fixed": one for all views
 
 
 def _uniform(b: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -97,17 +98,26 @@ def render(shapes: torch.Tensor, pose: torch.Tensor, seed: int, settings: WorldR
     face = _face(c, view, p["head_r"])
     for k in range(NUM_KEYPOINTS):
         kp[:, k, :2] = to_px(face[k] if k in face else c[BODY_KP[k]])
-    return _paint(c, p, to_px, scale, s, b, g), kp
+    return _paint(c, p, to_px, scale, s, b, g, settings.palette), kp
 
 
-def _paint(c, p, to_px, scale, s, b, g) -> torch.Tensor:
-    """Background, then the body's parts z-buffered (capsules, torso quad, head disc), colours random per view."""
+FIXED = {"bg_a": (0.75, 0.8, 0.85), "bg_b": (0.55, 0.6, 0.5), "skin": (0.9, 0.7, 0.55), "top": (0.15, 0.3, 0.8),
+         "bottom": (0.3, 0.2, 0.15)}
+
+
+def _paint(c, p, to_px, scale, s, b, g, palette: str = "random") -> torch.Tensor:
+    """Background, then the body's parts z-buffered (capsules, torso quad, head disc), colours random per view
+    (``palette`` "random") or the same for every view (``FIXED``, ``palette`` "fixed")."""
     yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32) + 0.5, torch.arange(s, dtype=torch.float32) + 0.5, indexing="ij")
     bg_a, bg_b = torch.rand(b, 3, generator=g), torch.rand(b, 3, generator=g)
-    t = (yy / s)[None, None]
-    img = bg_a[:, :, None, None] * (1 - t) + bg_b[:, :, None, None] * t
     skin = 0.3 + 0.65 * torch.rand(b, 1, generator=g) * torch.tensor([1.0, 0.8, 0.65])
     top_c, bottom_c = torch.rand(b, 3, generator=g), torch.rand(b, 3, generator=g)
+    if palette == "fixed":              # the same draws are made, so the rest of the view is as under "random"
+        bg_a, bg_b, skin, top_c, bottom_c = (torch.tensor(FIXED[k]).expand(b, 3) for k in ("bg_a", "bg_b", "skin", "top", "bottom"))
+    elif palette != "random":
+        raise BoLIDError(f"palette must be 'random' or 'fixed', got {palette!r}")
+    t = (yy / s)[None, None]
+    img = bg_a[:, :, None, None] * (1 - t) + bg_b[:, :, None, None] * t
     zbuf = torch.full((b, s, s), -1e9)
     colour = torch.zeros(b, 3, s, s)
 
