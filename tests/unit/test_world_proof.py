@@ -288,6 +288,8 @@ def test_base_lr_can_anneal_and_defaults_to_constant():
     assert s(4000) < s(3000) < s(100)
     default = base_schedule(WorldConfig(base_steps=6500))
     assert default(6500) == default(100) == WorldConfig().base_lr
+    short = base_schedule(WorldConfig(base_warmup=20))             # the warm-up is the config's (100 by default)
+    assert short(19) == WorldConfig().base_lr > default(19)
     with pytest.raises(BoLIDError, match="'constant' or 'cosine'"):
         base_schedule(WorldConfig(base_lr_decay="linear"))
 

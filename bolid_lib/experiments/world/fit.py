@@ -66,10 +66,10 @@ def min_snr_weight(acp: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
 
 
 def base_schedule(cfg) -> loop.Schedule:
-    """The base's learning rate per step: 100 warm-up steps, then constant, or a cosine to 5% at cfg.base_steps (a
-    base resumed with more steps picks the curve up where the new total puts it)."""
+    """The base's learning rate per step: cfg.base_warmup warm-up steps (100 by default), then constant, or a cosine
+    to 5% at cfg.base_steps (a base resumed with more steps picks the curve up where the new total puts it)."""
     cosine = cfg.base_lr_decay == "cosine"
-    return loop.Schedule(cfg.base_lr, warmup=100, decay=cfg.base_lr_decay, total=cfg.base_steps,
+    return loop.Schedule(cfg.base_lr, warmup=cfg.base_warmup, decay=cfg.base_lr_decay, total=cfg.base_steps,
                          min_ratio=0.05 if cosine else 1.0)
 
 
