@@ -7,8 +7,8 @@ the base's weights loaded into ComfyUI's own SDXL model class (mapped with Comfy
 Adapter, BoLID Load Body-ID, BoLID Apply, KSampler (euler, normal), and the world's latent map as the decoder. The
 world's text encoder and decoder enter the graph as two small test nodes (this world has no CLIP or VAE files). An
 identity classifier trained on ground-truth renders only names the person in every generated image: far above
-chance with the body branch on (at least twice chance, and 25 points above the branch off), at chance with it off,
-and the prompt sets the pose either way.
+chance with the body branch on (at least twice chance, and 25 points above the branch off), near chance with it off
+(at most 1.6 times chance), and the prompt sets the pose either way (at least 80%).
 
 ``test_in_process_sampler_is_comfyuis_executor`` (random weights, seconds) shows that the in-process sampler the full
 run evaluates with (``world.sample.Sampler``) gives ComfyUI's executor's latents (to ~3e-6).
