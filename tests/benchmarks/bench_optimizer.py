@@ -9,8 +9,8 @@ Parameter sets:
 
 Each set gets random gradients once; then fused and default steps alternate (``--steps`` of each) and the median of
 each is printed, with the fused step as a ratio of the default one measured in the same run. Target: fused <= 0.5x.
-The update is a small part of a base step (about 0.8 s forward and backward at batch 16 on one thread): the figures
-say how much of the step the optimizer takes, not how much a whole run gains.
+The update is a small part of a base step (a forward and backward at batch 16 takes about 0.8 s on 2 threads, more
+on one): the figures say how much of the step the optimizer takes, not how much a whole run gains.
 """
 
 from __future__ import annotations

@@ -260,16 +260,23 @@ def save_samples(world, path: Path) -> None:
     img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(path)
 
 
-def test_generated_people_carry_the_body_id_they_are_given(world, comfy, world_nodes):
+@contextlib.contextmanager
+def one_torch_thread():
+    """Sampling small batches through ComfyUI: one torch thread (OpenMP spinning on 2 shared cores is slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_generated_people_carry_the_body_id_they_are_given(world, comfy, world_nodes):
+    with one_torch_thread():
         adapter_name, bodies = place_files(comfy, world)
         Holder.images.clear()
         result = comfy.run(build_prompt(world, adapter_name, bodies, (0.0, 1.0), seed=world.cfg.seed))
         assert result.ok, result.error_text()
-    finally:
-        torch.set_num_threads(threads)
     chance = Fraction(1, world.cfg.ids)
     clf = world.figures["classifiers"]
     id_on, pose_on = scores(world, 1.0)
@@ -345,16 +352,12 @@ def executor_then_sampler(comfy, w, graph: dict):
     from bolid_lib.experiments.world.sample import Sampler
     from bolid_lib.experiments.world.text import TrainerText
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         Holder.latents.clear()
         with nodes_for(w):
             result = comfy.run(graph)
         assert result.ok, result.error_text()
         yield Sampler(w.unet, TrainerText(w.text), nets.scheduler(), w.cfg.size, w.adapter)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_in_process_sampler_is_comfyuis_executor(comfy, random_world):
