@@ -165,6 +165,7 @@ class World:
 
     def stage_evaluators(self) -> None:
         cfg, path = self.cfg, self.out / "evaluators.safetensors"
+        torch.manual_seed(cfg.seed)            # their initial weights are part of the seeded run (torch seeds itself at random)
         self.id_clf = nets.Classifier(cfg.ids, cfg.size)
         self.pose_clf = nets.Classifier(len(render.POSES), cfg.size)
         self.kp_net = nets.KeypointNet(cfg.size)
@@ -177,7 +178,6 @@ class World:
             for m in mods.values():
                 m.eval().requires_grad_(False)
         else:
-            torch.manual_seed(cfg.seed)
             fit.train_supervised(self.id_clf, self.batches(1, "person"), fit.ce_loss, cfg.classifier_steps, 2e-3, "identity classifier")
             fit.train_supervised(self.pose_clf, self.batches(2, "pose"), fit.ce_loss, cfg.classifier_steps // 3, 2e-3, "pose classifier")
             fit.train_supervised(self.kp_net, self.batches(3, "keypoints", raw=True), fit.keypoint_loss, cfg.classifier_steps, 2e-3, "keypoint net")
