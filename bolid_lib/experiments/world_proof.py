@@ -98,8 +98,9 @@ SMALL = dict(ids=6, held_out=2, base_views=120, base_steps=2000, base_seconds=36
 
 # The in-suite version (tests/host/test_world_proof_host.py, sampled by ComfyUI's executor): 4 people, every one seen by
 # the adapter, one palette for every view (the full run draws colours per view). Fresh on 2 threads (ComfyUI 0.33):
-# training 494 s (evaluators 21, base 240, VAE 4, adapter 229), the whole test 10 min; identity top-1 72.9% at
-# lambda_body 1 against 22.9% at 0 (n = 48, chance 25%), pose 100% both. 400 adapter steps gave 60.4 / 35.4%.
+# training 442 s (evaluators 23, base 215, VAE 4, adapter 201), the whole test file 9.5 min; identity top-1 62.5% at
+# lambda_body 1 against 27.1% at 0 (n = 48, chance 25%), pose 100% both. One seed and one thread count train the same
+# bits every time (tests/unit/test_world_proof.py), so a fresh run gives these figures again on that torch and CPU.
 # With random colours, half the base batch, or 200 base steps, identity stayed near chance or the pose went (README).
 TEST = dict(ids=4, held_out=0, palette="fixed", base_views=150, base_steps=300, base_seconds=900.0, base_batch=16,
             classifier_steps=300, vae_views=80, vae_steps=200, vae_seconds=60.0, adapter_views=40, adapter_steps=500,
