@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import BoLIDError
 from .world import bodyid, evaluate, fit, nets, render
 from .world.latent import PatchLatentMap, round_trip, to_latent
 from .world.text import WorldTextEncoder
@@ -84,6 +85,11 @@ class WorldConfig:
     eval_seeds: int = 2               # per identity and prompt
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5)
     checkpoint_every: int = 200
+
+    def __post_init__(self):
+        if not 0 <= self.held_out < self.ids:
+            raise BoLIDError(f"the world has {self.ids} identities and holds out {self.held_out}: the adapter needs at "
+                             f"least one, so set --held-out between 0 and {self.ids - 1} (or raise --ids)")
 
 
 # Measured on 2 CPU cores (one busy with other work), seed 0: base 2000 steps (2840 s), adapter 3000 steps (about
@@ -242,7 +248,7 @@ class World:
 
 # WorldConfig fields that are also flags (--base-steps ...); the levers tried on the adapter are among them
 FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), ("adapter_steps", int),
-         ("alpha_id", float), ("ids", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int),
+         ("alpha_id", float), ("ids", int), ("held_out", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int),
          ("adapter_tokens", int), ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int),
          ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float), ("body_guidance", float),
          ("palette", str))

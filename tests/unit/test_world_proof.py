@@ -245,6 +245,35 @@ def test_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
     assert any(line.startswith("| λ_body 1: identity top-1, adapter ids") and line.count("(n=6)") == 2 for line in table)
 
 
+def test_a_world_with_no_held_out_people_evaluates_and_a_world_with_no_adapter_people_is_refused(tmp_path):
+    """The in-suite preset holds no one out (``TEST``, held_out = 0): the one command's evaluation runs on it with no
+    held-out group (it once failed on an empty batch after 10 minutes of training); holding out every person is
+    refused before anything is trained, with the fix."""
+    from bolid_lib.experiments.world import evaluate
+    from bolid_lib.experiments.world_proof import World, WorldConfig, build_parser, config_from_args
+    from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter
+
+    torch.manual_seed(0)
+    w = World(WorldConfig(ids=2, held_out=0, eval_seeds=1, sample_steps=1, lambdas=(0.0, 1.0), body_dim=8), tmp_path)
+    w.id_clf, w.pose_clf = nets.Classifier(2, 32).eval(), nets.Classifier(3, 32).eval()
+    w.unet, w.text = nets.build_unet(32, 8).eval(), WorldTextEncoder().eval()
+    w.real_test = round_trip(w.views(4, 2)["images"], w.latent_map)
+    w.gallery, w.single = torch.randn(2, 8), torch.randn(2 * 3, 8)
+    adapter = BoLIDAdapter(AdapterConfig(widths=(64, 128), body_dim=8, body_tokens=2, body_hidden=16)).eval()
+    evaluate.run_all(w, adapter, "main")
+    evaluate.figures_out(w)
+    res = w.figures["main"]
+    assert set(res["lambda_sweep"]["1.0"]) == {"adapter_ids"} and res["lambda_sweep"]["1.0"]["adapter_ids"]["n"] == 6
+    assert set(res["image_referenced"]) == {"adapter_ids"}
+    assert res["base_alone_vs_lambda_0_max_abs_diff"] < 1e-4
+    assert (tmp_path / "world_lambda_sweep.png").is_file()
+    with pytest.raises(BoLIDError, match="--held-out between 0 and 3"):
+        WorldConfig(ids=4, held_out=4)
+    with pytest.raises(BoLIDError, match="holds out 4"):
+        config_from_args(build_parser().parse_args(["--out", "x", "--ids", "4"]))      # default held_out is 4
+    assert config_from_args(build_parser().parse_args(["--out", "x", "--ids", "4", "--held-out", "1"])).held_out == 1
+
+
 def test_a_resumed_run_keeps_its_figures_and_adds_up_training_seconds(tmp_path):
     from bolid_lib.experiments.world_proof import World, WorldConfig
 

@@ -98,7 +98,8 @@ def run_all(world, adapter, tag: str, lambdas=None) -> None:
 
     cfg = world.cfg
     lambdas = tuple(lambdas or cfg.lambdas)
-    groups = {"adapter_ids": world.train_ids, "held_out_ids": world.held_ids}
+    # a world with no held-out people (the in-suite preset) has no such group: nothing to sample or judge there
+    groups = {name: ids for name, ids in (("adapter_ids", world.train_ids), ("held_out_ids", world.held_ids)) if ids}
     with_quality = {0.0, 1.0} <= set(lambdas)                 # FID / IS: base alone, branch off and on
     if with_quality:
         world.unet.set_attn_processor(AttnProcessor2_0())      # the base alone: diffusers' own attention everywhere
@@ -127,7 +128,7 @@ def run_all(world, adapter, tag: str, lambdas=None) -> None:
         res["image_referenced"][name] = judge(world, generate(world, sampler, rows, body, 1.0), rows)
     log.info("%s image-referenced (one view): %s", tag, res["image_referenced"])
     if with_quality:
-        every = {lam: torch.cat([keep[(lam, "adapter_ids")], keep[(lam, "held_out_ids")]]) for lam in (0.0, 1.0)}
+        every = {lam: torch.cat([keep[(lam, name)] for name in groups]) for lam in (0.0, 1.0)}
         truth = round_trip(world.views(cfg.eval_seeds * len(render.POSES), 9)["images"], world.latent_map)[:len(base)]
         res["quality"] = {"ground_truth_renders": quality(world, truth), "base_alone": quality(world, base),
                           **{f"lambda_{lam}": quality(world, every[lam]) for lam in (0.0, 1.0)}}
@@ -147,7 +148,10 @@ def figures_out(world) -> None:
     sweep = world.figures["main"]["lambda_sweep"]
     lams = sorted(float(k) for k in sweep)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.6))
+    present = next(iter(sweep.values()))
     for name, style in (("adapter_ids", "-o"), ("held_out_ids", "--s")):
+        if name not in present:
+            continue
         ident = [100 * sweep[str(l)][name]["identity_top1"] for l in lams]
         prompt = [100 * sweep[str(l)][name]["pose_accuracy"] for l in lams]
         ax.plot(lams, ident, style, label=f"identity top-1 ({name})")
