@@ -262,7 +262,9 @@ def save_samples(world, path: Path) -> None:
 
 @contextlib.contextmanager
 def one_torch_thread():
-    """Sampling small batches through ComfyUI: one torch thread (OpenMP spinning on 2 shared cores is slower)."""
+    """Sampling small batches through ComfyUI: one torch thread (OpenMP spinning on 2 shared cores is slower). Not
+    conftest's module-wide ``one_thread``: the ``world`` fixture trains with torch's own count, whose bits (and
+    figures, in the README) depend on it, and only the sampling here switches to one."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
