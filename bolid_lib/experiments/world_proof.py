@@ -1,7 +1,7 @@
 """The whole method, proven in a world we control: a frozen text-only SDXL-layout model plus the adapter's body
 branch draws the person whose Body-ID it is given, while the prompt still sets the pose.
 
-    python -m bolid_lib.experiments.world_proof --seed 0 --out DIR [--small] [--threads 1]
+    python -m bolid_lib.experiments.world_proof --seed 0 --out DIR [--small] [--threads 1] [--device cuda]
     python -m bolid_lib.experiments.world_proof --report DIR [DIR ...]     # a markdown table of finished runs
 
 Stages (each saved under DIR and skipped when its file is there, so a stopped run resumes):
@@ -85,6 +85,7 @@ class WorldConfig:
     eval_seeds: int = 2               # per identity and prompt
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5)
     checkpoint_every: int = 200
+    device: str = "cpu"               # where every network trains and samples ("cuda" where a GPU is lent)
 
     def __post_init__(self):
         if not 0 <= self.held_out < self.ids:
@@ -118,6 +119,7 @@ class World:
 
     def __init__(self, cfg: WorldConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
+        self.device = usable_device(cfg.device)
         self.out.mkdir(parents=True, exist_ok=True)
         self.figures: dict = {"config": dataclasses.asdict(cfg)}
         before = self.out / "figures.json"
@@ -177,6 +179,8 @@ class World:
         self.pose_clf = nets.Classifier(len(render.POSES), cfg.size)
         self.kp_net = nets.KeypointNet(cfg.size)
         mods = {"id": self.id_clf, "pose": self.pose_clf, "kp": self.kp_net}
+        for m in mods.values():                # built on the CPU, so one seed gives them the same start everywhere
+            m.to(self.device)
         test = self.views(50, 2)
         test_img = round_trip(test["images"], self.latent_map)
         self.real_test = test_img
@@ -185,9 +189,10 @@ class World:
             for m in mods.values():
                 m.eval().requires_grad_(False)
         else:
-            fit.train_supervised(self.id_clf, self.batches(1, "person"), fit.ce_loss, cfg.classifier_steps, 2e-3, "identity classifier")
-            fit.train_supervised(self.pose_clf, self.batches(2, "pose"), fit.ce_loss, cfg.classifier_steps // 3, 2e-3, "pose classifier")
-            fit.train_supervised(self.kp_net, self.batches(3, "keypoints", raw=True), fit.keypoint_loss, cfg.classifier_steps, 2e-3, "keypoint net")
+            dev = self.device
+            fit.train_supervised(self.id_clf, self.batches(1, "person"), fit.ce_loss, cfg.classifier_steps, 2e-3, "identity classifier", dev)
+            fit.train_supervised(self.pose_clf, self.batches(2, "pose"), fit.ce_loss, cfg.classifier_steps // 3, 2e-3, "pose classifier", dev)
+            fit.train_supervised(self.kp_net, self.batches(3, "keypoints", raw=True), fit.keypoint_loss, cfg.classifier_steps, 2e-3, "keypoint net", dev)
             fit.save_state(path, mods)
         self.figures["classifiers"] = {
             "identity_top1_held_out_renders": fit.accuracy(self.id_clf, test_img, test["person"]),
@@ -201,6 +206,8 @@ class World:
         if done.is_file() and not self.base_budget_left(json.loads(done.read_text())):
             self.unet, self.text = nets.build_unet(cfg.model_channels, cfg.head_channels), WorldTextEncoder()
             fit.load_state(path, {"unet": self.unet, "text": self.text})
+            self.unet.to(self.device)
+            self.text.to(self.device)
             nets.share_context_projections(self.unet)
             self.unet.eval().requires_grad_(False)
             self.text.eval().requires_grad_(False)
@@ -246,12 +253,24 @@ class World:
         return self.figures
 
 
+def usable_device(name: str) -> torch.device:
+    """``name`` as a torch device, checked by placing a tensor there: an unknown or absent device is refused before
+    anything trains, with the fix."""
+    try:
+        dev = torch.device(name)
+        torch.zeros(1, device=dev)
+    except (RuntimeError, AssertionError) as e:
+        raise BoLIDError(f"--device {name} cannot be used here ({str(e).splitlines()[0]}): use --device cpu, or "
+                         f"cuda on a machine with a GPU and a CUDA build of torch") from None
+    return dev
+
+
 # WorldConfig fields that are also flags (--base-steps ...); the levers tried on the adapter are among them
 FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), ("adapter_steps", int),
          ("alpha_id", float), ("ids", int), ("held_out", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int),
          ("adapter_tokens", int), ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int),
          ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float), ("body_guidance", float),
-         ("palette", str))
+         ("palette", str), ("device", str))
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:

@@ -104,6 +104,7 @@ class AdapterTrainConfig:
     lr_decay: str = "constant"           # after warm-up: "constant", or "cosine" down to 5% of lr at max_steps
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"          # "no", "fp16", "bf16" (accelerate)
+    cpu: bool = False                    # train on the CPU even where a GPU is (accelerate's cpu=True)
     gradient_checkpointing: bool = False
     # output
     output_dir: str = "bolid_adapter_run"
@@ -510,7 +511,7 @@ def train(cfg: AdapterTrainConfig, progress: Callable[[int, int], None] | None =
     """
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu)
     try:
         return _train(cfg, accelerator, progress, models)
     finally:   # also after an error: a later train() in this process (tests, notebooks) may use other settings

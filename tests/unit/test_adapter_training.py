@@ -46,6 +46,27 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def test_cpu_setting_reaches_accelerate(models, data_dir, tmp_path, monkeypatch):
+    """``cpu: true`` (flag --cpu) is accelerate's cpu=True: a run stays on the CPU on a machine with a GPU. Here
+    (no GPU) the recorded argument is what shows it; the run itself still trains."""
+    import accelerate
+
+    from bolid_lib.training import adapter as A
+
+    seen = []
+    real = accelerate.Accelerator
+
+    def recording(*args, **kw):
+        seen.append(kw.get("cpu"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(accelerate, "Accelerator", recording)
+    assert AdapterTrainConfig(data_dir="x").cpu is False
+    A.train(make_cfg(data_dir, tmp_path / "cpu", cpu=True), models=models)
+    A.train(make_cfg(data_dir, tmp_path / "any"), models=models)
+    assert seen == [True, False]
+
+
 def test_one_step_changes_only_adapter(models, data_dir, tmp_path):
     cfg = make_cfg(data_dir, tmp_path)
     frozen = {name: snapshot(m) for name, m in models.frozen_modules().items()}

@@ -274,6 +274,37 @@ def test_a_world_with_no_held_out_people_evaluates_and_a_world_with_no_adapter_p
     assert config_from_args(build_parser().parse_args(["--out", "x", "--ids", "4", "--held-out", "1"])).held_out == 1
 
 
+def test_a_device_that_is_not_here_is_refused_before_training_and_the_cpu_run_keeps_the_trainer_on_the_cpu(
+        tmp_path, monkeypatch):
+    """--device: an unknown device, or CUDA on a machine without one, is refused when the World is built, with the
+    fix; the default (cpu) asks the adapter trainer for accelerate's CPU, so a run on a GPU machine stays where its
+    other networks are."""
+    from bolid_lib.experiments import world_proof
+    from bolid_lib.experiments.world import adapter_run
+    from bolid_lib.experiments.world_proof import World, WorldConfig, build_parser, config_from_args
+
+    with pytest.raises(BoLIDError, match="--device tpu9 cannot be used here.*use --device cpu"):
+        World(WorldConfig(ids=2, held_out=0, device="tpu9"), tmp_path)
+    if not torch.cuda.is_available():
+        with pytest.raises(BoLIDError, match="--device cuda cannot be used here"):
+            World(config_from_args(build_parser().parse_args(["--out", "x", "--device", "cuda"])), tmp_path)
+    assert World(WorldConfig(ids=2, held_out=0), tmp_path).device == torch.device("cpu")
+    seen = {}
+
+    def fake_train(tcfg, models):
+        seen["cpu"] = tcfg.cpu
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(adapter_run, "train", fake_train)
+    monkeypatch.setattr(adapter_run, "write_data", lambda world, folder: folder)
+    w = World(WorldConfig(ids=2, held_out=0), tmp_path)
+    w.unet, w.text, w.kp_net, w.body_vae = None, WorldTextEncoder(), None, None
+    with pytest.raises(RuntimeError, match="stop here"):
+        adapter_run.train_adapter(w, 0.0, "a")
+    assert seen == {"cpu": True}
+    assert world_proof.usable_device("cpu") == torch.device("cpu")
+
+
 def test_a_resumed_run_keeps_its_figures_and_adds_up_training_seconds(tmp_path):
     from bolid_lib.experiments.world_proof import World, WorldConfig
 

@@ -69,7 +69,7 @@ def train_adapter(world, alpha_id: float, name: str):
         preview_timesteps=(0, 600), dropout_text=0.05, dropout_body=0.1, seed=cfg.seed, batch_size=cfg.adapter_batch,
         max_steps=cfg.adapter_steps, lr=cfg.adapter_lr, lr_decay=cfg.adapter_lr_decay,
         train_timesteps=cfg.adapter_timesteps, warmup_steps=20, save_every=cfg.checkpoint_every,
-        log_every=25, resume="latest", tensorboard=False)
+        log_every=25, resume="latest", tensorboard=False, cpu=torch.device(cfg.device).type == "cpu")
     result = train(tcfg, models=model_set(world, alpha_id))
     hist = result["history"]
     world.figures[f"{name}_steps"] = result["step"]

@@ -22,7 +22,7 @@ def train_vae(views: dict, cfg, folder: Path) -> tuple[BodyVAE, dict]:
     """Train (or load) the Body-ID VAE on ``views`` (render.views output) with the trainer's defaults."""
     final = folder / "body_vae.safetensors"
     if final.is_file():
-        return load_body_vae(final).eval(), {"vae_steps": None}
+        return load_body_vae(final).to(cfg.device).eval(), {"vae_steps": None}
     vcfg = vae_config(cfg)
     data = make_viewset(views["images"], views["keypoints"], views["person"], vcfg)
     tcfg = TrainConfig(steps=cfg.vae_steps, batch_persons=min(16, int(views["person"].max()) + 1), lr=2e-3,
@@ -30,16 +30,18 @@ def train_vae(views: dict, cfg, folder: Path) -> tuple[BodyVAE, dict]:
                        checkpoint_every=cfg.checkpoint_every)
     ckpts = sorted((folder / "vae_checkpoints").glob("step_*.safetensors"))
     model, history = train_body_vae(vcfg, tcfg, data, checkpoint_dir=folder / "vae_checkpoints",
-                                    resume=ckpts[-1] if ckpts else None, time_limit_s=cfg.vae_seconds)
+                                    resume=ckpts[-1] if ckpts else None, time_limit_s=cfg.vae_seconds, device=cfg.device)
     save_body_vae(model, final)
     return model.eval(), {"vae_steps": len(history), "vae_final_loss": history[-1]["loss"] if history else None}
 
 
 @torch.no_grad()
 def encode_groups(model: BodyVAE, images: torch.Tensor, keypoints: torch.Tensor, group: int) -> torch.Tensor:
-    """Body-ID means of consecutive groups of ``group`` views: (B, 3, S, S), (B, 17, 3) -> (B / group, D)."""
+    """Body-ID means of consecutive groups of ``group`` views: (B, 3, S, S), (B, 17, 3) -> (B / group, D), on the
+    CPU (the model may be on another device)."""
     w, _ = apply_weighting(images, keypoints)
-    return torch.stack([model.encode_views(w[i:i + group], keypoints[i:i + group])[0]
+    dev = next(model.parameters()).device
+    return torch.stack([model.encode_views(w[i:i + group].to(dev), keypoints[i:i + group].to(dev))[0].cpu()
                         for i in range(0, images.shape[0], group)])
 
 

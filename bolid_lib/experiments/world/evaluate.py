@@ -22,7 +22,12 @@ log = logging.getLogger("bolid")
 
 @torch.no_grad()
 def keypoint_error(net, images: torch.Tensor, keypoints: torch.Tensor) -> float:
-    return float((net.keypoints(images)[..., :2] - keypoints[..., :2]).norm(dim=-1).mean())
+    pred = net.keypoints(images.to(_device(net))).cpu()
+    return float((pred[..., :2] - keypoints[..., :2]).norm(dim=-1).mean())
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def retrieval(gallery: torch.Tensor, queries: torch.Tensor, ids: int) -> float:
@@ -68,9 +73,10 @@ def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
 def judge(world, images: torch.Tensor, rows: list[tuple[int, int, int]]) -> dict[str, float]:
     ids = torch.tensor([r[0] for r in rows])
     poses = torch.tensor([r[1] for r in rows])
-    id_pred = world.id_clf(images).argmax(1)
+    images = images.to(_device(world.id_clf))
+    id_pred = world.id_clf(images).argmax(1).cpu()
     id_hits = int((id_pred == ids).sum())
-    pose_hits = int((world.pose_clf(images).argmax(1) == poses).sum())
+    pose_hits = int((world.pose_clf(images).argmax(1).cpu() == poses).sum())
     n = len(rows)
     # how the samples spread over the world's people: a base drawn to a few "average" bodies piles them on a few
     counts = torch.bincount(id_pred, minlength=world.cfg.ids)
@@ -83,10 +89,11 @@ def quality(world, images: torch.Tensor) -> dict[str, float]:
     """FID against held-out ground-truth renders and IS, both on the identity classifier's features / logits (the
     world's stand-in for Inception, whose weights cannot be had here). FID depends on the number of images: the run
     reports it for as many fresh ground-truth renders too, the floor a perfect generator would reach."""
+    dev = _device(world.id_clf)
     with torch.no_grad():
-        real = world.id_clf.features(world.real_test)
-        gen = world.id_clf.features(images)
-        logits = world.id_clf(images)
+        real = world.id_clf.features(world.real_test.to(dev)).cpu()
+        gen = world.id_clf.features(images.to(dev)).cpu()
+        logits = world.id_clf(images.to(dev)).cpu()
     is_mean, is_std = metrics.inception_score(logits, splits=min(10, images.shape[0]))
     return {"fid": metrics.fid(real, gen), "is": is_mean, "is_std": is_std}
 
@@ -209,16 +216,17 @@ def probe(world, adapter, lambdas=(0.0, 1.5), seeds: int = 6, probe_steps: int =
     ids = torch.tensor([r[0] for r in rows])
     fit_rows = torch.tensor([r[2] for r in rows]) < seeds // 2
     gt = world.views(20, 77, world.train_ids)
+    dev = _device(world.id_clf)
     with torch.no_grad():
-        gt_f = world.id_clf.features(round_trip(gt["images"], world.latent_map))
+        gt_f = world.id_clf.features(round_trip(gt["images"], world.latent_map).to(dev)).cpu()
     train = torch.tensor(world.train_ids)
     centroids = torch.stack([gt_f[gt["person"] == i].mean(0) for i in world.train_ids])
     out = {"seeds": seeds, "n": len(rows), "chance_among_adapter_ids": 1 / len(world.train_ids)}
     for lam in lambdas:
         images = generate(world, sampler, rows, world.gallery[ids], lam)
         with torch.no_grad():
-            f = world.id_clf.features(images)
-            judge_top1 = float((world.id_clf.out(f).argmax(1) == ids).float().mean())
+            f = world.id_clf.features(images.to(dev)).cpu()
+            judge_top1 = float((world.id_clf.out(f.to(dev)).argmax(1).cpu() == ids).float().mean())
         mu, sd = f[fit_rows].mean(0), f[fit_rows].std(0) + 1e-4
         z = (f - mu) / sd
         g = torch.Generator().manual_seed(cfg.seed)

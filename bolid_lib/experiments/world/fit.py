@@ -28,8 +28,8 @@ FORMAT = "bolid.world_checkpoint"
 def save_state(path: Path, modules: dict[str, nn.Module], config: dict | None = None,
                extra: dict[str, torch.Tensor] | None = None) -> None:
     """Modules' weights under ``name.`` prefixes (plus ``extra`` tensors), ``config`` in the metadata."""
-    tensors = {f"{name}.{k}": v.detach().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
-    tensors.update({k: v.contiguous() for k, v in (extra or {}).items()})
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+    tensors.update({k: v.cpu().contiguous() for k, v in (extra or {}).items()})
     save_safetensors_atomic(tensors, path, fmt=FORMAT, version=1, config=config or {}, overwrite=True)
 
 
@@ -76,9 +76,11 @@ def base_schedule(cfg) -> loop.Schedule:
 def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: Path) -> tuple[nn.Module, WorldTextEncoder, dict]:
     """The text-only base: UNet + text encoder from scratch (v-prediction, min-SNR-5 weights, EMA of the weights)
     on (latent, prompt of its pose class), 10% empty prompts (classifier-free guidance). latents (N, 4, h, h),
-    pose (N,). Stops at cfg.base_steps or cfg.base_seconds; returns the EMA models."""
-    unet = nets.build_unet(cfg.model_channels, cfg.head_channels, seed=cfg.seed)
-    text = WorldTextEncoder()
+    pose (N,). Stops at cfg.base_steps or cfg.base_seconds; returns the EMA models, on cfg.device. The batches are
+    drawn on the CPU (one seed draws them alike on every device) and moved there."""
+    dev = torch.device(cfg.device)
+    unet = nets.build_unet(cfg.model_channels, cfg.head_channels, seed=cfg.seed).to(dev)
+    text = WorldTextEncoder().to(dev)
     ema = Ema({"unet": unet, "text": text}, cfg.base_ema)
     nets.share_context_projections(unet)
     nets.share_context_projections(ema.copies["unet"])
@@ -90,7 +92,7 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
         meta = _load_base(ckpt, unet, text, ema, opt)
         step, spent = int(meta["step"]), float(meta.get("seconds", 0.0))
         log.info("base: resumed at step %d", step)
-    acp = sched.alphas_cumprod
+    acp = sched.alphas_cumprod.to(dev)
     schedule = base_schedule(cfg)
     g = torch.Generator().manual_seed(cfg.seed * 7 + step)
     t0 = time.time() - spent
@@ -102,11 +104,12 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
         caps = [prompt_for(int(p)) if float(u) >= 0.1 else "" for p, u in zip(pose[idx], torch.rand(len(idx), generator=g))]
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, 1000, (len(idx),), generator=g)
+        x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         a = acp[t].reshape(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         ctx, pooled = text.encode_unique(caps)
         pred = unet(noisy, t, encoder_hidden_states=ctx,
-                    added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(size, len(idx))}).sample
+                    added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(size, len(idx)).to(dev)}).sample
         err = (pred - (a.sqrt() * noise - (1 - a).sqrt() * x0)).pow(2).mean(dim=(1, 2, 3))  # v-prediction (nets.PREDICTION)
         loss = (err * min_snr_weight(acp[t])).mean()
         loop.set_lr(opt, schedule(step))
@@ -145,14 +148,16 @@ def _load_base(path: Path, unet, text, ema: Ema, opt) -> dict:
     return config
 
 
-def train_supervised(model: nn.Module, batch_fn, loss_fn, steps: int, lr: float, name: str) -> nn.Module:
+def train_supervised(model: nn.Module, batch_fn, loss_fn, steps: int, lr: float, name: str,
+                     device: str | torch.device = "cpu") -> nn.Module:
     """AdamW with cosine decay on ``batch_fn(step) -> (inputs, targets)`` (fresh renders every step: no view is
-    seen twice, so the evaluators cannot memorise views)."""
+    seen twice, so the evaluators cannot memorise views), on ``device`` (the batches are drawn on the CPU)."""
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = loop.Schedule(lr, decay="cosine", total=steps, min_ratio=0.0)
     model.train()
     for step in range(steps):
-        x, y = batch_fn(step)
+        x, y = (v.to(device) for v in batch_fn(step))
         loop.set_lr(opt, schedule(step))
         loss = loss_fn(model, x, y)
         opt.zero_grad(set_to_none=True)
@@ -176,5 +181,6 @@ def keypoint_loss(model, x, kp):
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk: int = 256) -> float:
-    pred = torch.cat([model(images[i:i + chunk]).argmax(1) for i in range(0, images.shape[0], chunk)])
+    dev = next(model.parameters()).device
+    pred = torch.cat([model(images[i:i + chunk].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], chunk)])
     return float((pred == labels).float().mean())

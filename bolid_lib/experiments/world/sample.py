@@ -58,10 +58,11 @@ class Sampler:
         """ComfyUI's V_PREDICTION.calculate_denoised: x sigma_d^2 / (sigma^2 + sigma_d^2) - v sigma sigma_d / sqrt(...)
         with sigma_d = 1, the model fed x / sqrt(sigma^2 + 1)."""
         s = torch.full((x.shape[0],), float(sigma))
-        t = timestep_of(self.table, s)
-        c = (s ** 2 + 1).reshape(-1, 1, 1, 1)
+        t = timestep_of(self.table, s).to(x.device)
+        c = (s ** 2 + 1).reshape(-1, 1, 1, 1).to(x.device)
         v = self.unet(x / c.sqrt(), t, encoder_hidden_states=ctx,
-                      added_cond_kwargs={"text_embeds": pooled, "time_ids": nets.time_ids(self.size, x.shape[0])}).sample
+                      added_cond_kwargs={"text_embeds": pooled,
+                                         "time_ids": nets.time_ids(self.size, x.shape[0]).to(x.device)}).sample
         return x / c - v * float(sigma) / c.sqrt()
 
     @torch.no_grad()
@@ -69,10 +70,12 @@ class Sampler:
                  steps: int = 16, cfg: float = 3.0, latent_side: int | None = None,
                  body_guidance: float | None = None) -> torch.Tensor:
         """captions, seeds (B each), body (B, D) Body-ID means or None -> latents (B, 4, h, h); body_guidance: the
-        scale of (prompt + Body-ID) against the prompt alone, ComfyUI's DualCFGGuider (None: KSampler's CFG)."""
+        scale of (prompt + Body-ID) against the prompt alone, ComfyUI's DualCFGGuider (None: KSampler's CFG).
+        Runs on the UNet's device from noise drawn on the CPU (ComfyUI's too), and returns the latents on the CPU."""
         b = len(captions)
         h = latent_side or self.size // 2
-        x = torch.stack([torch.randn(4, h, h, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        dev = next(self.unet.parameters()).device
+        x = torch.stack([torch.randn(4, h, h, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(dev)
         sigmas = normal_sigmas(self.table, steps)
         x = x * (1 + sigmas[0] ** 2).sqrt()
         dual = body_guidance is not None and body is not None
@@ -80,6 +83,7 @@ class Sampler:
         ctx, pooled = self.text.encode(list(captions) * (parts - 1) + [""] * b)
         self.tokens.lambda_body = float(lambda_body)
         if self.adapter is not None and body is not None and lambda_body != 0:
+            body = body.to(dev)
             zero = torch.zeros_like(body.float())
             self.tokens.body = self.adapter.body_tokens(torch.cat([body.float()] + [zero] * (parts - 1)))
         else:
@@ -94,4 +98,4 @@ class Sampler:
                 denoised = d[b:] + cfg * (d[:b] - d[b:])
             x = x + (x - denoised) / s * (s_next - s)
         self.tokens.clear()
-        return x
+        return x.cpu()
