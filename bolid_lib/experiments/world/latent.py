@@ -28,7 +28,8 @@ def projection() -> torch.Tensor:
 
 class PatchLatentMap(nn.Module):
     """image (B, 3, H, W) in [-1, 1] <-> latent (B, 4, H/2, W/2). ``encode(x).latents``, ``decode(z).sample`` as
-    diffusers' AutoencoderTiny (scaling factor 1), so the trainer's ``encode_images`` / ``decode_latents`` use it."""
+    diffusers' AutoencoderTiny (scaling factor 1), so the trainer's ``encode_images`` / ``decode_latents`` use it.
+    It works on its input's device, wherever the trainer has moved it (its 4 x 12 projection goes along)."""
 
     def __init__(self):
         super().__init__()
@@ -38,12 +39,12 @@ class PatchLatentMap(nn.Module):
     def encode(self, x: torch.Tensor) -> SimpleNamespace:
         b, c, h, w = x.shape
         patches = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h // 2, w // 2, 12)
-        z = patches @ self.proj.t()
+        z = patches @ self.proj.t().to(x.device)
         return SimpleNamespace(latents=z.permute(0, 3, 1, 2).contiguous())
 
     def decode(self, z: torch.Tensor) -> SimpleNamespace:
         b, _, h, w = z.shape
-        patches = z.permute(0, 2, 3, 1) @ self.proj                           # (B, h, w, 12)
+        patches = z.permute(0, 2, 3, 1) @ self.proj.to(z.device)              # (B, h, w, 12)
         x = patches.reshape(b, h, w, 3, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, 2 * h, 2 * w)
         return SimpleNamespace(sample=x)
 
