@@ -246,8 +246,11 @@ def test_tokens_and_site_kv_equal_ipadapter_plus(comfy, pack, ipa_plus, layout, 
         with torch.inference_mode():
             want = [to_kvs[f"{n_ip}_to_{kv}_ip"](t.float()) for kv, t in (("k", kw["cond"]), ("v", kw["cond"]),
                                                                          ("k", kw["uncond"]), ("v", kw["uncond"]))]
+        # our K/V come from our tokens, theirs from theirs: the tokens agree to 1e-5 (above), not bit for bit, and
+        # each site's 2048-wide projection carries that on (1.1e-5 seen at a plus ViT-H site on one CPU; a wrong
+        # weight or token would be off by orders more)
         for got, exp in zip((k_c, v_c, k_u, v_u), want):
-            torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5, msg=lambda m: f"site {s.key}: {m}")
+            torch.testing.assert_close(got, exp, rtol=1e-5, atol=5e-5, msg=lambda m: f"site {s.key}: {m}")
 
 
 def test_several_references_average_like_ipadapter_plus(comfy, ipa_plus, layout, sdxl_small, sdxl_cond, record_property):
