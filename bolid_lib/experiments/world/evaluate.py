@@ -225,8 +225,9 @@ def probe(world, adapter, lambdas=(0.0, 1.5), seeds: int = 6, probe_steps: int =
     for lam in lambdas:
         images = generate(world, sampler, rows, world.gallery[ids], lam)
         with torch.no_grad():
-            f = world.id_clf.features(images.to(dev)).cpu()
-            judge_top1 = float((world.id_clf.out(f.to(dev)).argmax(1).cpu() == ids).float().mean())
+            feats = world.id_clf.features(images.to(dev))
+            judge_top1 = float((world.id_clf.out(feats).argmax(1).cpu() == ids).float().mean())
+            f = feats.cpu()
         mu, sd = f[fit_rows].mean(0), f[fit_rows].std(0) + 1e-4
         z = (f - mu) / sd
         g = torch.Generator().manual_seed(cfg.seed)
