@@ -1,5 +1,13 @@
 """The whole method, proven in a world we control: a frozen text-only SDXL-layout model plus the adapter's body
-branch draws the person whose Body-ID it is given, while the prompt still sets the pose.
+branch draws the person whose Body-ID it is given, while the prompt still sets the pose and the clothes.
+
+World v2 (the default, palette "named"): the prompt names the pose class and the colours of the top and the bottom
+("a person arms up red top blue bottom"); the Body-ID is encoded from views in colours the prompt does not name
+(palette "random"), so it can carry the body's shape only. The base, the Body-ID VAE and the adapter train on many
+people drawn from the continuous shape distribution (``adapter_extra_ids``, each with a Body-ID from other views),
+so the adapter must learn a map from Body-ID to body, not a list; of the ``ids`` judged people, ``held_out`` are
+never seen by the Body-ID VAE or the adapter (zero-shot) and the others are in the adapter's training set. Palettes
+"random" and "fixed" (the world before v2: 20 people, prompts name the pose only) stay as ablations.
 
     python -m bolid_lib.experiments.world_proof --seed 0 --out DIR [--small] [--threads 1] [--device cuda]
     python -m bolid_lib.experiments.world_proof --report DIR [DIR ...]     # a markdown table of finished runs
@@ -38,7 +46,8 @@ import torch
 from ..errors import BoLIDError
 from .world import bodyid, evaluate, fit, nets, render
 from .world.latent import PatchLatentMap, round_trip, to_latent
-from .world.text import WorldTextEncoder
+from ..data.synthetic import random_shapes
+from .world.text import WorldTextEncoder, prompt_for, vocab_for
 
 log = logging.getLogger("bolid")
 
@@ -46,14 +55,14 @@ log = logging.getLogger("bolid")
 @dataclass(frozen=True)
 class WorldConfig:
     seed: int = 0
-    ids: int = 20
-    held_out: int = 4                 # identities the Body-ID VAE and the adapter never see
+    ids: int = 40                     # people judged (the identity judge's classes)
+    held_out: int = 20                # of them never seen by the Body-ID VAE and the adapter (zero-shot)
     size: int = 32                    # image side (latent side = size / 2)
-    palette: str = "random"           # colours per view; "fixed": one palette (the in-suite world, world.render)
+    palette: str = "named"            # world v2: the prompt names the clothes; "random" / "fixed": the old world
     model_channels: int = 32          # UNet widths (c, 2c, 4c); ComfyUI's SDXL needs c >= 32 (32 norm groups)
     head_channels: int = 8
-    base_views: int = 300             # per identity
-    base_steps: int = 2000
+    base_views: int = 150             # per identity (world v2: base_views * ids views, each of a fresh random person)
+    base_steps: int = 1500
     base_seconds: float = 4800.0        # a cap on the base's training time
     base_batch: int = 16               # ~2.9 GiB peak; 32 needs ~3.8
     base_lr: float = 8e-4
@@ -61,13 +70,14 @@ class WorldConfig:
     base_warmup: int = 100            # steps of linear lr warm-up
     base_lr_decay: str = "constant"    # or "cosine": to 5% of base_lr at base_steps (a resumed base anneals from where it is)
     classifier_steps: int = 2500       # identity classifier 97% on held-out renders of 20 people (normalised scale)
+    ref_views: int = 6                 # world v2: views (in colours no prompt names) a Body-ID is encoded from
     body_dim: int = 128
-    vae_views: int = 300
+    vae_views: int = 6                # per person (world v2: the adapter's people; before: 300 per identity)
     vae_steps: int = 1500
     vae_seconds: float = 480.0
     gallery_views: int = 8
-    adapter_views: int = 60           # training images per adapter identity
-    adapter_steps: int = 3000
+    adapter_views: int = 20           # training images per adapter identity
+    adapter_steps: int = 2000
     adapter_batch: int = 8
     adapter_lr: float = 1e-3
     adapter_lr_decay: str = "constant"
@@ -75,17 +85,28 @@ class WorldConfig:
     adapter_hidden: int = 256         # width of the Body-ID -> tokens MLP
     adapter_init: str = "random"      # the branch's K/V at start: "random" or "unet" (the base's text K/V)
     adapter_timesteps: tuple[int, int] | None = None   # L_diff's timestep range (default: all 1000)
-    adapter_extra_ids: int = 0        # more people for the adapter only (never judged, none near a world person)
-    adapter_extra_views: int = 20     # training views of each extra person
+    adapter_extra_ids: int = 1000     # more people for the adapter (and, in world v2, the Body-ID VAE and the base
+                                      # draws its own); never judged, none near a judged person
+    adapter_extra_views: int = 6      # training views of each extra person
+    dropout_text: float = 0.05        # the adapter's condition dropout: text alone, Body-ID alone, both together
+    dropout_body: float = 0.05
+    dropout_together: float = 0.05
     alpha_id: float = 0.1
     ablation: bool = False            # also train an adapter with alpha_id = 0
     sample_steps: int = 16
     cfg_scale: float = 3.0
     body_guidance: float | None = None  # a separate scale for the body branch (ComfyUI's DualCFGGuider); None: CFG
-    eval_seeds: int = 2               # per identity and prompt
-    lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5)
+    eval_seeds: int = 2               # per identity and prompt (world v2: scenes = eval_seeds * 3 poses, each
+                                      # a prompt and a seed shared by every judged person: the swap test's pairs)
+    lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
     checkpoint_every: int = 200
     device: str = "cpu"               # where every network trains and samples ("cuda" where a GPU is lent)
+
+    @property
+    def v2(self) -> bool:
+        """World v2: the prompt names the clothes, many people train the parts, the Body-ID views are in colours the
+        prompt does not name."""
+        return self.palette == "named"
 
     def __post_init__(self):
         if not 0 <= self.held_out < self.ids:
@@ -93,11 +114,16 @@ class WorldConfig:
                              f"least one, so set --held-out between 0 and {self.ids - 1} (or raise --ids)")
 
 
+# The world before v2 (prompts name the pose only, 20 people, every part trained on them alone): the ablations.
+V1 = dict(ids=20, held_out=4, palette="random", base_views=300, base_steps=2000, vae_views=300, adapter_views=60,
+          adapter_steps=3000, adapter_extra_ids=0, adapter_extra_views=20, dropout_body=0.1, dropout_together=0.0,
+          lambdas=(0.0, 0.25, 0.5, 1.0, 1.5))
+
 # Measured on 2 CPU cores (one busy with other work), seed 0: base 2000 steps (2840 s), adapter 3000 steps (about
 # 35 min): pose accuracy 100% with the body branch off and on, identity top-1 of the adapter's 4 identities 20.8%
 # (branch off) -> 54.2% (on), chance 16.7%; 41.7% after 1200 adapter steps. 1000 base + 300 adapter steps gave a base
 # that follows the prompt (pose 100%) and identity at chance.
-SMALL = dict(ids=6, held_out=2, base_views=120, base_steps=2000, base_seconds=3600.0, base_batch=16,
+SMALL = dict(V1, ids=6, held_out=2, base_views=120, base_steps=2000, base_seconds=3600.0, base_batch=16,
              classifier_steps=400, vae_views=120, vae_steps=250, vae_seconds=60.0,
              adapter_views=30, adapter_steps=3000, adapter_lr=1e-3, sample_steps=10, eval_seeds=2,
              lambdas=(0.0, 1.0), checkpoint_every=100)
@@ -109,13 +135,14 @@ SMALL = dict(ids=6, held_out=2, base_views=120, base_steps=2000, base_seconds=36
 # lambda_body 1 against 27.1% at 0 (n = 48, chance 25%), pose 100% both. One seed and one thread count train the same
 # bits every time (tests/unit/test_world_proof.py), so a fresh run gives these figures again on that torch and CPU.
 # With random colours, half the base batch, or 200 base steps, identity stayed near chance or the pose went (README).
-TEST = dict(ids=4, held_out=0, palette="fixed", base_views=150, base_steps=300, base_seconds=900.0, base_batch=16,
+TEST = dict(V1, ids=4, held_out=0, palette="fixed", base_views=150, base_steps=300, base_seconds=900.0, base_batch=16,
             classifier_steps=300, vae_views=80, vae_steps=200, vae_seconds=60.0, adapter_views=40, adapter_steps=500,
             adapter_lr=1e-3, sample_steps=8, eval_seeds=4, lambdas=(0.0, 1.0), checkpoint_every=1000)
 
 
 class World:
-    """Everything a run builds, in order; each ``stage_*`` saves and reloads its own files under ``out``."""
+    """Everything a run builds, in order; each ``stage_*`` saves and reloads its own files under ``out``, and is
+    reused only by a run whose settings for that stage are the same (``STAGE_FIELDS``)."""
 
     def __init__(self, cfg: WorldConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
@@ -129,30 +156,56 @@ class World:
                 self.figures = old
         self.latent_map = PatchLatentMap()
         self.shapes = render.pick_identities(cfg.ids, cfg.seed)
-        # the adapter's extra people: the classifiers, the base and the figures know only the first cfg.ids
+        if cfg.v2:          # farthest-point picks alternate between the two groups, so both spread over the world
+            order = list(range(0, cfg.ids, 2)) + list(range(1, cfg.ids, 2))
+            self.shapes = self.shapes[order]
+        # the adapter's extra people: the classifiers and the figures know only the first cfg.ids
         self.extra_ids = list(range(cfg.ids, cfg.ids + cfg.adapter_extra_ids))
         if cfg.adapter_extra_ids:
             self.shapes = torch.cat([self.shapes, render.extra_identities(self.shapes, cfg.adapter_extra_ids, cfg.seed)])
         self.settings = render.WorldRender(size=cfg.size, palette=cfg.palette)
+        # the views a Body-ID is encoded from: in world v2 in colours the prompt does not name
+        self.ref_settings = render.WorldRender(size=cfg.size, palette="random") if cfg.v2 else self.settings
         self.train_ids = list(range(cfg.ids - cfg.held_out))
+        # world v2 weights the views a Body-ID is encoded from as the VAE learned them (the world before it did not)
+        self.body_alpha = bodyid.TRAIN_ALPHA if cfg.v2 else None
         self.held_ids = list(range(cfg.ids - cfg.held_out, cfg.ids))
 
-    def views(self, per_id: int, salt: int, ids: list[int] | None = None) -> dict:
+    def views(self, per_id: int, salt: int, ids: list[int] | None = None, ref: bool = False) -> dict:
+        """``per_id`` views of each of ``ids`` (all judged people by default), in the prompt's palette, or (``ref``)
+        as a Body-ID is encoded from them."""
         ids = list(range(self.cfg.ids)) if ids is None else ids
-        v = render.views(self.shapes[ids], per_id, self.cfg.seed * 1000 + salt, self.settings)
+        v = render.views(self.shapes[ids], per_id, self.cfg.seed * 1000 + salt, self.ref_settings if ref else self.settings)
         v["person"] = torch.tensor(ids)[v["person"]]
         return v
 
+    def captions(self, v: dict) -> list[str]:
+        """The prompt of each view of ``views``: its pose class, and in world v2 its clothes' colours."""
+        if self.cfg.v2:
+            return [prompt_for(int(p), int(t), int(b)) for p, t, b in zip(v["pose"], v["top"], v["bottom"])]
+        return [prompt_for(int(p)) for p in v["pose"]]
+
     def batches(self, salt: int, target: str, raw: bool = False, batch: int = 64):
         """step -> (views, their ``target``) of fresh renders of random identities and poses; round-tripped
-        through the latent map unless ``raw`` (the keypoint regressor reads the trainer's target images)."""
+        through the latent map unless ``raw`` (the keypoint regressor reads the trainer's target images). Targets:
+        person, pose, keypoints, top, bottom (colour indices, world v2) and shape (the shape parameters scaled to
+        their ranges, of people drawn fresh from the whole distribution)."""
         def fn(step: int):
             g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + salt * 100_000 + step)
             person = torch.randint(0, self.cfg.ids, (batch,), generator=g)
             pose = torch.randint(0, len(render.POSES), (batch,), generator=g)
-            img, kp = render.render(self.shapes[person], pose, int(torch.randint(0, 2 ** 62, (1,), generator=g)), self.settings)
+            shapes = self.shapes[person]
+            if target == "shape":
+                shapes = random_shapes(batch, int(torch.randint(0, 2 ** 62, (1,), generator=g)))
+            colours = render.random_colours(batch, g) if self.cfg.v2 else None
+            img, kp = render.render(shapes, pose, int(torch.randint(0, 2 ** 62, (1,), generator=g)), self.settings, colours)
             x = img if raw else round_trip(img, self.latent_map)
-            return x, {"person": person, "pose": pose, "keypoints": kp}[target]
+            labels = {"person": person, "pose": pose, "keypoints": kp}
+            if target == "shape":
+                labels["shape"] = render.unit_shapes(shapes)
+            if colours is not None:
+                labels.update(top=colours[0], bottom=colours[1])
+            return x, labels[target]
         return fn
 
     def save_figures(self) -> None:
@@ -170,6 +223,20 @@ class World:
         self.save_figures()
         return result
 
+    def check_stage(self, name: str) -> None:
+        """Refuse to reuse (or resume) a stage's files made with other settings; record this run's settings for it.
+        Without this a changed flag run into an old folder silently kept the old judge, base or data."""
+        key = stage_key(self.cfg, name)
+        path = self.out / "stages.json"
+        stages = json.loads(path.read_text()) if path.is_file() else {}
+        old = stages.get(name)
+        if old is not None and old != key:
+            diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            raise BoLIDError(f"{self.out} holds a {name} stage made with other settings ({', '.join(f'{k}: {old.get(k)!r} there, {key.get(k)!r} now' for k in diff)}): "
+                             f"run into a new --out folder, or delete that folder's {name} files and its stages.json entry")
+        stages[name] = key
+        path.write_text(json.dumps(stages, indent=1))
+
     # --- stages ---------------------------------------------------------------------------------
 
     def stage_evaluators(self) -> None:
@@ -179,6 +246,11 @@ class World:
         self.pose_clf = nets.Classifier(len(render.POSES), cfg.size)
         self.kp_net = nets.KeypointNet(cfg.size)
         mods = {"id": self.id_clf, "pose": self.pose_clf, "kp": self.kp_net}
+        if cfg.v2:              # world v2's judges of the prompt's colours and of the body's shape parameters
+            self.top_clf = nets.Classifier(len(render.COLOURS), cfg.size)
+            self.bottom_clf = nets.Classifier(len(render.COLOURS), cfg.size)
+            self.shape_reg = nets.Classifier(len(render.SHAPE_NAMES), cfg.size)
+            mods.update(top=self.top_clf, bottom=self.bottom_clf, shape=self.shape_reg)
         for m in mods.values():                # built on the CPU, so one seed gives them the same start everywhere
             m.to(self.device)
         test = self.views(50, 2)
@@ -193,18 +265,32 @@ class World:
             fit.train_supervised(self.id_clf, self.batches(1, "person"), fit.ce_loss, cfg.classifier_steps, 2e-3, "identity classifier", dev)
             fit.train_supervised(self.pose_clf, self.batches(2, "pose"), fit.ce_loss, cfg.classifier_steps // 3, 2e-3, "pose classifier", dev)
             fit.train_supervised(self.kp_net, self.batches(3, "keypoints", raw=True), fit.keypoint_loss, cfg.classifier_steps, 2e-3, "keypoint net", dev)
+            if cfg.v2:
+                fit.train_supervised(self.top_clf, self.batches(10, "top"), fit.ce_loss, cfg.classifier_steps // 8, 2e-3, "top colour classifier", dev)
+                fit.train_supervised(self.bottom_clf, self.batches(11, "bottom"), fit.ce_loss, cfg.classifier_steps // 8, 2e-3, "bottom colour classifier", dev)
+                fit.train_supervised(self.shape_reg, self.batches(12, "shape"), fit.mse_loss, cfg.classifier_steps, 2e-3, "shape regressor", dev)
             fit.save_state(path, mods)
         self.figures["classifiers"] = {
             "identity_top1_held_out_renders": fit.accuracy(self.id_clf, test_img, test["person"]),
             "pose_accuracy_held_out_renders": fit.accuracy(self.pose_clf, test_img, test["pose"]),
             "keypoint_error_px": evaluate.keypoint_error(self.kp_net, test["images"], test["keypoints"])}
+        if cfg.v2:
+            fresh = self.batches(13, "shape", batch=512)(0)
+            self.figures["classifiers"].update({
+                "identity_top1_held_out_renders_among_group": {
+                    name: evaluate.top1_among(self.id_clf, test_img, test["person"], ids)
+                    for name, ids in (("adapter_ids", self.train_ids), ("held_out_ids", self.held_ids)) if ids},
+                "top_colour_accuracy_held_out_renders": fit.accuracy(self.top_clf, test_img, test["top"]),
+                "bottom_colour_accuracy_held_out_renders": fit.accuracy(self.bottom_clf, test_img, test["bottom"]),
+                "shape_r2_held_out_renders_of_new_people": evaluate.r2(fit.predict(self.shape_reg, fresh[0]), fresh[1])})
         log.info("classifiers on held-out ground truth: %s", self.figures["classifiers"])
 
     def stage_base(self) -> None:
         cfg, path = self.cfg, self.out / "base.safetensors"
         done = self.out / "base.done"
         if done.is_file() and not self.base_budget_left(json.loads(done.read_text())):
-            self.unet, self.text = nets.build_unet(cfg.model_channels, cfg.head_channels), WorldTextEncoder()
+            self.unet = nets.build_unet(cfg.model_channels, cfg.head_channels)
+            self.text = WorldTextEncoder(vocab=vocab_for(cfg.palette))
             fit.load_state(path, {"unet": self.unet, "text": self.text})
             self.unet.to(self.device)
             self.text.to(self.device)
@@ -213,9 +299,13 @@ class World:
             self.text.eval().requires_grad_(False)
             self.figures.update(json.loads(done.read_text()))
             return
-        v = self.views(cfg.base_views, 3)
+        if cfg.v2:          # one fresh person per view, from the whole shape distribution
+            shapes = random_shapes(cfg.base_views * cfg.ids, cfg.seed * 31 + 7)
+            v = render.views(shapes, 1, cfg.seed * 1000 + 3, self.settings)
+        else:
+            v = self.views(cfg.base_views, 3)
         lat = to_latent(v["images"], self.latent_map)
-        self.unet, self.text, info = fit.train_base(lat, v["pose"], cfg.size, cfg, path)
+        self.unet, self.text, info = fit.train_base(lat, self.captions(v), cfg.size, cfg, path)
         done.write_text(json.dumps(info))
         self.figures.update(info)
 
@@ -225,13 +315,15 @@ class World:
 
     def stage_body_vae(self) -> None:
         cfg = self.cfg
-        v = self.views(cfg.vae_views, 4, self.train_ids)
+        vae_ids = self.train_ids + (self.extra_ids if cfg.v2 else [])   # world v2: the adapter's many people too
+        v = self.views(cfg.vae_views, 4, vae_ids, ref=True)
         self.body_vae, info = bodyid.train_vae(v, cfg, self.out)
         self.figures.update({k: val for k, val in info.items() if val is not None})
-        g = self.views(cfg.gallery_views, 5)
-        self.gallery = bodyid.encode_groups(self.body_vae, g["images"], g["keypoints"], cfg.gallery_views)   # (ids, D)
-        one = self.views(cfg.eval_seeds * len(render.POSES), 6)
-        self.single = bodyid.encode_groups(self.body_vae, one["images"], one["keypoints"], 1)  # (ids * E * P, D)
+        gallery_views = cfg.ref_views if cfg.v2 else cfg.gallery_views
+        g = self.views(gallery_views, 5, ref=True)
+        self.gallery = bodyid.encode_groups(self.body_vae, g["images"], g["keypoints"], gallery_views, self.body_alpha)   # (ids, D)
+        one = self.views(cfg.eval_seeds * len(render.POSES), 6, ref=True)
+        self.single = bodyid.encode_groups(self.body_vae, one["images"], one["keypoints"], 1, self.body_alpha)  # (ids * E * P, D)
         self.figures["body_id_retrieval_single_view"] = evaluate.retrieval(self.gallery, self.single, cfg.ids)
 
     def stage_adapter(self, alpha_id: float, name: str):
@@ -240,6 +332,8 @@ class World:
         return train_adapter(self, alpha_id, name)
 
     def run(self) -> dict:
+        for name in ("evaluators", "base", "body_vae", "adapter"):
+            self.check_stage(name)
         self.timed("evaluators", self.stage_evaluators)
         self.timed("base", self.stage_base)
         self.timed("body_vae", self.stage_body_vae)
@@ -251,6 +345,27 @@ class World:
         evaluate.figures_out(self)
         self.save_figures()
         return self.figures
+
+
+# The settings each stage's files depend on (with those of the stages it reads); steps and seconds are left out,
+# since a run with more of them trains the stage further. Evaluation settings (lambdas, sampling) are free.
+_WORLD = ("seed", "ids", "held_out", "size", "palette")
+STAGE_FIELDS = {
+    "evaluators": _WORLD + ("classifier_steps",),
+    "base": _WORLD + ("model_channels", "head_channels", "base_views", "base_batch", "base_lr", "base_ema",
+                      "base_warmup", "base_lr_decay"),
+    "body_vae": _WORLD + ("body_dim", "vae_views", "vae_steps", "vae_seconds", "adapter_extra_ids", "ref_views",
+                          "gallery_views"),
+}
+STAGE_FIELDS["adapter"] = tuple(dict.fromkeys(
+    STAGE_FIELDS["base"] + STAGE_FIELDS["body_vae"]
+    + tuple(f.name for f in dataclasses.fields(WorldConfig) if f.name.startswith(("adapter_", "dropout_")))
+    + ("alpha_id",)))
+
+
+def stage_key(cfg: WorldConfig, stage: str) -> dict:
+    """The settings of ``cfg`` that ``stage``'s files depend on, as JSON values."""
+    return json.loads(json.dumps({k: getattr(cfg, k) for k in STAGE_FIELDS[stage] if k != "adapter_steps"}))
 
 
 def usable_device(name: str) -> torch.device:
@@ -270,7 +385,9 @@ FLAGS = (("base_seconds", float), ("base_steps", int), ("base_lr_decay", str), (
          ("alpha_id", float), ("ids", int), ("held_out", int), ("eval_seeds", int), ("adapter_lr_decay", str), ("adapter_timesteps", int),
          ("adapter_tokens", int), ("adapter_hidden", int), ("adapter_init", str), ("adapter_extra_ids", int),
          ("adapter_extra_views", int), ("sample_steps", int), ("cfg_scale", float), ("body_guidance", float),
-         ("palette", str), ("device", str))
+         ("palette", str), ("device", str), ("adapter_views", int), ("vae_views", int), ("ref_views", int),
+         ("base_views", int), ("classifier_steps", int), ("dropout_together", float), ("adapter_batch", int),
+         ("adapter_lr", float), ("base_batch", int), ("base_lr", float), ("vae_steps", int), ("lambdas", float))
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:
@@ -297,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the run, ask whether the samples carry the identity the judge misses: a linear probe "
                         "on the judge's features of SEEDS samples per identity and pose (lambda_body 0 and 1.5)")
     for k, tp in FLAGS:
-        p.add_argument("--" + k.replace("_", "-"), type=tp, default=None, nargs=2 if k == "adapter_timesteps" else None)
+        p.add_argument("--" + k.replace("_", "-"), type=tp, default=None,
+                       nargs={"adapter_timesteps": 2, "lambdas": "+"}.get(k))
     return p
 
 

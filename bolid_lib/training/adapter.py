@@ -58,6 +58,7 @@ class AdapterTrainConfig:
     dropout_text: float = 0.05
     dropout_ref: float = 0.05
     dropout_body: float = 0.05
+    dropout_together: float = 0.05      # text, ref and body dropped together: CFG's unconditional row (IP-Adapter)
     num_workers: int = 0
     # models (local paths only)
     tiny: bool = False                   # tiny random models of the real classes (tests, smoke runs)
@@ -132,7 +133,7 @@ class AdapterTrainConfig:
             (min(self.batch_size, self.grad_accum, self.max_steps, self.resolution) >= 1,
              "batch_size, grad_accum, max_steps and resolution must be >= 1"),
             (self.alpha_id >= 0 and self.beta_clip >= 0, "alpha_id and beta_clip must be >= 0"),
-            (all(0 <= p <= 1 for p in (self.dropout_text, self.dropout_ref, self.dropout_body)), "dropout probabilities must lie in [0, 1]"),
+            (all(0 <= p <= 1 for p in (self.dropout_text, self.dropout_ref, self.dropout_body, self.dropout_together)), "dropout probabilities must lie in [0, 1]"),
             (self.pose_imgsz % 32 == 0, f"pose_imgsz must be a multiple of 32; got {self.pose_imgsz}"),
         ]
         for ok, msg in checks:
@@ -330,7 +331,7 @@ def compute_losses(ctx: StepContext, batch: dict) -> dict[str, torch.Tensor]:
     images = batch["image"].to(dev)
     b = images.shape[0]
     seeds = batch["seed"]
-    keep = D.draw_dropout(seeds, D.Dropout(cfg.dropout_text, cfg.dropout_ref, cfg.dropout_body))
+    keep = D.draw_dropout(seeds, D.Dropout(cfg.dropout_text, cfg.dropout_ref, cfg.dropout_body, cfg.dropout_together))
     with torch.no_grad():
         latents = L.encode_images(models.vae, images)
         captions = [c if k else "" for c, k in zip(batch["caption"], keep["text"].tolist())]

@@ -45,7 +45,7 @@ def main() -> None:
     data = D.write_synthetic_dataset(tmp / "data", people=2, views=2, size=64)
     base = AdapterTrainConfig(data_dir=str(data), output_dir=str(tmp / "out"), tiny=True, resolution=64,
                               batch_size=args.batch, pose_imgsz=64, pose_conf=1e-6, visibility=0.0,
-                              preview_timesteps=(0, 999), dropout_text=0, dropout_ref=0, dropout_body=0)
+                              preview_timesteps=(0, 999), dropout_text=0, dropout_ref=0, dropout_body=0, dropout_together=0)
     models = tiny_models(base)
     models.shortcut_unet = tiny_unet(seed=99)
     for m in models.frozen_modules().values():

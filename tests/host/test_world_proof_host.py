@@ -14,14 +14,13 @@ chance with the body branch on (at least twice chance, and 25 points above the b
 run evaluates with (``world.sample.Sampler``) gives ComfyUI's executor's latents (to ~3e-6).
 
 Training takes most of the trained test's time (figures in the README); its files are kept in
-~/.cache/bolid-test-assets (keyed by the preset and the source of the code that trains it, like the other generated
-test models), so a second run, and the second host of a CI run, only samples. BOLID_WORLD_FRESH=1 trains afresh.
+~/.cache/bolid-test-assets (keyed by the preset and the source of every module that trains or samples it,
+``tests/worldcache.py``), so a second run, and the second host of a CI run, only samples. BOLID_WORLD_FRESH=1 trains afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from fractions import Fraction
@@ -30,19 +29,17 @@ from pathlib import Path
 import pytest
 import torch
 
+import worldcache
+
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 
 def cache_dir() -> Path:
     """Where the trained test world is kept between runs (outside the repo), keyed by the TEST preset and the source
-    of the world's code: any change to either trains afresh. BOLID_WORLD_FRESH=1 always trains afresh."""
-    import bolid_lib.experiments.world as world_pkg
+    of every module that trains or samples it (``worldcache``): any change to either trains afresh.
+    BOLID_WORLD_FRESH=1 always trains afresh."""
     from bolid_lib.experiments.world_proof import TEST
 
-    h = hashlib.sha256(json.dumps(TEST, sort_keys=True).encode())
-    root = Path(world_pkg.__file__).parent
-    for f in sorted([*root.glob("*.py"), root.parent / "world_proof.py"]):
-        h.update(f.read_bytes())
-    return Path(os.environ.get("BOLID_TEST_ASSETS", Path.home() / ".cache" / "bolid-test-assets")) / f"world_proof_{h.hexdigest()[:12]}"
+    return worldcache.cache_dir(TEST)
 
 
 @pytest.fixture(scope="module")

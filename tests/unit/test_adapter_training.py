@@ -99,7 +99,7 @@ def test_only_trained_branch_moves(models, data_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def step_setup(models, data_dir, tmp_path_factory):
-    cfg = make_cfg(data_dir, tmp_path_factory.mktemp("s"), dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0,
+    cfg = make_cfg(data_dir, tmp_path_factory.mktemp("s"), dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0, dropout_together=0.0,
                    alpha_id=1.0, beta_clip=1.0)
     adapter, trainable = build_adapter(cfg, models, 16)
     module = AdapterTrainingModule(adapter, models.unet)
@@ -134,7 +134,7 @@ def test_no_image_terms_without_weights(step_setup):
 @pytest.mark.slow
 def test_thirty_steps_lower_total_loss(models, data_dir, tmp_path):
     # the random pose net puts joints hundreds of pixels apart: a small α_id keeps the three terms comparable
-    cfg = make_cfg(data_dir, tmp_path, dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0, alpha_id=1e-5, beta_clip=0.5)
+    cfg = make_cfg(data_dir, tmp_path, dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0, dropout_together=0.0, alpha_id=1e-5, beta_clip=0.5)
     adapter, trainable = build_adapter(cfg, models, 16)
     module = AdapterTrainingModule(adapter, models.unet)
     ds = prepare_data(cfg, models, True)
@@ -159,7 +159,7 @@ def test_identity_term_changes_what_is_learned(models, data_dir, tmp_path):
     α_id·L_id dominate L_diff (≈ 1); keypoint_temperature 1 smooths its soft-argmax over near-random objectness."""
 
     def run(alpha_id: float) -> tuple[float, float]:
-        cfg = make_cfg(data_dir, tmp_path, dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0, alpha_id=alpha_id,
+        cfg = make_cfg(data_dir, tmp_path, dropout_text=0.0, dropout_ref=0.0, dropout_body=0.0, dropout_together=0.0, alpha_id=alpha_id,
                        beta_clip=0.0, keypoint_temperature=1.0)
         adapter, trainable = build_adapter(cfg, models, 16)          # the same seeded initialisation for both runs
         module = AdapterTrainingModule(adapter, models.unet)
@@ -256,6 +256,21 @@ def test_condition_dropout_is_independent_and_keyed():
     assert both < 0.01                                            # independent: about 0.05², not 0.05
     again = D.draw_dropout(seeds[:10], D.Dropout(0.05, 0.05, 0.05))
     assert all(torch.equal(again[k], keep[k][:10]) for k in keep)
+
+
+def test_condition_dropout_trains_the_unconditional_row_as_ip_adapter_does():
+    """5% text alone, 5% body alone and 5% both together: the all-dropped row (CFG's unconditional one) is trained
+    about 5% of the time (independent draws alone give 0.25%); together = 0 keeps the old draws exactly."""
+    seeds = torch.tensor([D.sample_seed(0, p) for p in range(4000)])
+    keep = D.draw_dropout(seeds, D.Dropout(0.05, 0.05, 0.05, together=0.05))
+    none_kept = (~keep["text"] & ~keep["ref"] & ~keep["body"]).float().mean().item()
+    assert 0.035 < none_kept < 0.07, none_kept
+    text_only = (~keep["text"] & keep["body"]).float().mean().item()
+    assert 0.03 < text_only < 0.07, text_only
+    old = D.draw_dropout(seeds, D.Dropout(0.05, 0.05, 0.05))
+    zero = D.draw_dropout(seeds, D.Dropout(0.05, 0.05, 0.05, together=0.0))
+    assert all(torch.equal(old[k], zero[k]) for k in old)
+    assert AdapterTrainConfig.__dataclass_fields__["dropout_together"].default == 0.05
 
 
 def test_training_timesteps_stay_in_their_range_and_default_is_unchanged():

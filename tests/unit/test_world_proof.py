@@ -3,6 +3,8 @@ The end-to-end run through ComfyUI's executor is tests/host/test_world_proof_hos
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from bolid_lib.experiments.world.latent import PatchLatentMap, projection, round
 from bolid_lib.experiments.world.sample import normal_sigmas, sigma_at, sigma_table, timestep_of
 from bolid_lib.experiments.world.text import TOKENS, TrainerText, WorldTextEncoder, prompt_for
 from bolid_lib.errors import BoLIDError
+from bolid_lib.experiments.world_proof import V1
 from bolid_lib.training import losses as L
 
 
@@ -211,7 +214,7 @@ def test_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
     from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter
 
     torch.manual_seed(0)
-    cfg = WorldConfig(ids=3, held_out=1, eval_seeds=1, sample_steps=2, lambdas=(0.0, 1.0), body_dim=8)
+    cfg = WorldConfig(**V1 | dict(ids=3, held_out=1, eval_seeds=1, sample_steps=2, lambdas=(0.0, 1.0), body_dim=8))
     w = World(cfg, tmp_path)
     w.id_clf, w.pose_clf = nets.Classifier(3, 32).eval(), nets.Classifier(3, 32).eval()
     w.unet, w.text = nets.build_unet(32, 8).eval(), WorldTextEncoder().eval()
@@ -254,7 +257,7 @@ def test_a_world_with_no_held_out_people_evaluates_and_a_world_with_no_adapter_p
     from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter
 
     torch.manual_seed(0)
-    w = World(WorldConfig(ids=2, held_out=0, eval_seeds=1, sample_steps=1, lambdas=(0.0, 1.0), body_dim=8), tmp_path)
+    w = World(WorldConfig(**V1 | dict(ids=2, held_out=0, eval_seeds=1, sample_steps=1, lambdas=(0.0, 1.0), body_dim=8)), tmp_path)
     w.id_clf, w.pose_clf = nets.Classifier(2, 32).eval(), nets.Classifier(3, 32).eval()
     w.unet, w.text = nets.build_unet(32, 8).eval(), WorldTextEncoder().eval()
     w.real_test = round_trip(w.views(4, 2)["images"], w.latent_map)
@@ -270,7 +273,9 @@ def test_a_world_with_no_held_out_people_evaluates_and_a_world_with_no_adapter_p
     with pytest.raises(BoLIDError, match="--held-out between 0 and 3"):
         WorldConfig(ids=4, held_out=4)
     with pytest.raises(BoLIDError, match="holds out 4"):
-        config_from_args(build_parser().parse_args(["--out", "x", "--ids", "4"]))      # default held_out is 4
+        config_from_args(build_parser().parse_args(["--out", "x", "--ids", "4", "--held-out", "4"]))
+    with pytest.raises(BoLIDError, match="holds out 20"):
+        config_from_args(build_parser().parse_args(["--out", "x", "--ids", "4"]))      # default held_out is 20
     assert config_from_args(build_parser().parse_args(["--out", "x", "--ids", "4", "--held-out", "1"])).held_out == 1
 
 
@@ -308,7 +313,7 @@ def test_a_device_that_is_not_here_is_refused_before_training_and_the_cpu_run_ke
 def test_a_resumed_run_keeps_its_figures_and_adds_up_training_seconds(tmp_path):
     from bolid_lib.experiments.world_proof import World, WorldConfig
 
-    cfg = WorldConfig(ids=3, held_out=1)
+    cfg = WorldConfig(ids=3, held_out=1, adapter_extra_ids=0)
     w = World(cfg, tmp_path)
     w.figures["vae_final_loss"] = 0.5
     w.figures["seconds"] = {"base": 100.0, "evaluation": 50.0}
@@ -318,7 +323,7 @@ def test_a_resumed_run_keeps_its_figures_and_adds_up_training_seconds(tmp_path):
     again.timed("base", lambda: None)
     again.timed("evaluation", lambda: None, accumulate=False)
     assert 100.0 <= again.figures["seconds"]["base"] < 101 and again.figures["seconds"]["evaluation"] < 1
-    other = World(WorldConfig(ids=4, held_out=1), tmp_path)             # another config: nothing carried over
+    other = World(WorldConfig(ids=4, held_out=1, adapter_extra_ids=0), tmp_path)             # another config: nothing carried over
     assert "vae_final_loss" not in other.figures
 
 
@@ -364,10 +369,10 @@ def test_extra_adapter_people_stay_away_from_the_world_and_get_their_own_body_id
     from bolid_lib.method.body_vae import BodyVAE
     from bolid_lib.method.embedding import load_body
 
-    cfg = WorldConfig(ids=5, held_out=1, adapter_extra_ids=6, adapter_extra_views=2, adapter_views=3, gallery_views=2,
-                      body_dim=8)
+    cfg = WorldConfig(**V1 | dict(ids=5, held_out=1, adapter_extra_ids=6, adapter_extra_views=2, adapter_views=3,
+                                      gallery_views=2, body_dim=8))
     w = World(cfg, tmp_path)
-    plain = World(WorldConfig(ids=5, held_out=1), tmp_path / "plain")
+    plain = World(WorldConfig(**V1 | dict(ids=5, held_out=1)), tmp_path / "plain")
     assert torch.equal(w.shapes[:5], plain.shapes) and w.shapes.shape[0] == 11 and w.extra_ids == list(range(5, 11))
     lo = torch.tensor([q[1] for q in syn.SHAPE_PARAMS])
     hi = torch.tensor([q[2] for q in syn.SHAPE_PARAMS])
@@ -394,7 +399,7 @@ def test_probe_finds_an_identity_the_images_carry_and_not_one_they_do_not(tmp_pa
     from bolid_lib.experiments.world_proof import World, WorldConfig, build_parser
 
     torch.manual_seed(0)
-    w = World(WorldConfig(ids=5, held_out=1, body_dim=8), tmp_path)
+    w = World(WorldConfig(**V1 | dict(ids=5, held_out=1, body_dim=8)), tmp_path)
     w.id_clf = nets.Classifier(5, 32).eval()
     w.unet, w.text = nets.build_unet(32, 8).eval(), WorldTextEncoder().eval()
     w.gallery = torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 8)    # the Body-ID says who it is
@@ -425,9 +430,9 @@ def test_one_seed_trains_the_same_world_bit_for_bit(tmp_path):
 
     from bolid_lib.experiments.world_proof import World, WorldConfig
 
-    cfg = WorldConfig(ids=2, held_out=0, palette="fixed", classifier_steps=3, base_views=4, base_steps=2, base_batch=2,
+    cfg = WorldConfig(**V1 | dict(ids=2, held_out=0, palette="fixed", classifier_steps=3, base_views=4, base_steps=2, base_batch=2,
                       base_warmup=1, vae_views=4, vae_steps=2, gallery_views=2, body_dim=8, adapter_views=2,
-                      adapter_steps=2, adapter_batch=2, eval_seeds=1, checkpoint_every=1000)
+                      adapter_steps=2, adapter_batch=2, eval_seeds=1, checkpoint_every=1000))
 
     def fingerprint(out, rng_seed):
         torch.manual_seed(rng_seed)                                    # another global RNG state before each run
@@ -445,3 +450,139 @@ def test_one_seed_trains_the_same_world_bit_for_bit(tmp_path):
         return h.hexdigest()
 
     assert fingerprint(tmp_path / "a", 1) == fingerprint(tmp_path / "b", 2)
+
+
+# --- world v2: the prompt names the clothes, the Body-ID shapes the person -----------------------------------------
+
+def test_named_palette_paints_the_colours_the_prompt_names_and_nothing_else_varies():
+    """World v2: the top and the bottom take the named colours (with a small jitter), the background and the skin are
+    the same in every view; the old palettes draw the same people in the same places."""
+    from bolid_lib.experiments.world.text import VOCAB, VOCAB_V2
+
+    shapes = render.pick_identities(4, 0)
+    pose = torch.tensor([0, 1, 2, 0])
+    top, bottom = torch.tensor([0, 1, 2, 3]), torch.tensor([3, 2, 1, 0])
+    named = render.WorldRender(palette="named")
+    img, kp = render.render(shapes, pose, seed=4, settings=named, colours=(top, bottom))
+    _, kp_rnd = render.render(shapes, pose, seed=4)
+    assert torch.equal(kp, kp_rnd)
+    table = torch.tensor(list(render.COLOURS.values()))
+    for i in range(4):
+        chest = ((kp[i, 5, :2] + kp[i, 12, :2]) / 2).round().long()           # between a shoulder and the other hip
+        knee = kp[i, 13, :2].round().long()
+        assert (img[i, :, chest[1], chest[0]] - table[top[i]]).abs().max() < 0.15, i
+        assert (img[i, :, knee[1], knee[0]] - table[bottom[i]]).abs().max() < 0.15, i
+    assert (img[:, :, 0, 0] - torch.tensor(render.FIXED["bg_a"])).abs().max() < 0.1
+    with pytest.raises(BoLIDError, match="colours=\\(top, bottom\\)"):
+        render.render(shapes, pose, seed=4, settings=named)
+    assert prompt_for(2, 0, 3) == "a person arms up red top yellow bottom" and prompt_for(2) == "a person arms up"
+    WorldTextEncoder(vocab=VOCAB_V2).token_ids(prompt_for(2, 0, 3))
+    with pytest.raises(BoLIDError, match="knows the words"):
+        WorldTextEncoder(vocab=VOCAB).token_ids(prompt_for(2, 0, 3))
+
+
+def test_world_v2_trains_the_adapter_on_many_people_with_body_ids_in_unnamed_colours(tmp_path):
+    """World v2's adapter data: the adapter's judged people and many extra ones, every caption naming the pose and
+    the clothes painted in the view, the Body-IDs from other views in unnamed colours; the zero-shot people absent.
+    The Body-ID VAE's views come from the same people (never a zero-shot one)."""
+    from bolid_lib.experiments.world.adapter_run import write_data
+    from bolid_lib.experiments.world.bodyid import vae_config
+    from bolid_lib.experiments.world_proof import World, WorldConfig
+    from bolid_lib.method.body_vae import BodyVAE
+
+    cfg = WorldConfig(ids=4, held_out=2, adapter_extra_ids=5, adapter_extra_views=2, adapter_views=3, ref_views=2,
+                      body_dim=8)
+    w = World(cfg, tmp_path)
+    assert w.train_ids == [0, 1] and w.held_ids == [2, 3] and w.extra_ids == list(range(4, 9))
+    assert w.ref_settings.palette == "random" and w.settings.palette == "named"
+    v = w.views(2, 0, ref=False)
+    caps = w.captions(v)
+    assert all(c.split()[3] == render.POSES[int(p)] for c, p in zip(caps, v["pose"]))
+    assert all(render.COLOUR_NAMES[int(t)] in c and render.COLOUR_NAMES[int(b)] in c
+               for c, t, b in zip(caps, v["top"], v["bottom"]))
+    torch.manual_seed(0)
+    w.body_vae = BodyVAE(vae_config(cfg)).eval()
+    w.gallery = torch.randn(4, 8)
+    folder = write_data(w, tmp_path / "data")
+    people = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    assert people == [f"person_{i:04d}" for i in [0, 1] + list(range(4, 9))]          # zero-shot 2 and 3 absent
+    text = (folder / "person_0000").glob("*.txt")
+    assert all(len(t.read_text().split()) == 8 for t in text)                         # pose + two named colours
+
+
+def test_swap_test_is_half_by_construction_when_the_body_id_changes_nothing(tmp_path):
+    """At lambda_body 0 every person's image of a scene is the same image, so of each pair exactly one lands nearer
+    its own person: the swap test is 50% whatever the judge; a judge that reads the person off the image gives
+    100% when each image shows its own person."""
+    from bolid_lib.experiments.world import evaluate
+    from bolid_lib.experiments.world_proof import World, WorldConfig
+
+    torch.manual_seed(0)
+    w = World(WorldConfig(ids=6, held_out=3, adapter_extra_ids=0, eval_seeds=2), tmp_path)
+    w.id_clf, w.pose_clf = nets.Classifier(6, 32).eval(), nets.Classifier(3, 32).eval()
+    w.top_clf, w.bottom_clf = nets.Classifier(4, 32).eval(), nets.Classifier(4, 32).eval()
+    w.shape_reg = nets.Classifier(12, 32).eval()
+    n_s = len(evaluate.scenes(w))
+    assert n_s == 6 and len({s[3] for s in evaluate.scenes(w)}) == 6
+    same = torch.rand(n_s, 3, 32, 32).repeat(3, 1, 1, 1)                              # person-major, scene-minor
+    got = evaluate.judge_scenes(w, same, w.held_ids)
+    assert got["swap_test"] == 0.5 and got["swap_test_shape"] == 0.5
+    assert got["swap_pairs"] == 3 * n_s and got["n"] == 3 * n_s and got["chance"] == 1 / 3
+    assert got["swap_ci95"][0] <= 0.5 <= got["swap_ci95"][1]
+
+    class Reads(torch.nn.Module):                                                     # logit = -|mean - person's code|
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return -(x.mean((1, 2, 3))[:, None] - torch.arange(6) / 6).abs()
+
+    w.id_clf = Reads()
+    own = torch.cat([torch.full((n_s, 3, 32, 32), i / 6) for i in w.held_ids])
+    got = evaluate.judge_scenes(w, own, w.held_ids)
+    assert got["swap_test"] == 1.0 and got["identity_top1"] == 1.0
+
+
+def test_a_stage_made_with_other_settings_is_refused_and_not_silently_reused(tmp_path):
+    """Running a changed flag into an existing --out once kept the old judge, base and data; now the stage whose
+    settings changed is refused with the fix, and settings no stage depends on (sampling, lambdas) are free."""
+    from bolid_lib.experiments.world_proof import World, WorldConfig, stage_key
+
+    cfg = WorldConfig(ids=4, held_out=2, adapter_extra_ids=0)
+    World(cfg, tmp_path).check_stage("base")
+    World(WorldConfig(ids=4, held_out=2, adapter_extra_ids=0, sample_steps=3, lambdas=(1.0,), base_steps=9000),
+          tmp_path).check_stage("base")                                  # more steps train the base further
+    with pytest.raises(BoLIDError, match="base stage made with other settings.*base_lr: 0.0008 there, 0.001 now.*new --out"):
+        World(WorldConfig(ids=4, held_out=2, adapter_extra_ids=0, base_lr=1e-3), tmp_path).check_stage("base")
+    assert stage_key(cfg, "adapter")["dropout_together"] == 0.05 and "lambdas" not in stage_key(cfg, "adapter")
+    with pytest.raises(BoLIDError, match="adapter stage"):
+        w = World(WorldConfig(ids=4, held_out=2, adapter_extra_ids=0, adapter_tokens=8), tmp_path)
+        w.check_stage("adapter")
+        World(cfg, tmp_path).check_stage("adapter")
+
+
+def test_the_in_suite_worlds_cache_key_covers_the_trainers_and_the_method(tmp_path):
+    """A change in training/ or method/ (not only in experiments/world*) trains the in-suite world afresh; the
+    headless runner, which no stage imports, does not."""
+    import shutil
+
+    import bolid_lib
+    import worldcache
+    from bolid_lib.experiments.world_proof import TEST
+
+    root = tmp_path / "bolid_lib"
+    shutil.copytree(Path(bolid_lib.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__", "*.json"))
+    before = worldcache.key(TEST, root)
+    names = {str(f.relative_to(root)) for f in worldcache.source_files(root)}
+    assert {"training/adapter.py", "training/loop.py", "method/attention.py", "method/adapter.py",
+            "experiments/world_proof.py", "experiments/world/fit.py", "data/synthetic.py"} <= names
+    for rel in ("training/loop.py", "method/attention.py"):
+        f = root / rel
+        f.write_text(f.read_text() + "\n# changed\n")
+        assert worldcache.key(TEST, root) != before, rel
+        before = worldcache.key(TEST, root)
+    f = root / "runner" / "headless.py"
+    f.write_text(f.read_text() + "\n# changed\n")
+    assert worldcache.key(TEST, root) == before
+    assert worldcache.key({**TEST, "base_steps": 1}, root) != before

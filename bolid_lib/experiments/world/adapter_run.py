@@ -19,7 +19,7 @@ from ...method.embedding import save_body
 from ...training.adapter import AdapterTrainConfig, train
 from ...training.models import ModelSet
 from . import bodyid, nets
-from .text import TrainerText, prompt_for
+from .text import TrainerText
 
 log = logging.getLogger("bolid")
 
@@ -33,24 +33,32 @@ def write_data(world, folder: Path) -> Path:
         return folder
     cfg = world.cfg
     v = world.views(cfg.adapter_views, 7, world.train_ids)
-    bodies = {pid: bodyid.embedding(world.body_vae, world.gallery[pid], cfg.gallery_views) for pid in world.train_ids}
+    bodies = {pid: bodyid.embedding(world.body_vae, world.gallery[pid], _gallery_views(cfg)) for pid in world.train_ids}
     if world.extra_ids:                     # more people, their Body-IDs from other views, as for the world's
         x = world.views(cfg.adapter_extra_views, 17, world.extra_ids)
-        v = {k: torch.cat([v[k], x[k]]) for k in ("images", "person", "pose")}
-        g = world.views(cfg.gallery_views, 18, world.extra_ids)
-        means = bodyid.encode_groups(world.body_vae, g["images"], g["keypoints"], cfg.gallery_views)
-        bodies.update({pid: bodyid.embedding(world.body_vae, m, cfg.gallery_views) for pid, m in zip(world.extra_ids, means)})
+        v = {k: torch.cat([v[k], x[k]]) for k in v if k != "keypoints"}
+        n = _gallery_views(cfg)
+        g = world.views(n, 18, world.extra_ids, ref=True)
+        means = bodyid.encode_groups(world.body_vae, g["images"], g["keypoints"], n, world.body_alpha)
+        bodies.update({pid: bodyid.embedding(world.body_vae, m, n) for pid, m in zip(world.extra_ids, means)})
+    captions = world.captions(v)
+    width = 4 if cfg.v2 else 2
     for i in range(v["images"].shape[0]):
         pid = int(v["person"][i])
-        d = folder / f"person_{pid:02d}"
+        d = folder / f"person_{pid:0{width}d}"
         d.mkdir(parents=True, exist_ok=True)
         arr = (v["images"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         Image.fromarray(arr).save(d / f"view_{i:05d}.png")
-        (d / f"view_{i:05d}.txt").write_text(prompt_for(int(v["pose"][i])), encoding="utf-8")
+        (d / f"view_{i:05d}.txt").write_text(captions[i], encoding="utf-8")
     for pid, body in bodies.items():
-        save_body(body, folder / f"person_{pid:02d}" / "body.safetensors", overwrite=True)
+        save_body(body, folder / f"person_{pid:0{width}d}" / "body.safetensors", overwrite=True)
     done.write_text("ok")
     return folder
+
+
+def _gallery_views(cfg) -> int:
+    """How many views a Body-ID is encoded from: world v2's ``ref_views`` (in colours no prompt names)."""
+    return cfg.ref_views if cfg.v2 else cfg.gallery_views
 
 
 def model_set(world, alpha_id: float) -> ModelSet:
@@ -66,7 +74,8 @@ def train_adapter(world, alpha_id: float, name: str):
         data_dir=str(data), output_dir=str(world.out / name), name=name, resolution=cfg.size, branches="body",
         body_tokens=cfg.adapter_tokens, body_hidden=cfg.adapter_hidden, body_init=cfg.adapter_init,
         alpha_id=alpha_id, beta_clip=0.0, pose_imgsz=32 * max(1, cfg.size // 32),
-        preview_timesteps=(0, 600), dropout_text=0.05, dropout_body=0.1, seed=cfg.seed, batch_size=cfg.adapter_batch,
+        preview_timesteps=(0, 600), dropout_text=cfg.dropout_text, dropout_body=cfg.dropout_body,
+        dropout_together=cfg.dropout_together, seed=cfg.seed, batch_size=cfg.adapter_batch,
         max_steps=cfg.adapter_steps, lr=cfg.adapter_lr, lr_decay=cfg.adapter_lr_decay,
         train_timesteps=cfg.adapter_timesteps, warmup_steps=20, save_every=cfg.checkpoint_every,
         log_every=25, resume="latest", tensorboard=False, cpu=torch.device(cfg.device).type == "cpu")

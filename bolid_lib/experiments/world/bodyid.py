@@ -13,6 +13,9 @@ from ...training.body_vae import TrainConfig, make_viewset, train_body_vae
 from ...method.weighting import apply_weighting
 
 
+TRAIN_ALPHA = 0.1          # the weighting floor the VAE trainer's view sets use (training.body_vae.make_viewset)
+
+
 def vae_config(cfg) -> BodyVAEConfig:
     return BodyVAEConfig(input_size=cfg.size, latent_dim=cfg.body_dim, widths=(16, 32, 64), feature_dim=128,
                          beta=0.02)
@@ -24,8 +27,9 @@ def train_vae(views: dict, cfg, folder: Path) -> tuple[BodyVAE, dict]:
     if final.is_file():
         return load_body_vae(final).to(cfg.device).eval(), {"vae_steps": None}
     vcfg = vae_config(cfg)
-    data = make_viewset(views["images"], views["keypoints"], views["person"], vcfg)
-    tcfg = TrainConfig(steps=cfg.vae_steps, batch_persons=min(16, int(views["person"].max()) + 1), lr=2e-3,
+    person = torch.unique(views["person"], return_inverse=True)[1]    # contiguous (world v2's people skip the judged ones)
+    data = make_viewset(views["images"], views["keypoints"], person, vcfg, alpha=TRAIN_ALPHA)
+    tcfg = TrainConfig(steps=cfg.vae_steps, batch_persons=min(16, int(person.max()) + 1), lr=2e-3,
                        warmup=min(50, cfg.vae_steps // 10 + 1), seed=cfg.seed, log_every=100,
                        checkpoint_every=cfg.checkpoint_every)
     ckpts = sorted((folder / "vae_checkpoints").glob("step_*.safetensors"))
@@ -36,10 +40,12 @@ def train_vae(views: dict, cfg, folder: Path) -> tuple[BodyVAE, dict]:
 
 
 @torch.no_grad()
-def encode_groups(model: BodyVAE, images: torch.Tensor, keypoints: torch.Tensor, group: int) -> torch.Tensor:
+def encode_groups(model: BodyVAE, images: torch.Tensor, keypoints: torch.Tensor, group: int,
+                  alpha: float | None = None) -> torch.Tensor:
     """Body-ID means of consecutive groups of ``group`` views: (B, 3, S, S), (B, 17, 3) -> (B / group, D), on the
-    CPU (the model may be on another device)."""
-    w, _ = apply_weighting(images, keypoints)
+    CPU (the model may be on another device). ``alpha``: the weighting's floor (None: the weighting's default; world
+    v2 passes the one the VAE was trained with, ``TRAIN_ALPHA``)."""
+    w, _ = apply_weighting(images, keypoints) if alpha is None else apply_weighting(images, keypoints, alpha=alpha)
     dev = next(model.parameters()).device
     return torch.stack([model.encode_views(w[i:i + group].to(dev), keypoints[i:i + group].to(dev))[0].cpu()
                         for i in range(0, images.shape[0], group)])

@@ -100,8 +100,11 @@ def quality(world, images: torch.Tensor) -> dict[str, float]:
 
 def run_all(world, adapter, tag: str, lambdas=None) -> None:
     """Identity / pose accuracy per lambda_body (adapter identities and held-out ones apart), the image-referenced mode,
-    FID / IS with the branch off and on; figures into ``world.figures[tag]``."""
+    FID / IS with the branch off and on; figures into ``world.figures[tag]``. World v2: ``run_all_v2``."""
     from diffusers.models.attention_processor import AttnProcessor2_0
+
+    if world.cfg.v2:
+        return run_all_v2(world, adapter, tag, lambdas)
 
     cfg = world.cfg
     lambdas = tuple(lambdas or cfg.lambdas)
@@ -163,11 +166,14 @@ def figures_out(world) -> None:
         prompt = [100 * sweep[str(l)][name]["pose_accuracy"] for l in lams]
         ax.plot(lams, ident, style, label=f"identity top-1 ({name})")
         ax.plot(lams, prompt, style, alpha=0.5, label=f"prompt accuracy ({name})")
+        if "swap_test" in present[name]:
+            ax.plot(lams, [100 * sweep[str(l)][name]["swap_test"] for l in lams], style, alpha=0.7, label=f"swap test ({name})")
         bx.plot(prompt, ident, style, label=name)
         for l, x, y in zip(lams, prompt, ident):
             bx.annotate(f"λ={l:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     for a in (ax, bx):
-        a.axhline(100 / world.cfg.ids, color="grey", lw=0.8, ls=":", label="chance (identity)")
+        chance = next(iter(present.values())).get("chance", 1 / world.cfg.ids)
+        a.axhline(100 * chance, color="grey", lw=0.8, ls=":", label="chance (identity)")
         a.set_ylim(0, 102)
     ax.set_xlabel("λ_body")
     ax.set_ylabel("% of generated images")
@@ -179,8 +185,8 @@ def figures_out(world) -> None:
     fig.tight_layout()
     fig.savefig(world.out / "world_lambda_sweep.png", dpi=130)
     plt.close(fig)
-    if getattr(world, "samples", None) is not None:
-        save_grid(world)
+    if getattr(world, "samples", None):
+        save_grid_v2(world) if world.cfg.v2 else save_grid(world)
 
 
 def save_grid(world) -> None:
@@ -248,3 +254,166 @@ def probe(world, adapter, lambdas=(0.0, 1.5), seeds: int = 6, probe_steps: int =
         out[str(lam)] = {"judge_top1": judge_top1, "linear_probe_top1": linear, "nearest_ground_truth_centroid": nearest}
         log.info("probe lambda_body %.2f: %s", lam, out[str(lam)])
     return out
+
+
+# --- world v2: the prompt names the clothes; zero-shot people; the swap test -------------------------------------
+
+def top1_among(model, images: torch.Tensor, labels: torch.Tensor, ids: list[int]) -> float:
+    """Top-1 of the identity judge among ``ids`` only (its logits of the other people ignored)."""
+    from .fit import predict
+
+    logits = predict(model, images)[:, ids]
+    truth = torch.searchsorted(torch.tensor(ids), labels)
+    return float((logits.argmax(1) == truth).float().mean())
+
+
+def r2(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Coefficient of determination (B, P) against (B, P), averaged over the P columns."""
+    sse = (pred - truth).pow(2).sum(0)
+    sst = (truth - truth.mean(0)).pow(2).sum(0).clamp(min=1e-12)
+    return float((1 - sse / sst).mean())
+
+
+def scenes(world) -> list[tuple[int, int, int, int]]:
+    """(pose, top, bottom, seed) of the evaluation's scenes: every judged person is drawn in each, from the same
+    starting noise, so two people's images of one scene differ only by their Body-IDs (the swap test's pairs)."""
+    cfg = world.cfg
+    n = cfg.eval_seeds * len(render.POSES)
+    top, bottom = render.random_colours(n, torch.Generator().manual_seed(cfg.seed * 17 + 5))
+    return [(j % len(render.POSES), int(top[j]), int(bottom[j]), cfg.seed * 1_000_000 + 700_000 + j) for j in range(n)]
+
+
+@torch.no_grad()
+def generate_scenes(world, sampler: Sampler, ids: list[int], body: torch.Tensor | None, lam: float,
+                    chunk: int = 24) -> torch.Tensor:
+    """Images (len(ids) * scenes, 3, S, S), person-major; body (len(ids) * scenes, D) per row or None."""
+    cfg, sc = world.cfg, scenes(world)
+    rows = [(i, j) for i in ids for j in range(len(sc))]
+    out = []
+    for s in range(0, len(rows), chunk):
+        part = rows[s:s + chunk]
+        lat = sampler([prompt_for(*sc[j][:3]) for _, j in part], [sc[j][3] for _, j in part],
+                      None if body is None else body[s:s + chunk], lam, cfg.sample_steps, cfg.cfg_scale,
+                      body_guidance=cfg.body_guidance)
+        out.append(to_image(lat, world.latent_map))
+    return torch.cat(out)
+
+
+def _bootstrap(values: torch.Tensor, seed: int, draws: int = 2000) -> list[float]:
+    """95% percentile interval of the mean of ``values`` (N, ...) resampled along dim 0 (whole rows: an image's
+    comparisons stay together, since they share the image)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, values.shape[0], (draws, values.shape[0]), generator=g)
+    means = values.float().reshape(values.shape[0], -1).mean(1)[idx].mean(1)
+    return [round(float(means.quantile(0.025)), 4), round(float(means.quantile(0.975)), 4)]
+
+
+@torch.no_grad()
+def judge_scenes(world, images: torch.Tensor, ids: list[int]) -> dict:
+    """The judges on person-major images of ``ids`` x scenes: identity top-1 among ``ids``; the swap test (each image
+    against every other person of ``ids`` drawn in the same scene: does it land nearer its own person, by the
+    identity judge's logits and by the shape regressor's distance); the shape regressor's R^2 against the true
+    shapes of the people whose Body-IDs were given; pose and colour accuracy of the prompt."""
+    from .fit import predict
+
+    sc = scenes(world)
+    n_p, n_s = len(ids), len(sc)
+    logits = predict(world.id_clf, images)[:, ids].reshape(n_p, n_s, n_p)          # (person, scene, judged as)
+    own = torch.arange(n_p)
+    top1 = logits.argmax(-1) == own[:, None]                                        # (P, S)
+    # swap: image of a in scene s, against person b != a: logit_a > logit_b
+    diag = logits[own, :, own]                                                      # (P, S)
+    swap = diag[:, :, None] > logits                                                # (P, S, P)
+    off = ~torch.eye(n_p, dtype=torch.bool)[:, None, :].expand(n_p, n_s, n_p)
+    swap_rows = torch.stack([swap[a, s][off[a, s]] for a in range(n_p) for s in range(n_s)])   # (P*S, P-1)
+    truth = render.unit_shapes(world.shapes[ids])                                    # (P, 12)
+    shape = predict(world.shape_reg, images).reshape(n_p, n_s, -1)
+    dist = (shape[:, :, None, :] - truth[None, None]).norm(dim=-1)                   # (P, S, P)
+    shape_swap = dist[own, :, own][:, :, None] < dist
+    shape_rows = torch.stack([shape_swap[a, s][off[a, s]] for a in range(n_p) for s in range(n_s)])
+    pose = torch.tensor([p for p, _, _, _ in sc]).repeat(n_p)
+    top = torch.tensor([t for _, t, _, _ in sc]).repeat(n_p)
+    bottom = torch.tensor([b for _, _, b, _ in sc]).repeat(n_p)
+    n = n_p * n_s
+    hits = {"pose": predict(world.pose_clf, images).argmax(1) == pose,
+            "top_colour": predict(world.top_clf, images).argmax(1) == top,
+            "bottom_colour": predict(world.bottom_clf, images).argmax(1) == bottom}
+    seed = world.cfg.seed
+    out = {"n": n, "people": n_p, "scenes": n_s, "chance": 1 / n_p,
+           "identity_top1": float(top1.float().mean()), "identity_ci95": wilson(int(top1.sum()), n),
+           "swap_test": float(swap_rows.float().mean()), "swap_ci95": _bootstrap(swap_rows, seed),
+           "swap_pairs": n_p * (n_p - 1) // 2 * n_s,
+           "swap_test_shape": float(shape_rows.float().mean()), "swap_shape_ci95": _bootstrap(shape_rows, seed + 1),
+           "shape_r2": r2(shape.reshape(n, -1), truth.repeat_interleave(n_s, 0)),
+           "identities_predicted": int(torch.unique(logits.argmax(-1)).numel())}
+    for k, h in hits.items():
+        out[f"{k}_accuracy"] = float(h.float().mean())
+        out[f"{k}_ci95"] = wilson(int(h.sum()), n)
+    return out
+
+
+def run_all_v2(world, adapter, tag: str, lambdas=None) -> None:
+    """World v2's figures into ``world.figures[tag]``: per lambda_body and group (the adapter's people, the zero-shot
+    people), identity top-1 among the group, the swap test, shape R^2, prompt control; the image-referenced mode (a
+    Body-ID from one view in unnamed colours); FID / IS with the identity judge's features."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    cfg = world.cfg
+    lambdas = tuple(lambdas or cfg.lambdas)
+    groups = {name: ids for name, ids in (("held_out_ids", world.held_ids), ("adapter_ids", world.train_ids)) if ids}
+    n_s = len(scenes(world))
+    with_quality = {0.0, 1.0} <= set(lambdas)
+    if with_quality:
+        world.unet.set_attn_processor(AttnProcessor2_0())      # the base alone: diffusers' own attention everywhere
+        plain = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size)
+        base = torch.cat([generate_scenes(world, plain, ids, None, 0.0) for ids in groups.values()])
+    sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size, adapter)
+    res: dict = {"lambda_sweep": {}}
+    keep = {}
+    for lam in lambdas:
+        row = {}
+        for name, ids in groups.items():
+            body = world.gallery[torch.tensor(ids)].repeat_interleave(n_s, 0)
+            images = generate_scenes(world, sampler, ids, body, lam)
+            row[name] = judge_scenes(world, images, ids)
+            keep[(lam, name)] = images
+        res["lambda_sweep"][str(lam)] = row
+        log.info("%s lambda_body %.2f: %s", tag, lam, row)
+        world.figures[tag] = res
+        world.save_figures()
+    res["image_referenced"] = {}
+    per = cfg.eval_seeds * len(render.POSES)
+    for name, ids in groups.items():
+        body = torch.stack([world.single[i * per + j] for i in ids for j in range(n_s)])
+        res["image_referenced"][name] = judge_scenes(world, generate_scenes(world, sampler, ids, body, 1.0), ids)
+    log.info("%s image-referenced (one view): %s", tag, res["image_referenced"])
+    if with_quality:
+        every = {lam: torch.cat([keep[(lam, name)] for name in groups]) for lam in (0.0, 1.0)}
+        truth = round_trip(world.views(cfg.eval_seeds * len(render.POSES), 9)["images"], world.latent_map)[:len(base)]
+        res["quality"] = {"ground_truth_renders": quality(world, truth), "base_alone": quality(world, base),
+                          **{f"lambda_{lam}": quality(world, every[lam]) for lam in (0.0, 1.0)}}
+        res["base_alone_vs_lambda_0_max_abs_diff"] = float((base - every[0.0]).abs().max())
+        world.samples = {lam: keep[(lam, "held_out_ids")] for lam in (0.0, 1.0) if (lam, "held_out_ids") in keep}
+    world.figures[tag] = res
+    world.save_figures()
+
+
+def save_grid_v2(world, people: int = 8) -> None:
+    """Rows: zero-shot people; columns: a view their Body-ID is encoded from (unnamed colours), then per scene the
+    sample at lambda_body 0 and 1 (the same prompt and noise down each column pair)."""
+    from PIL import Image
+
+    ids = world.held_ids[:people]
+    ref = world.views(1, 8, ids, ref=True)["images"]
+    n_s = len(scenes(world))
+    cells = []
+    for j in range(len(ids)):
+        row = [ref[j]]
+        for s in range(min(n_s, 6)):
+            for lam in (0.0, 1.0):
+                row.append(world.samples[lam][j * n_s + s])
+        cells.append(torch.cat(row, dim=2))
+    grid = torch.cat(cells, dim=1)
+    arr = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    img = Image.fromarray(arr)
+    img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(world.out / "world_samples.png")

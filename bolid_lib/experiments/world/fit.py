@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ...files import read_format, read_safetensors, save_safetensors_atomic
 from ...training import loop
 from . import nets
-from .text import WorldTextEncoder, prompt_for
+from .text import WorldTextEncoder, vocab_for
 
 log = logging.getLogger("bolid")
 FORMAT = "bolid.world_checkpoint"
@@ -73,14 +73,14 @@ def base_schedule(cfg) -> loop.Schedule:
                          min_ratio=0.05 if cosine else 1.0)
 
 
-def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: Path) -> tuple[nn.Module, WorldTextEncoder, dict]:
+def train_base(latents: torch.Tensor, captions: list[str], size: int, cfg, ckpt: Path) -> tuple[nn.Module, WorldTextEncoder, dict]:
     """The text-only base: UNet + text encoder from scratch (v-prediction, min-SNR-5 weights, EMA of the weights)
-    on (latent, prompt of its pose class), 10% empty prompts (classifier-free guidance). latents (N, 4, h, h),
-    pose (N,). Stops at cfg.base_steps or cfg.base_seconds; returns the EMA models, on cfg.device. The batches are
+    on (latent, its prompt), 10% empty prompts (classifier-free guidance). latents (N, 4, h, h), captions (N,).
+    Stops at cfg.base_steps or cfg.base_seconds; returns the EMA models, on cfg.device. The batches are
     drawn on the CPU (one seed draws them alike on every device) and moved there."""
     dev = torch.device(cfg.device)
     unet = nets.build_unet(cfg.model_channels, cfg.head_channels, seed=cfg.seed).to(dev)
-    text = WorldTextEncoder().to(dev)
+    text = WorldTextEncoder(vocab=vocab_for(cfg.palette)).to(dev)
     ema = Ema({"unet": unet, "text": text}, cfg.base_ema)
     nets.share_context_projections(unet)
     nets.share_context_projections(ema.copies["unet"])
@@ -101,7 +101,7 @@ def train_base(latents: torch.Tensor, pose: torch.Tensor, size: int, cfg, ckpt: 
     while step < cfg.base_steps and time.time() - t0 < cfg.base_seconds:
         idx = torch.randint(0, latents.shape[0], (cfg.base_batch,), generator=g)
         x0 = latents[idx]
-        caps = [prompt_for(int(p)) if float(u) >= 0.1 else "" for p, u in zip(pose[idx], torch.rand(len(idx), generator=g))]
+        caps = [captions[int(i)] if float(u) >= 0.1 else "" for i, u in zip(idx, torch.rand(len(idx), generator=g))]
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, 1000, (len(idx),), generator=g)
         x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
@@ -172,6 +172,17 @@ def ce_loss(model, x, y):
     return F.cross_entropy(model(x), y)
 
 
+def mse_loss(model, x, y):
+    return F.mse_loss(model(x), y)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """The model's outputs (B, ...) on the CPU, computed on its device in chunks."""
+    dev = next(model.parameters()).device
+    return torch.cat([model(images[i:i + chunk].to(dev)).cpu() for i in range(0, images.shape[0], chunk)])
+
+
 def keypoint_loss(model, x, kp):
     pred = model.keypoints(x)
     s = x.shape[-1]
@@ -179,8 +190,5 @@ def keypoint_loss(model, x, kp):
         F.binary_cross_entropy_with_logits(pred[..., 2], (kp[..., 2] > 0).float())
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk: int = 256) -> float:
-    dev = next(model.parameters()).device
-    pred = torch.cat([model(images[i:i + chunk].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], chunk)])
-    return float((pred == labels).float().mean())
+    return float((predict(model, images, chunk).argmax(1) == labels).float().mean())

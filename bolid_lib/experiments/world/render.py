@@ -1,8 +1,12 @@
 """Views of the world: ``bolid_lib.data.synthetic``'s procedural people, drawn facing the camera, in a pose class.
 
 Identity is the body shape of ``synthetic`` (limb lengths and widths, head size, proportions). What the prompt
-controls is the pose class (``POSES``: arms down / out / up); everything else is random per view: the exact joint
-angles inside the class, a small turn of the body, position, clothing, skin and background colours.
+controls is the pose class (``POSES``: arms down / out / up) and, in world v2 (palette "named"), the colours of the
+top and the bottom, each one of ``COLOURS``; the background and the skin are then the same in every view. The other
+palettes are today's ablations: "random" draws clothing, skin and background colours per view (named nowhere), and
+"fixed" paints every view alike. Everything else is random per view: the exact joint angles inside the class, a
+small turn of the body, position. The views a Body-ID is encoded from are drawn with palette "random", in colours
+the prompt does not name, so a Body-ID cannot carry the clothes.
 
 Legend: B views, S image side, K = 17 COCO keypoints.
 """
@@ -28,7 +32,8 @@ class WorldRender:
     body_frac: float = 0.78       # head-top to ankle height as a fraction of the side (arms up reach above it)
     max_yaw_deg: float = 12.0
     jitter: float = 0.03          # position jitter, fraction of the side
-    palette: str = "random"       # "random": background, clothes and skin drawn per view; "fixed": one for all views
+    palette: str = "random"       # "random": background, clothes and skin drawn per view; "fixed": one for all views;
+                                  # "named": top and bottom from COLOURS (the prompt names them), the rest fixed
 
 
 def _uniform(b: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -74,10 +79,11 @@ BODY_KP = {5: "l_shoulder", 6: "r_shoulder", 7: "l_elbow", 8: "r_elbow", 9: "l_w
            11: "l_hip", 12: "r_hip", 13: "l_knee", 14: "r_knee", 15: "l_ankle", 16: "r_ankle"}
 
 
-def render(shapes: torch.Tensor, pose: torch.Tensor, seed: int, settings: WorldRender = WorldRender()
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def render(shapes: torch.Tensor, pose: torch.Tensor, seed: int, settings: WorldRender = WorldRender(),
+           colours: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One view per row: shapes (B, P), pose (B,) index into POSES -> images (B, 3, S, S) in [0, 1], keypoints
-    (B, 17, 3) px + confidence 1 (all visible: the person faces the camera)."""
+    (B, 17, 3) px + confidence 1 (all visible: the person faces the camera). ``colours``: (top, bottom) (B,) indices
+    into COLOURS, for palette "named" (required there, ignored by the others)."""
     g = torch.Generator().manual_seed(int(seed))
     b, s = shapes.shape[0], settings.size
     shapes = shapes.float()
@@ -98,24 +104,42 @@ def render(shapes: torch.Tensor, pose: torch.Tensor, seed: int, settings: WorldR
     face = _face(c, view, p["head_r"])
     for k in range(NUM_KEYPOINTS):
         kp[:, k, :2] = to_px(face[k] if k in face else c[BODY_KP[k]])
-    return _paint(c, p, to_px, scale, s, b, g, settings.palette), kp
+    return _paint(c, p, to_px, scale, s, b, g, settings.palette, colours), kp
 
 
 FIXED = {"bg_a": (0.75, 0.8, 0.85), "bg_b": (0.55, 0.6, 0.5), "skin": (0.9, 0.7, 0.55), "top": (0.15, 0.3, 0.8),
          "bottom": (0.3, 0.2, 0.15)}
+# world v2's clothing colours, one word each in the prompt; drawn with a small jitter per view
+COLOURS: dict[str, tuple[float, float, float]] = {"red": (0.85, 0.15, 0.15), "green": (0.15, 0.65, 0.2),
+                                                  "blue": (0.15, 0.25, 0.85), "yellow": (0.92, 0.82, 0.15)}
+COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
+COLOUR_JITTER = 0.06
 
 
-def _paint(c, p, to_px, scale, s, b, g, palette: str = "random") -> torch.Tensor:
+def random_colours(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top, bottom) (n,) indices into COLOURS, each uniform."""
+    return torch.randint(0, len(COLOURS), (n,), generator=g), torch.randint(0, len(COLOURS), (n,), generator=g)
+
+
+def _paint(c, p, to_px, scale, s, b, g, palette: str = "random", colours=None) -> torch.Tensor:
     """Background, then the body's parts z-buffered (capsules, torso quad, head disc), colours random per view
-    (``palette`` "random") or the same for every view (``FIXED``, ``palette`` "fixed")."""
+    (``palette`` "random"), the same for every view (``FIXED``, ``palette`` "fixed"), or the top and bottom named by
+    ``colours`` with the rest fixed (``palette`` "named")."""
     yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32) + 0.5, torch.arange(s, dtype=torch.float32) + 0.5, indexing="ij")
     bg_a, bg_b = torch.rand(b, 3, generator=g), torch.rand(b, 3, generator=g)
     skin = 0.3 + 0.65 * torch.rand(b, 1, generator=g) * torch.tensor([1.0, 0.8, 0.65])
     top_c, bottom_c = torch.rand(b, 3, generator=g), torch.rand(b, 3, generator=g)
-    if palette == "fixed":              # the same draws are made, so the rest of the view is as under "random"
+    if palette in ("fixed", "named"):   # the same draws are made, so the rest of the view is as under "random"
         bg_a, bg_b, skin, top_c, bottom_c = (torch.tensor(FIXED[k]).expand(b, 3) for k in ("bg_a", "bg_b", "skin", "top", "bottom"))
-    elif palette != "random":
-        raise BoLIDError(f"palette must be 'random' or 'fixed', got {palette!r}")
+    if palette == "named":
+        if colours is None:
+            raise BoLIDError("palette 'named' paints the colours the prompt names: pass colours=(top, bottom)")
+        table = torch.tensor(list(COLOURS.values()))
+        jitter = COLOUR_JITTER * (2 * torch.rand(2, b, 3, generator=g) - 1)
+        top_c = (table[colours[0].long()] + jitter[0]).clamp(0, 1)
+        bottom_c = (table[colours[1].long()] + jitter[1]).clamp(0, 1)
+    elif palette not in ("random", "fixed"):
+        raise BoLIDError(f"palette must be 'named', 'random' or 'fixed', got {palette!r}")
     t = (yy / s)[None, None]
     img = bg_a[:, :, None, None] * (1 - t) + bg_b[:, :, None, None] * t
     zbuf = torch.full((b, s, s), -1e9)
@@ -149,7 +173,10 @@ def _paint(c, p, to_px, scale, s, b, g, palette: str = "random") -> torch.Tensor
     return (img + 0.02 * torch.randn(b, 3, s, s, generator=g)).clamp(0, 1)
 
 
-def _unit(shapes: torch.Tensor) -> torch.Tensor:
+SHAPE_NAMES: tuple[str, ...] = tuple(q[0] for q in syn.SHAPE_PARAMS)
+
+
+def unit_shapes(shapes: torch.Tensor) -> torch.Tensor:
     """Shape parameters scaled to their ranges (each in [0, 1]): the space people's distances are measured in."""
     lo = torch.tensor([q[1] for q in syn.SHAPE_PARAMS])
     hi = torch.tensor([q[2] for q in syn.SHAPE_PARAMS])
@@ -160,7 +187,7 @@ def pick_identities(n: int, seed: int, pool: int = 400) -> torch.Tensor:
     """(n, P) shapes of ``n`` identities: farthest-point picks from ``pool`` random ``synthetic`` shapes (each
     parameter scaled to its range), so the world's people differ as much as its ranges allow."""
     cand = syn.random_shapes(max(pool, n), seed)
-    u = _unit(cand)
+    u = unit_shapes(cand)
     chosen = [0]
     d = (u - u[0]).norm(dim=1)
     for _ in range(n - 1):
@@ -174,14 +201,14 @@ def extra_identities(world: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """(n, P) more random people, none of them nearer (in parameters scaled to their ranges) to one of ``world``'s
     people than half the distance between the two nearest of those: extra training people for the adapter that
     cannot stand in for a held-out identity."""
-    u = _unit(world)
+    u = unit_shapes(world)
     d = torch.cdist(u, u) + torch.eye(len(u)) * 1e9
     margin = float(d.min()) / 2
     kept, attempt = [], 0
     while sum(len(k) for k in kept) < n:
         cand = syn.random_shapes(4 * n, seed * 7919 + 104729 + attempt)
         attempt += 1
-        kept.append(cand[torch.cdist(_unit(cand), u).min(dim=1).values > margin])
+        kept.append(cand[torch.cdist(unit_shapes(cand), u).min(dim=1).values > margin])
         if attempt > 50:
             raise BoLIDError(f"could not find {n} extra people away from the world's {len(world)}")
     return torch.cat(kept)[:n]
@@ -189,14 +216,21 @@ def extra_identities(world: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 def views(shapes: torch.Tensor, per_id: int, seed: int, settings: WorldRender = WorldRender(),
           poses: torch.Tensor | None = None, chunk: int = 512) -> dict[str, torch.Tensor]:
-    """``per_id`` views of each identity, identity-major: {"images", "keypoints", "person", "pose"}.
-    Poses cycle through POSES unless given (B,)."""
+    """``per_id`` views of each identity, identity-major: {"images", "keypoints", "person", "pose"} (+ "top",
+    "bottom" colour indices under palette "named", drawn uniformly). Poses cycle through POSES unless given (B,)."""
     n = shapes.shape[0]
     person = torch.arange(n).repeat_interleave(per_id)
     pose = torch.arange(person.numel()) % len(POSES) if poses is None else poses
+    named = settings.palette == "named"
+    top, bottom = random_colours(person.numel(), torch.Generator().manual_seed(int(seed) * 7 + 3)) if named else (None, None)
     imgs, kps = [], []
     for i, s0 in enumerate(range(0, person.numel(), chunk)):
-        im, kp = render(shapes[person[s0:s0 + chunk]], pose[s0:s0 + chunk], int(seed) * 100003 + i, settings)
+        part = slice(s0, s0 + chunk)
+        im, kp = render(shapes[person[part]], pose[part], int(seed) * 100003 + i, settings,
+                        (top[part], bottom[part]) if named else None)
         imgs.append(im)
         kps.append(kp)
-    return {"images": torch.cat(imgs), "keypoints": torch.cat(kps), "person": person, "pose": pose}
+    out = {"images": torch.cat(imgs), "keypoints": torch.cat(kps), "person": person, "pose": pose}
+    if named:
+        out.update(top=top, bottom=bottom)
+    return out

@@ -13,21 +13,32 @@ import torch.nn as nn
 
 from ...errors import BoLIDError
 from ...method.sdxl_layers import CONTEXT_DIM
-from .render import POSES
+from .render import COLOUR_NAMES, POSES
 
 TOKENS = 77
 POOLED_DIM = 1280
 VOCAB = ("<start>", "<end>", "a", "person", "arms") + POSES
+# world v2 (palette "named"): the prompt also names the colours of the top and the bottom
+VOCAB_V2 = VOCAB + ("top", "bottom") + COLOUR_NAMES
 
 
-def prompt_for(pose: int) -> str:
-    return f"a person arms {POSES[pose]}"
+def vocab_for(palette: str) -> tuple[str, ...]:
+    return VOCAB_V2 if palette == "named" else VOCAB
+
+
+def prompt_for(pose: int, top: int | None = None, bottom: int | None = None) -> str:
+    """"a person arms up" (today's palettes), or with the clothes named: "a person arms up red top blue bottom"."""
+    text = f"a person arms {POSES[pose]}"
+    if top is not None:
+        text += f" {COLOUR_NAMES[top]} top {COLOUR_NAMES[bottom]} bottom"
+    return text
 
 
 class WorldTextEncoder(nn.Module):
-    def __init__(self, width: int = 64):
+    def __init__(self, width: int = 64, vocab: tuple[str, ...] = VOCAB):
         super().__init__()
-        self.words = nn.Embedding(len(VOCAB), width)
+        self.vocab = vocab
+        self.words = nn.Embedding(len(vocab), width)
         self.position = nn.Parameter(torch.zeros(TOKENS, width))
         self.mix = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
         self.to_context = nn.Linear(width, CONTEXT_DIM)
@@ -36,10 +47,10 @@ class WorldTextEncoder(nn.Module):
 
     def token_ids(self, caption: str) -> list[int]:
         words = caption.split()
-        bad = [w for w in words if w not in VOCAB[2:]]
+        bad = [w for w in words if w not in self.vocab[2:]]
         if bad:
-            raise BoLIDError(f"the world's text encoder knows the words {VOCAB[2:]}; got {bad}")
-        ids = [0] + [VOCAB.index(w) for w in words][:TOKENS - 2] + [1]
+            raise BoLIDError(f"the world's text encoder knows the words {self.vocab[2:]}; got {bad}")
+        ids = [0] + [self.vocab.index(w) for w in words][:TOKENS - 2] + [1]
         return ids + [1] * (TOKENS - len(ids))
 
     def forward(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
