@@ -10,7 +10,8 @@ Since mid-2026 the Registry scans each archive; any finding flags the version an
 becomes the latest, so ComfyUI-Manager users never get it. Rule classes seen in flags (ComfyUI-Manager #2927,
 #2997, #3085; registry-backend #179, #192): starting processes, reading or setting environment variables,
 network operations, eval / exec, vendored or unclassifiable code; findings in test files count. ``scan`` looks
-for each of them: Python through its syntax tree, JavaScript as text.
+for each of them (unpickling outside torch's weights_only reader counts as running code): Python through its
+syntax tree, JavaScript as text.
 
 ``python tests/registrylib.py [REPO]`` prints the archive's files and the findings (exit status 1 when any).
 """
@@ -317,6 +318,16 @@ def scan_python(path: str, text: str) -> list[Finding]:
         elif isinstance(node, ast.Call):
             if isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC_BUILTINS and node.func.id not in aliases:
                 add(node, DYNAMIC_CODE, f"{node.func.id}(...)")
+            # Unpickling runs whatever the file names: only torch's weights_only reader passes.
+            callee = _dotted(node.func)
+            head, _, rest = callee.partition(".")
+            callee = f"{aliases.get(head, head)}.{rest}" if rest else aliases.get(head, head)
+            if callee in ("pickle.load", "pickle.Unpickler", "dill.load", "dill.loads", "joblib.load"):
+                add(node, DYNAMIC_CODE, f"{callee}(...) (unpickling runs code)")
+            if callee == "torch.load" and not any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords):
+                add(node, DYNAMIC_CODE, "torch.load(...) without weights_only=True (unpickling runs code)")
             # A Hugging Face loader without local_files_only=True downloads when the name is a hub id.
             if isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained":
                 local = any(k.arg == "local_files_only" and isinstance(k.value, ast.Constant) and k.value.value is True

@@ -79,6 +79,8 @@ FLAGGED_PY = [
     ("exec('x = 1')", reg.DYNAMIC_CODE),
     ("m = __import__('os')", reg.DYNAMIC_CODE),
     ("import importlib\nimportlib.import_module('x')", reg.DYNAMIC_CODE),
+    ("import torch\nsd = torch.load(path)", reg.DYNAMIC_CODE),
+    ("import pickle\nobj = pickle.load(f)", reg.DYNAMIC_CODE),
     ("def f(:\n", reg.UNCLASSIFIABLE),
 ]
 
@@ -95,6 +97,7 @@ model = torch.nn.Linear(1, 1).eval()          # a method named eval
 rx = re.compile("a")                           # a method named compile
 p = os.path.join("a", "b"); os.makedirs(p, exist_ok=True)
 clip = CLIPModel.from_pretrained(p, local_files_only=True)
+state = torch.load(p, map_location="cpu", weights_only=True)   # torch's restricted reader: tensors only
 url = "https://huggingface.co/h94/IP-Adapter"  # an address in a message is not a request
 """
 
