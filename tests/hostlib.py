@@ -94,7 +94,14 @@ class ComfyHost:
 
         args.cpu = True
         args.base_directory = str(self.base_dir)
-        args.disable_api_nodes = True
+        # No partner (API) nodes and no assets system, under whichever names this ComfyUI has. cli_args resolves
+        # its aliases while parsing (0.38.1: --disable-api-nodes sets offline, offline sets disable_partner_nodes),
+        # which an in-process boot never does, so each name is set itself. The assets system of 0.38.1 (on by
+        # default, its database needs SQLAlchemy / alembic) stays off: no PromptServer is built, the executor gets
+        # no asset manager (PromptExecutor then uses NoAssets), and disable_assets says so to anything that looks.
+        for name in ("disable_api_nodes", "offline", "disable_partner_nodes", "disable_assets"):
+            if hasattr(args, name):
+                setattr(args, name, True)
         import utils.extra_config  # noqa: F401  (before `nodes`, which puts comfy/ first on sys.path)
         import folder_paths
 
@@ -202,7 +209,8 @@ def make_executor(execution, server):
 
     ComfyUI 0.33 reads ``cache_args["ram"]`` and ``["ram_inactive"]`` in ``execute`` (main.py passes them; an
     executor built without them fails with a TypeError); 0.3.64 takes no ``cache_args``. Zero RAM headroom is
-    what 0.33's main.py gives the classic cache.
+    what 0.33's main.py gives the classic cache. 0.38.1 adds ``asset_manager=None`` (then ``NoAssets``, which
+    needs no database): left out here.
     """
     import inspect
 

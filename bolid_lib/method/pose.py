@@ -154,6 +154,31 @@ def _torch_threads_kept():
             torch.set_num_threads(threads)
 
 
+# ultralytics' predictor adds to every model it runs a callback that posts an anonymous usage event to Google
+# Analytics after each predict (ultralytics.utils.events; older releases did it from a HUB callback), on unless the
+# user's ultralytics settings say sync=False. The pack's nodes must not touch the network, so its predictions run
+# through a predictor that drops the callbacks of these modules, for the pack's own model only: ultralytics'
+# settings, its module state and other packs' models are left as they are.
+_ANALYTICS_MODULES = ("ultralytics.utils.events", "ultralytics.hub", "ultralytics.utils.callbacks.hub",
+                      "ultralytics.utils.callbacks.platform")
+_QUIET_PREDICTORS: dict[type, type] = {}
+
+
+def _quiet_predictor(yolo) -> type:
+    """The predictor class ultralytics would pick for this model, without its analytics callbacks."""
+    base = yolo.task_map[yolo.task]["predictor"]
+    if base not in _QUIET_PREDICTORS:
+
+        def __init__(self, *args, **kwargs):
+            base.__init__(self, *args, **kwargs)
+            for event in list(self.callbacks):
+                self.callbacks[event] = [f for f in self.callbacks[event]
+                                         if not getattr(f, "__module__", "").startswith(_ANALYTICS_MODULES)]
+
+        _QUIET_PREDICTORS[base] = type(f"BoLIDQuiet{base.__name__}", (base,), {"__init__": __init__})
+    return _QUIET_PREDICTORS[base]
+
+
 # The restricted read below needs ultralytics' torch_safe_load(..., safe_only=True) as a weights_only load against the
 # _SafeLoad allow-list (first in ultralytics 8.4.67) and torch >= 2.6 (torch.serialization.get_unsafe_globals_in_checkpoint; later ultralytics check it as
 # _SafeLoad.SUPPORTED and otherwise fall back to a full, unpickling load without a word). requirements.txt asks
@@ -326,7 +351,8 @@ class PoseModel:
             # the channels-last view about 4x faster than a full-size copy first would cost.
             chunk = _letterbox(chunk, plan).contiguous()                      # (b', 3, H', W')
             with torch.inference_mode(), _torch_threads_kept():
-                results = self.yolo.predict(chunk, conf=conf, verbose=False, device=device, imgsz=plan.size)
+                results = self.yolo.predict(chunk, conf=conf, verbose=False, device=device, imgsz=plan.size,
+                                            predictor=_quiet_predictor(self.yolo))
             parts.append(select_people(
                 results, policy=policy, visibility=visibility, on_missing=on_missing,
                 scale=plan.gain, index_offset=start,

@@ -6,7 +6,7 @@
    (``ComfyUI/custom_nodes/<pack>``).
 2. Start it as a subprocess with the same Python (``main.py --listen 127.0.0.1 --port <free port> --offline``,
    each flag only if that ComfyUI's ``main.py --help`` lists it: ``--offline`` where it exists, else the older
-   ``--disable-api-nodes``), its log in a file; or use a running one with ``--server http://127.0.0.1:8188``
+   ``--disable-api-nodes``; ``--disable-assets`` where it exists), its log in a file; or use a running one with ``--server http://127.0.0.1:8188``
    (loopback only). When the pack is not inside that ComfyUI's ``custom_nodes``, it is loaded through a
    temporary ``--extra-model-paths-config`` that adds a ``custom_nodes`` folder linking to the pack.
 3. Read ``/object_info``, convert the workflow (UI format or API format), list the model folders
@@ -230,8 +230,12 @@ def server_args(flags: frozenset[str] | set[str], port: int, *, cpu: bool, base_
 
     No partner/API nodes (the runner works offline): ``--offline`` where it exists (ComfyUI after 0.33, where
     ``--disable-api-nodes`` became its deprecated alias), else ``--disable-api-nodes``, else
-    ``--disable-partner-nodes``. With a base directory, its database goes there too (0.33 would write
-    ``user/comfyui.db`` into the ComfyUI folder otherwise).
+    ``--disable-partner-nodes``. No assets system where it can be turned off (``--disable-assets``: on by
+    default from about ComfyUI 0.38, it stops the start-up with ASSETS_STARTUP_FAILED when SQLAlchemy / alembic
+    are missing, when the database is not writable, or when the user's own ComfyUI already holds the database's
+    lock; a run that reads its outputs from ``/history`` and ``/view`` needs none of it). With a base
+    directory, its database goes there too (0.33 would write ``user/comfyui.db`` into the ComfyUI folder
+    otherwise).
     """
     for needed in ("--listen", "--port"):
         if needed not in flags:
@@ -243,6 +247,8 @@ def server_args(flags: frozenset[str] | set[str], port: int, *, cpu: bool, base_
         args.append(offline)
     else:
         log.warning("this ComfyUI has no option to leave out its API nodes; they load as usual")
+    if "--disable-assets" in flags:
+        args.append("--disable-assets")
     if cpu:
         if "--cpu" in flags:
             args.append("--cpu")

@@ -145,6 +145,8 @@ def test_flags_the_runner_reads_are_those_of_this_comfyui():
     assert {a for a in args if a.startswith("--")} <= flags
     offline = "--offline" if "--offline" in flags else "--disable-api-nodes"
     assert offline in args and ("--disable-api-nodes" not in args or "--offline" not in flags)
+    # The assets system: off where it can be turned off (ComfyUI >= ~0.38), never turned on (0.33's --enable-assets).
+    assert ("--disable-assets" in args) == ("--disable-assets" in flags) and "--enable-assets" not in args
 
 
 def test_example_workflows_and_thumbnails_are_served(server):

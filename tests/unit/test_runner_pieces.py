@@ -174,3 +174,32 @@ def test_server_args_refuse_a_host_without_what_the_runner_needs(tmp_path):
     comfyui = _fake_comfyui(tmp_path / "ComfyUI")
     with pytest.raises(runner.RunError, match="no --extra-model-paths-config"):
         runner.prepare_pack_loading(comfyui, None, tmp_path / "work", flags={"--listen", "--port"})
+
+
+# The option lines of ComfyUI 0.38.1's `main.py --help` (argparse's own layout of the add_argument calls in its
+# comfy/cli_args.py, as read in the code index, at 80 columns): the flags the runner cares about, and their
+# neighbours, with their help texts as written there.
+HELP_0_38_1 = Path(__file__).parent / "data" / "comfyui_0.38.1_main_help.txt"
+
+
+def test_server_args_for_comfyui_0_38_1(tmp_path):
+    """0.38.1 turns the assets system on by default (start-up stops with ASSETS_STARTUP_FAILED without SQLAlchemy,
+    alembic or a writable, unlocked database) and makes --disable-api-nodes a deprecated alias of --offline: the
+    runner passes --offline and --disable-assets, and nothing its --help does not list."""
+    flags = runner.parse_help_flags(HELP_0_38_1.read_text(encoding="utf-8"))
+    assert {"--listen", "--port", "--cpu", "--base-directory", "--extra-model-paths-config", "--database-url",
+            "--offline", "--disable-api-nodes", "--disable-partner-nodes", "--disable-assets", "--enable-assets",
+            "--fast-disk", "--disable-fast-disk", "--disabled-nodes-config", "--feature-flag"} <= flags
+    args = runner.server_args(flags, 8190, cpu=True, base_directory=tmp_path)
+    assert {a for a in args if a.startswith("--")} <= flags
+    assert "--offline" in args and "--disable-api-nodes" not in args and "--disable-partner-nodes" not in args
+    assert "--disable-assets" in args and "--enable-assets" not in args
+    assert args[args.index("--base-directory") + 1] == str(tmp_path)
+
+
+def test_no_disable_assets_where_the_host_has_no_such_flag(tmp_path):
+    """0.3.64 and 0.33 have no --disable-assets (0.33's assets are off unless --enable-assets): never passed there."""
+    flags = runner.parse_help_flags(HELP_0_38_1.read_text(encoding="utf-8")) - {"--disable-assets", "--offline",
+                                                                               "--disable-partner-nodes"}
+    args = runner.server_args(flags, 8190, cpu=True)
+    assert "--disable-assets" not in args and "--enable-assets" not in args and "--disable-api-nodes" in args
