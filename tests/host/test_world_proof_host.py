@@ -182,6 +182,7 @@ def place_files(comfy, world) -> tuple[str, list[str]]:
     """The trained adapter into models/bolid, one saved Body-ID per identity into models/bolid/bodies."""
     from bolid_lib.method.embedding import save_body
     from bolid_lib.experiments.world import bodyid
+    from bolid_lib.experiments.world.adapter_run import _gallery_views
 
     src = world.out / "world_adapter" / "world_adapter.safetensors"
     dst = comfy.models_dir / "bolid" / "world_proof_adapter.safetensors"
@@ -190,7 +191,7 @@ def place_files(comfy, world) -> tuple[str, list[str]]:
     names = []
     for i in range(world.cfg.ids):
         name = f"world_proof_person_{i:02d}.safetensors"
-        save_body(bodyid.embedding(world.body_vae, world.gallery[i], world.cfg.gallery_views),
+        save_body(bodyid.embedding(world.body_vae, world.gallery[i], _gallery_views(world.cfg)),
                   comfy.models_dir / "bolid" / "bodies" / name, overwrite=True)
         names.append(name)
     return dst.name, names
@@ -224,6 +225,51 @@ def build_prompt(world, adapter_name: str, body_names: list[str], lambdas: tuple
                     "scheduler": "normal", "denoise": 1.0}}
                 p[f"dec{tag}"] = {"class_type": "WorldTestDecode", "inputs": {"samples": [f"ks{tag}", 0], "tag": tag}}
     return p
+
+
+def build_prompt_v2(world, adapter_name: str, body_names: list[str], lambdas: tuple[float, ...]) -> dict:
+    """World v2: one KSampler per (person, scene, lambda_body), a scene being a prompt that names the pose and the
+    clothes and a seed, the same for every person (``evaluate.scenes``): the swap test's pairs."""
+    from bolid_lib.experiments.world.evaluate import scenes
+    from bolid_lib.experiments.world.text import prompt_for
+
+    cfg = world.cfg
+    side = cfg.size // 2 * 8
+    sc = scenes(world)
+    p = {"model": {"class_type": "WorldTestModel", "inputs": {}},
+         "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": adapter_name}},
+         "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
+         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}}}
+    for j, (pose, top, bottom, _) in enumerate(sc):
+        p[f"pos{j}"] = {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt_for(pose, top, bottom)}}
+    for i, name in enumerate(body_names):
+        p[f"body{i}"] = {"class_type": "BoLIDLoadBody", "inputs": {"body_name": name}}
+        for lam in lambdas:
+            apply = f"apply{i}_{lam}"
+            p[apply] = {"class_type": "BoLIDApply", "inputs": {
+                "model": ["model", 0], "adapter": ["adapter", 0], "body": [f"body{i}", 0], "lambda_ref": 0.0,
+                "lambda_body": lam, "start_at": 0.0, "end_at": 1.0}}
+            for j, scene in enumerate(sc):
+                tag = f"{i}:{j}:{lam}"
+                p[f"ks{tag}"] = {"class_type": "KSampler", "inputs": {
+                    "model": [apply, 0], "positive": [f"pos{j}", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+                    "seed": scene[3], "steps": cfg.sample_steps, "cfg": cfg.cfg_scale, "sampler_name": "euler",
+                    "scheduler": "normal", "denoise": 1.0}}
+                p[f"dec{tag}"] = {"class_type": "WorldTestDecode", "inputs": {"samples": [f"ks{tag}", 0], "tag": tag}}
+    return p
+
+
+def scores_v2(world, lam: float) -> dict:
+    """World v2: the judges (``evaluate.judge_scenes``) on the executor's samples of each group at lambda_body."""
+    from bolid_lib.experiments.world.evaluate import judge_scenes, scenes
+
+    n_s = len(scenes(world))
+    out = {}
+    for name, ids in (("held_out_ids", world.held_ids), ("adapter_ids", world.train_ids)):
+        if ids:
+            images = torch.cat([Holder.images[f"{i}:{j}:{lam}"] for i in ids for j in range(n_s)])
+            out[name] = judge_scenes(world, images, ids)
+    return out
 
 
 def scores(world, lam: float) -> tuple[Fraction, Fraction]:

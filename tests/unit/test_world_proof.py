@@ -586,3 +586,20 @@ def test_the_in_suite_worlds_cache_key_covers_the_trainers_and_the_method(tmp_pa
     f.write_text(f.read_text() + "\n# changed\n")
     assert worldcache.key(TEST, root) == before
     assert worldcache.key({**TEST, "base_steps": 1}, root) != before
+
+
+def test_top1_among_a_group_judges_only_that_groups_images_among_that_group():
+    from bolid_lib.experiments.world import evaluate
+
+    class Knows(torch.nn.Module):                 # a judge that is right about everyone
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 6).float()
+
+    labels = torch.arange(6).repeat(2)
+    images = labels.float()[:, None, None, None].expand(12, 3, 4, 4)
+    assert evaluate.top1_among(Knows(), images, labels, [1, 3, 5]) == 1.0
+    assert evaluate.top1_among(Knows(), images, labels, [0, 2]) == 1.0

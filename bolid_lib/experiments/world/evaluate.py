@@ -259,11 +259,14 @@ def probe(world, adapter, lambdas=(0.0, 1.5), seeds: int = 6, probe_steps: int =
 # --- world v2: the prompt names the clothes; zero-shot people; the swap test -------------------------------------
 
 def top1_among(model, images: torch.Tensor, labels: torch.Tensor, ids: list[int]) -> float:
-    """Top-1 of the identity judge among ``ids`` only (its logits of the other people ignored)."""
+    """Top-1 of the identity judge on the images of ``ids``' people, among ``ids`` only (its logits of the other
+    people ignored)."""
     from .fit import predict
 
-    logits = predict(model, images)[:, ids]
-    truth = torch.searchsorted(torch.tensor(ids), labels)
+    ids_t = torch.tensor(ids)
+    mine = torch.isin(labels, ids_t)                    # the images of the group's own people only
+    logits = predict(model, images[mine])[:, ids]
+    truth = torch.searchsorted(ids_t, labels[mine])
     return float((logits.argmax(1) == truth).float().mean())
 
 
