@@ -41,6 +41,7 @@ from torch import nn
 
 from .. import files, settings
 from ..errors import BoLIDError
+from .body_id import RECIPE_KEY, BodyIDRecipe
 from .keypoints import NUM_KEYPOINTS, view_confidence
 from .weighting import keypoint_gaussians
 
@@ -270,6 +271,9 @@ class BodyVAE(nn.Module):
     def __init__(self, config: BodyVAEConfig = BodyVAEConfig()) -> None:
         super().__init__()
         self.config = cfg = config
+        # How the photos it learns from are prepared (body_id.BodyIDRecipe): set by the trainer, read from and
+        # written to its file; None for a file that records none (body_id.recipe_of names the old defaults then).
+        self.recipe: BodyIDRecipe | None = None
         k, g = NUM_KEYPOINTS, cfg.groups
         # --- encoder: (3 + K, R, R) -> (F,)
         # No full-resolution stem: the first stage reads the 20 input channels with a stride-2 conv, which
@@ -472,11 +476,17 @@ class BodyVAE(nn.Module):
 
 # --- files -----------------------------------------------------------------------------------------
 
-def save_body_vae(model: BodyVAE, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write the VAE as one .safetensors: weights, config and format version in the metadata."""
+def save_body_vae(model: BodyVAE, path: str | os.PathLike, *, overwrite: bool = True,
+                  recipe: BodyIDRecipe | None = None) -> Path:
+    """Write the VAE as one .safetensors: weights, config, format version and the Body-ID recipe it was trained
+    with (``recipe``, default the model's own) in the metadata."""
+    recipe = recipe if recipe is not None else model.recipe
+    metadata = {FINGERPRINT_KEY: model.fingerprint(refresh=True)}
+    if recipe is not None:
+        metadata[RECIPE_KEY] = recipe.to_json()
     return files.save_safetensors_atomic(
         dict(model.state_dict()), path, fmt=FORMAT, version=VERSION, config=model.config.to_dict(),
-        metadata={FINGERPRINT_KEY: model.fingerprint(refresh=True)}, overwrite=overwrite)
+        metadata=metadata, overwrite=overwrite)
 
 
 def load_body_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BodyVAE:
@@ -508,6 +518,7 @@ def load_body_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -
     if bad:
         raise BoLIDError(f"{path.name} has NaN or infinite weights in {bad[:3]}: the training diverged; use an earlier checkpoint")
     model.load_state_dict(tensors, strict=True)
+    model.recipe = BodyIDRecipe.from_metadata(meta, path.name)
     return model.to(device).eval()
 
 

@@ -69,7 +69,7 @@ class AdapterTrainConfig:
     image_encoder: str | None = None     # CLIPVisionModelWithProjection folder (ref branch)
     clip_model: str | None = None        # CLIPModel folder (L_CLIP)
     pose_model: str | None = None        # YOLO pose .pt (L_id and Body-IDs)
-    pose_conf: float = 0.25              # detection threshold when computing Body-IDs
+    pose_conf: float | None = None       # detection threshold when computing Body-IDs (None: the Body-ID VAE's recipe)
     body_vae: str | None = None          # Body-ID VAE file
     shortcut_unet: str | None = None     # one-step UNet (LCM / Lightning) for preview "shortcut"
     prediction_type: str | None = None   # default: the scheduler's

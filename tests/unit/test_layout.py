@@ -14,7 +14,7 @@ ALLOWED = {
     "method": {"method"},
     "data": {"data", "method"},
     "training": {"training", "method", "data"},
-    "evaluation": {"evaluation", "method"},
+    "evaluation": {"evaluation", "method", "data"},   # data: the one photo reader
     "runner": {"runner"},
     "experiments": {"experiments", "method", "data", "training", "evaluation"},
 }
