@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ class AdapterTrainConfig:
     keep_checkpoints: int = 3            # newest checkpoints kept in output_dir/checkpoints (0: keep all)
     log_every: int = 10
     resume: str | None = None            # "latest" or a checkpoint folder
+    overwrite: bool = False              # a fresh run may replace another run's checkpoints and files in output_dir
     tensorboard: bool = True             # when tensorboard is installed
 
     def __post_init__(self):
@@ -424,12 +426,16 @@ def save_checkpoint(folder: Path, step: int, adapter: BoLIDAdapter, optimizer: t
                     cfg: AdapterTrainConfig, extra: dict | None = None) -> Path:
     """adapter.safetensors (BoLID format), optimizer.safetensors (state tensors; param groups in metadata),
     state.json (step, config)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_adapter(adapter, folder / "adapter.safetensors")
+    # Written whole under a temporary name, then renamed: a step folder that exists is never rewritten in place.
+    tmp = folder.with_name(folder.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)                                   # left by a crash: never counted, never resumed
+    tmp.mkdir(parents=True)
+    save_adapter(adapter, tmp / "adapter.safetensors")
     tensors, info = loop.flatten_optimizer(optimizer)
-    save_safetensors_atomic(tensors, folder / "optimizer.safetensors", fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
-    loop.write_json_atomic(folder / "state.json", {"step": step, "config": cfg.to_dict(), **(extra or {})})
-    return folder
+    save_safetensors_atomic(tensors, tmp / "optimizer.safetensors", fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
+    loop.write_json_atomic(tmp / "state.json", {"step": step, "config": cfg.to_dict(), **(extra or {})})
+    return loop.replace_folder_atomic(tmp, folder, CHECKPOINTS.marker)
 
 
 def load_checkpoint(folder: Path, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer) -> dict:
@@ -457,17 +463,21 @@ class Logger:
 
     FIELDS = ("step", "loss", "l_diff", "l_id", "l_clip", "lr", "sec_per_step", "samples_per_sec")
 
-    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool):
+    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool, start: int = 0):
+        """start: the step the run starts at; the log keeps the rows up to it (a resume) and nothing else."""
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
         path = output_dir / "log.csv"
-        new = not path.exists()
-        self.file = open(path, "a", newline="")
+        kept = []
+        if start > 0 and path.exists():
+            with open(path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start]
+        self.file = open(path, "w", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
-        if new:
-            self.writer.writeheader()
+        self.writer.writeheader()
+        self.writer.writerows(kept)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -524,6 +534,8 @@ def _train(cfg: AdapterTrainConfig, accelerator, progress, models) -> dict:
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        loop.guard_run_folder(out / "checkpoints", CHECKPOINTS, cfg.resume, find_checkpoint(out, cfg.resume),
+                              overwrite=cfg.overwrite, outputs=(out / f"{cfg.name}.safetensors", out / "log.csv"))
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     dev = accelerator.device
@@ -541,7 +553,7 @@ def _train(cfg: AdapterTrainConfig, accelerator, progress, models) -> dict:
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=D.collate,
                                          num_workers=cfg.num_workers)
     ctx = StepContext(cfg, models, module, dev, prediction_type, autocast=accelerator.autocast)
-    logger = Logger(out, accelerator.is_main_process, cfg.tensorboard)
+    logger = Logger(out, accelerator.is_main_process, cfg.tensorboard, start)
     history = []
     it = iter(loader)
     step = start

@@ -289,14 +289,19 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
                    checkpoint_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
                    device: str | torch.device = "cpu", accelerator=None,
                    progress: Callable[[int, int], None] | None = None,
-                   time_limit_s: float | None = None) -> tuple[BodyVAE, list[dict]]:
+                   time_limit_s: float | None = None, overwrite: bool = False) -> tuple[BodyVAE, list[dict]]:
     """Train (or continue training) a Body-ID VAE on ``data``; returns the model and per-step loss parts.
 
     resume: a checkpoint file or folder ("latest": the newest in checkpoint_dir, if any); training continues at its
     step with its optimiser state.
     accelerator: an accelerate.Accelerator (DDP on several processes); None runs on ``device``.
     time_limit_s: stop (and checkpoint) after the step that crosses this wall time.
+    A checkpoint_dir holding another run's checkpoints is refused unless this run resumes one of them or
+    ``overwrite`` (loop.guard_run_folder).
     """
+    if checkpoint_dir is not None and (accelerator is None or accelerator.is_main_process):
+        loop.guard_run_folder(checkpoint_dir, CHECKPOINTS, resume, CHECKPOINTS.resolve(resume, checkpoint_dir),
+                              overwrite=overwrite)
     if data.size != vae_cfg.input_size:
         raise BoLIDError(f"the prepared views are {data.size} px but the VAE's input_size is {vae_cfg.input_size}: prepare them at that size")
     model, opt_state, start = _resume(vae_cfg, train_cfg, model, resume, checkpoint_dir)
@@ -403,6 +408,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views-per-person", type=int, default=64, help="with --synthetic: views rendered per identity")
     parser.add_argument("--out", required=True, help="output folder: checkpoints and the final body_vae.safetensors")
     parser.add_argument("--resume", help="checkpoint file or folder to continue from ('latest': the newest in OUT/checkpoints)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an OUT that holds another run, deleting its checkpoints and body_vae.safetensors")
     parser.add_argument("--input-size", type=int, default=BodyVAEConfig.input_size)
     parser.add_argument("--latent-dim", type=int, default=BodyVAEConfig.latent_dim)
     parser.add_argument("--widths", default=",".join(map(str, BodyVAEConfig.widths)), help="encoder stage widths, comma separated")
@@ -451,8 +458,12 @@ def main(args: argparse.Namespace) -> int:
         data = folder_viewset(args.data, args.pose_model, vae_cfg, cache_dir=args.cache, recipe=recipe, device=str(device))
     log.info("%d views of %d people (%d trainable)", data.views.shape[0], len(data.names), len(data.trainable))
     out = Path(args.out)
+    final = out / "body_vae.safetensors"
+    if final.exists() and not args.resume and not args.overwrite:
+        raise BoLIDError(f"{out} holds another run's {final.name}: resume it (--resume latest), choose another --out, "
+                         "or --overwrite")
     model, _ = train_body_vae(vae_cfg, train_cfg, data, checkpoint_dir=out / "checkpoints", resume=args.resume,
-                              device=device, accelerator=accelerator)
+                              device=device, accelerator=accelerator, overwrite=args.overwrite)
     if accelerator is None or accelerator.is_main_process:
         path = save_body_vae(model, out / "body_vae.safetensors")
         log.info("saved %s (fingerprint %s)", path, model.fingerprint())
