@@ -84,7 +84,14 @@ def record(work: Path) -> dict:
         out[f"patch_site{site}"] = _digest(patch.site(site)(q, k, v, extra))
     # The adapter file: bytes and a round trip.
     path = save_adapter(adapter, work / "adapter.safetensors")
-    out["adapter_file"] = _digest(path.read_bytes())
+    # The file's content: tensors and metadata (safetensors orders its header's metadata as a hash map does, so the
+    # bytes differ from process to process while the content does not).
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        content = {"metadata": dict(sorted(f.metadata().items())),
+                   "tensors": {k: _digest(f.get_tensor(k))["sha"] for k in sorted(f.keys())}}
+    out["adapter_file"] = _digest(content)
     out["adapter_round_trip"] = _digest(_state(load_adapter(path)))
     # The Body-ID VAE trainer: a few seeded steps on a synthetic view set.
     vcfg = BodyVAEConfig(input_size=32, latent_dim=12, widths=(8, 16), feature_dim=16)
