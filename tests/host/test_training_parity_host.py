@@ -23,17 +23,6 @@ pytestmark = [pytest.mark.host, pytest.mark.usefixtures("one_thread")]   # one r
 BLOCKS = (32, 64, 128)
 
 
-@pytest.fixture(scope="module")
-def pack(comfy):
-    node_mod = sys.modules[comfy.node("BoLIDApply").__module__]
-    root = node_mod.__name__.rsplit(".nodes.", 1)[0]
-
-    class Pack:
-        nodes = node_mod
-        patch = sys.modules[root + ".bolid_lib.method.patch"]
-        adapter = sys.modules[root + ".bolid_lib.method.adapter"]
-
-    return Pack
 
 
 class Recorder:
