@@ -12,7 +12,9 @@ import logging
 
 from comfy_api.latest import io
 
-from ..bolid_lib.method.adapter import BoLIDAdapter, encode_reference, load_adapter
+from ..bolid_lib.method.adapter import BoLIDAdapter
+from ..bolid_lib.method.adapter_files import load_adapter
+from ..bolid_lib.method.reference import encode_reference
 from ..bolid_lib.errors import BoLIDError
 from ..bolid_lib.method.patch import (
     ROLES_KEY, BoLIDPatch, PatchSettings, SitePatch, check_unet, cond_roles, detach_patch,

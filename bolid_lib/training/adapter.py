@@ -29,7 +29,8 @@ from typing import Callable
 
 import torch
 
-from ..method.adapter import AdapterConfig, BoLIDAdapter, load_adapter, save_adapter
+from ..method.adapter import AdapterConfig, BoLIDAdapter
+from ..method.adapter_files import load_adapter, save_adapter
 from ..errors import BoLIDError
 from ..files import read_format, read_safetensors, save_safetensors_atomic
 from . import dataset as D
@@ -304,7 +305,7 @@ def _ref_features(models, cfg, images: torch.Tensor, kind: str) -> torch.Tensor:
 
 def reference_features(models, cfg, images: torch.Tensor, kind: str, keep: torch.Tensor) -> torch.Tensor:
     """CLIP features of the reference images, with the rows whose reference is dropped (``keep`` False) set to
-    what "no image" is at inference (``bolid_lib.method.adapter.encode_reference``, as in ComfyUI_IPAdapter_plus): zero ``image_embeds``
+    what "no image" is at inference (``bolid_lib.method.reference.encode_reference``, as in ComfyUI_IPAdapter_plus): zero ``image_embeds``
     for a plain adapter, the hidden states of a black image for a plus adapter."""
     ref = _ref_features(models, cfg, images, kind)
     keep = keep.to(ref.device).reshape(-1, *([1] * (ref.ndim - 1))).to(ref.dtype)

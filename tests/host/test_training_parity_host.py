@@ -6,7 +6,6 @@ the same q, k, v with the same adapter weights."""
 from __future__ import annotations
 
 import importlib
-import sys
 
 import pytest
 import torch

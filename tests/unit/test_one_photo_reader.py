@@ -4,7 +4,6 @@ each), and one vetted loader for every ultralytics ``.pt`` (the data-prep waterm
 from __future__ import annotations
 
 import ast
-import io
 from pathlib import Path
 
 import numpy as np
