@@ -50,18 +50,18 @@ class AdapterTrainingModule(nn.Module):
                 install_processors(unet, self.adapter, self.tokens)
                 self._first_sites.append(dict(unet.named_modules())[SITES[0].diffusers])
 
-    def branch_tokens(self, ref_features: torch.Tensor | None, body: torch.Tensor | None) -> None:
+    def branch_tokens(self, ref_features: torch.Tensor | None, c_body: torch.Tensor | None) -> None:
         """Compute the branch tokens of this batch (with gradient) into the shared holder.
 
         ref_features: CLIP vision features (B, E) or (B, 257, E) (zeros for a dropped reference);
-        body: c_body (B, D) (zeros for a dropped Body-ID).
+        c_body: the Body-IDs (B, D) (zeros for a dropped Body-ID).
         """
         a = self.adapter
         self.tokens.ref = a.ref_tokens(ref_features) if (a.ref is not None and ref_features is not None) else None
-        self.tokens.body = a.body_tokens(body) if (a.body is not None and body is not None) else None
+        self.tokens.body = a.body_tokens(c_body) if (a.body is not None and c_body is not None) else None
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
-                time_ids: torch.Tensor, ref_features: torch.Tensor | None = None, body: torch.Tensor | None = None,
+                time_ids: torch.Tensor, ref_features: torch.Tensor | None = None, c_body: torch.Tensor | None = None,
                 shortcut_noisy: torch.Tensor | None = None, shortcut_timesteps: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """noisy (B, C, h, w), timesteps (B,), context (B, 77, M), pooled (B, P), time_ids (B, 6) ->
@@ -69,7 +69,7 @@ class AdapterTrainingModule(nn.Module):
         or None). Both evaluations see the same branch tokens, so the preview's gradient reaches the adapter."""
         if any(getattr(a.processor, "tokens", None) is not self.tokens for a in self._first_sites):
             self.attach()
-        self.branch_tokens(ref_features, body)
+        self.branch_tokens(ref_features, c_body)
         added = {"text_embeds": pooled, "time_ids": time_ids}
         pred = self.unet(noisy, timesteps, encoder_hidden_states=context, added_cond_kwargs=added).sample
         short = None

@@ -45,7 +45,7 @@ def _body(pack):
 
 def _apply(pack, model, adapter, ref=None, body=None, start_at=0.0, end_at=1.0, **settings):
     ms = model.get_model_object("model_sampling")
-    s = pack.patch.PatchSettings(sigma_start=ms.percent_to_sigma(start_at), sigma_end=ms.percent_to_sigma(end_at), **settings)
+    s = pack.patch.PatchSettings(noise_start=ms.percent_to_sigma(start_at), noise_end=ms.percent_to_sigma(end_at), **settings)
     with torch.inference_mode():
         return pack.nodes.apply_bolid(model, adapter, s, ref, None, None if body is None else body.mean)
 

@@ -66,7 +66,7 @@ def test_training_host_matches_comfy_unet(comfy, pack):
     ref, body = torch.randn(1, 32), torch.randn(1, 16)
 
     model = pack.nodes.apply_bolid(patcher, comfy_adapter, pack.patch.PatchSettings(lambda_ref=0.8, lambda_body=1.2),
-                                   ref_features=ref, body=body)
+                                   ref_features=ref, c_body=body)
     replaces = model.model_options["transformer_options"]["patches_replace"]["attn2"]
     recorders = {}
     for s in SITES:
@@ -117,7 +117,7 @@ def test_trained_file_loads_in_the_comfy_loader_and_applies(comfy, pack, sdxl_sm
     for k, v in adapter.state_dict().items():
         assert torch.equal(v, body[k]), k
     model = pack.nodes.apply_bolid(sdxl_small, adapter, pack.patch.PatchSettings(lambda_body=1.0),
-                                   body=torch.randn(1, 16))
+                                   c_body=torch.randn(1, 16))
     unet = sdxl_small.model.diffusion_model
     args = dict(x=torch.randn(1, 4, 8, 8), timesteps=torch.tensor([500.0]), context=torch.randn(1, 77, 2048),
                 y=torch.randn(1, 2816))

@@ -74,8 +74,11 @@ def record(work: Path) -> dict:
                         body_hidden=16, body_tokens=3, ref_tokens=4)
     adapter = random_bolid_adapter(cfg, seed=0, std=0.3)
     g = torch.Generator().manual_seed(5)
+    import inspect
+
+    body_kw = "c_body" if "c_body" in inspect.signature(BoLIDPatch).parameters else "body"   # renamed in issue 27
     patch = BoLIDPatch(adapter, settings=PatchSettings(lambda_ref=0.8, lambda_body=1.3),
-                       ref_features=torch.randn(1, 12, generator=g), body=torch.randn(10, generator=g))
+                       ref_features=torch.randn(1, 12, generator=g), **{body_kw: torch.randn(10, generator=g)})
     for site in (0, 30, 65):
         width = (8, 16)[SITES[site].level]
         gi = torch.Generator().manual_seed(site)
