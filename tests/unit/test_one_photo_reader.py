@@ -1,5 +1,6 @@
 """Issue 27, faults 2 and 4: one photo reader for every path (a phone's EXIF-rotated portrait arrives upright in
-each), and one vetted loader for every ultralytics ``.pt`` (the data-prep watermark filter included)."""
+each), and one vetted loader for every ultralytics ``.pt`` (the data-prep watermark filter included; its canary test is
+tests/unit/test_pose.py::test_refuses_a_pickle_that_would_run_code)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from bolid_lib.errors import BoLIDError
 
 LIB = Path(__file__).resolve().parents[2] / "bolid_lib"
 UPRIGHT_W, UPRIGHT_H = 40, 60            # a portrait: red top half, blue bottom half
@@ -80,30 +80,6 @@ def test_no_image_is_opened_outside_the_photo_reader():
                     isinstance(node.value, ast.Name) and node.value.id in ("Image", "ImageOps", "PIL"):
                 found.append(f"{path.relative_to(LIB)}:{node.lineno}")
     assert found == [], found
-
-
-class _Canary:
-    """A pickle whose loading runs code: it creates the file it names."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def test_the_watermark_model_goes_through_the_vetted_loader(tmp_path):
-    from bolid_lib.data.prepare import yolo_watermark_detector
-    from bolid_lib.method import pose as P
-
-    if P._restricted_loader() is None:
-        pytest.skip("this ultralytics/torch has no weights_only loader (ultralytics >= 8.4, torch >= 2.6)")
-    bad = tmp_path / "watermarks.pt"
-    fired = tmp_path / "canary_fired"
-    torch.save({"model": _Canary(fired), "train_args": {}}, str(bad))
-    with pytest.raises(BoLIDError, match="did not load it"):
-        yolo_watermark_detector(bad)
-    assert not fired.exists(), "the pickle's payload ran"
 
 
 def test_a_yolo_is_built_from_a_pt_only_in_the_vetted_loader():
