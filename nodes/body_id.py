@@ -114,8 +114,6 @@ def recipe_notes(views, pose, body_vae) -> list[str]:
     weighting = weighting_of(views)
     if weighting is not None:
         used.update(weighting)
-        if views.shape[1] == views.shape[2]:                                     # square: Load Photos' working size
-            used["working_size"] = int(views.shape[1])
     notes = []
     if getattr(body_vae, "recipe", None) is None:
         notes.append(recipe_lib.recipe_note(body_vae))
@@ -123,6 +121,12 @@ def recipe_notes(views, pose, body_vae) -> list[str]:
     if mismatch:
         log.warning("BoLID Body-ID Encode: %s", mismatch)
         notes.append("WARNING: " + mismatch)
+    # The working size changes a Body-ID a little (the VAE cuts each person out at its own input size), so a photo
+    # size other than the VAE's is said, not warned about: 512 is the advice for many photos.
+    trained_at = recipe_lib.recipe_of(body_vae).working_size
+    if weighting is not None and trained_at is not None and views.shape[1] == views.shape[2] != trained_at:
+        notes.append(f"photos at {int(views.shape[1])} px (Load Photos' size); the VAE learned from photos at "
+                     f"{trained_at} px: the Body-ID is near the one at {trained_at}, not equal to it")
     if weighting is None:
         notes.append("the weighting of these views is not known (they did not come straight from BoLID Gaussian "
                      f"Weighting): the VAE expects {recipe_lib.recipe_of(body_vae).describe()}")
