@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..bolid_lib.method import body_id as recipe_lib
 from ..bolid_lib.method import body_vae as vae_lib
+from ..bolid_lib.method import body_vae_files
 from ..bolid_lib.method import embedding as emb_lib
 from ..bolid_lib.errors import BoLIDError
 from ..bolid_lib.files import resolve_inside
@@ -64,7 +65,7 @@ class BoLIDBodyVAELoader(io.ComfyNode):
     def execute(cls, vae_name: str) -> io.NodeOutput:
         import comfy.model_management
 
-        model = vae_lib.load_body_vae(model_path(FOLDER_BOLID, vae_name), device=comfy.model_management.get_torch_device())
+        model = body_vae_files.load_body_vae(model_path(FOLDER_BOLID, vae_name), device=comfy.model_management.get_torch_device())
         return io.NodeOutput(model)
 
 

@@ -45,7 +45,8 @@ from . import loop
 from .losses import contrast_loss, view_contrast_loss  # noqa: F401 (re-exported: their home until issue 27)
 from ..data.views import CACHE_FORMAT, ViewSet, folder_viewset, make_viewset, synthetic_viewset, to_uint8  # noqa: F401 (re-exported: the view sets' old home)
 from ..method.body_id import DEFAULT_RECIPE, SIGMA_MODES, BodyIDRecipe
-from ..method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+from ..method.body_vae import BodyVAE, BodyVAEConfig
+from ..method.body_vae_files import save_body_vae
 from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
