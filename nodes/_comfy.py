@@ -191,3 +191,20 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
         bar.update_absolute(done, total_)
 
     return on_progress
+
+
+# The weighting a batch of weighted views was made with travels on the IMAGE tensor itself (ComfyUI passes an output
+# object to the nodes downstream as it is), so BoLID Body-ID Encode can compare it with the VAE's recipe. A node in
+# between that makes a new tensor drops it; Encode then says the weighting is not known.
+_WEIGHTING_ATTR = "bolid_weighting"
+
+
+def tag_weighting(image: torch.Tensor, **settings) -> torch.Tensor:
+    """``image`` with the weighting settings (sigma, sigma_mode, alpha) it was made with attached."""
+    setattr(image, _WEIGHTING_ATTR, dict(settings))
+    return image
+
+
+def weighting_of(image: torch.Tensor) -> dict | None:
+    """The weighting settings attached by ``tag_weighting``, or None."""
+    return getattr(image, _WEIGHTING_ATTR, None)

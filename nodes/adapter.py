@@ -12,7 +12,9 @@ import logging
 
 from comfy_api.latest import io
 
-from ..bolid_lib.method.adapter import BoLIDAdapter, encode_reference, load_adapter
+from ..bolid_lib.method.adapter import BoLIDAdapter
+from ..bolid_lib.method.adapter_files import load_adapter
+from ..bolid_lib.method.reference import encode_reference
 from ..bolid_lib.errors import BoLIDError
 from ..bolid_lib.method.patch import (
     ROLES_KEY, BoLIDPatch, PatchSettings, SitePatch, check_unet, cond_roles, detach_patch,
@@ -86,11 +88,11 @@ def _comfy_attention(q, k, v, heads, extra_options):
                                transformer_options=extra_options)
 
 
-def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_features=None, ref_uncond=None, body=None):
+def apply_bolid(model, adapter: BoLIDAdapter, settings: PatchSettings, ref_features=None, ref_uncond=None, c_body=None):
     """A clone of ``model`` with the BoLID patch on all 70 sites (stacked over existing attn2 replaces)."""
     check_unet(model.get_model_object("diffusion_model"), adapter.config)
     patch = BoLIDPatch(adapter, settings=settings, ref_features=ref_features, ref_uncond_features=ref_uncond,
-                       body=body, attention=_comfy_attention)
+                       c_body=c_body, attention=_comfy_attention)
     out = model.clone()
     existing = out.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     stacked = 0
@@ -250,7 +252,7 @@ class BoLIDApply(io.ComfyNode):
         blocks = (block_input, block_middle, block_output)
         settings = PatchSettings(
             lambda_ref=lambda_ref, lambda_body=lambda_body,
-            sigma_start=sampling.percent_to_sigma(start_at), sigma_end=sampling.percent_to_sigma(end_at),
+            noise_start=sampling.percent_to_sigma(start_at), noise_end=sampling.percent_to_sigma(end_at),
             block_weights_ref=blocks if blocks_for in ("both", "ref") else (1.0, 1.0, 1.0),
             block_weights_body=blocks if blocks_for in ("both", "body") else (1.0, 1.0, 1.0),
             ref_batch=REF_BATCH[ref_batch])

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from comfy_api.latest import io
 
+from ..bolid_lib.method import body_id as recipe_lib
 from ..bolid_lib.method import body_vae as vae_lib
+from ..bolid_lib.method import body_vae_files
 from ..bolid_lib.method import embedding as emb_lib
 from ..bolid_lib.errors import BoLIDError
 from ..bolid_lib.files import resolve_inside
 from ._comfy import (
     CATEGORY, FOLDER_BODIES, FOLDER_BOLID, BODIES_SUBFOLDER, Body, BodyVAE, Pose, check_model_choice, image_to_bchw,
-    list_models, model_path, progress_callback, writable_folder,
+    list_models, model_path, progress_callback, weighting_of, writable_folder,
 )
+
+
+log = logging.getLogger("bolid")
 
 
 def vae_choices() -> list[str]:
@@ -59,7 +65,7 @@ class BoLIDBodyVAELoader(io.ComfyNode):
     def execute(cls, vae_name: str) -> io.NodeOutput:
         import comfy.model_management
 
-        model = vae_lib.load_body_vae(model_path(FOLDER_BOLID, vae_name), device=comfy.model_management.get_torch_device())
+        model = body_vae_files.load_body_vae(model_path(FOLDER_BOLID, vae_name), device=comfy.model_management.get_torch_device())
         return io.NodeOutput(model)
 
 
@@ -92,10 +98,40 @@ class BoLIDBodyEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, views, pose, body_vae, mode, seed, views_per_chunk) -> io.NodeOutput:
+        notes = recipe_notes(views, pose, body_vae)
         images = image_to_bchw(views)                                           # (V, 3, H, W)
         body = vae_lib.encode_body(body_vae, images, pose, sample_seed=seed if mode == "sample" else None,
                                    chunk=views_per_chunk, progress=progress_callback(images.shape[0]))
-        return io.NodeOutput(body, ui=body_ui(body))
+        shown = body_ui(body)
+        if notes:
+            shown["text"] = ("\n".join([*shown["text"], *notes]),)
+        return io.NodeOutput(body, ui=shown)
+
+
+def recipe_notes(views, pose, body_vae) -> list[str]:
+    """What the Encode node says about how the views were made against the VAE's recipe: a mismatch (logged as a
+    warning too), weighting it cannot know, and the old defaults of a VAE file that records none."""
+    used = {k: pose.meta[k] for k in ("conf", "visibility") if k in pose.meta}
+    weighting = weighting_of(views)
+    if weighting is not None:
+        used.update(weighting)
+    notes = []
+    if getattr(body_vae, "recipe", None) is None:
+        notes.append(recipe_lib.recipe_note(body_vae))
+    mismatch = recipe_lib.mismatch_message(used, body_vae)
+    if mismatch:
+        log.warning("BoLID Body-ID Encode: %s", mismatch)
+        notes.append("WARNING: " + mismatch)
+    # The working size changes a Body-ID a little (the VAE cuts each person out at its own input size), so a photo
+    # size other than the VAE's is said, not warned about: 512 is the advice for many photos.
+    trained_at = recipe_lib.recipe_of(body_vae).working_size
+    if weighting is not None and trained_at is not None and views.shape[1] == views.shape[2] != trained_at:
+        notes.append(f"photos at {int(views.shape[1])} px (Load Photos' size); the VAE learned from photos at "
+                     f"{trained_at} px: the Body-ID is near the one at {trained_at}, not equal to it")
+    if weighting is None:
+        notes.append("the weighting of these views is not known (they did not come straight from BoLID Gaussian "
+                     f"Weighting): the VAE expects {recipe_lib.recipe_of(body_vae).describe()}")
+    return notes
 
 
 class BoLIDSaveBody(io.ComfyNode):

@@ -8,15 +8,17 @@ import string
 import torch
 from comfy_api.latest import io, ui
 
+from ..bolid_lib.method.body_id import DEFAULT_RECIPE, recipe_of
 from ..bolid_lib.method.keypoints import COCO_KEYPOINTS, COCO_SKELETON, PoseBatch, pose_batch_to_pose_keypoint
+from ..bolid_lib.method.pose import ON_MISSING, PERSON_POLICIES
 from ._comfy import (
-    CATEGORY, FOLDER_POSE, Pose, PoseKeypoint, PoseModel, bchw_to_image, check_model_choice, image_to_bchw, list_models,
-    model_path, progress_callback,
+    CATEGORY, FOLDER_POSE, BodyVAE, Pose, PoseKeypoint, PoseModel, bchw_to_image, check_model_choice, image_to_bchw,
+    list_models, model_path, progress_callback,
 )
 
 # Images shown as previews on a node (a batch of 100 photos still runs; only the first ones are shown).
 MAX_PREVIEWS = 16
-PERSON_CHOICES = ["largest", "most_confident", "by_index"]
+PERSON_CHOICES = [*PERSON_POLICIES, "by_index"]       # the library's policies, and an index into the detections
 
 
 def preview_ui(images_bhwc: torch.Tensor, cls) -> dict:
@@ -95,18 +97,24 @@ class BoLIDPoseKeypoints(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="Photos of the person, a batch of any size."),
                 PoseModel.Input("pose_model", tooltip="A YOLO pose model from BoLID Pose Model Loader."),
-                io.Float.Input("conf", default=0.25, min=0.0, max=1.0, step=0.01,
-                               tooltip="Detection confidence threshold: people scored lower are ignored."),
-                io.Float.Input("visibility", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="Keypoints whose confidence is below this are treated as not visible and zeroed."),
+                io.Float.Input("conf", default=DEFAULT_RECIPE.conf, min=0.0, max=1.0, step=0.01,
+                               tooltip="Detection confidence threshold: people scored lower are ignored. Not used "
+                                       "when body_vae is connected (the VAE's own threshold is)."),
+                io.Float.Input("visibility", default=DEFAULT_RECIPE.visibility, min=0.0, max=1.0, step=0.01,
+                               tooltip="Keypoints whose confidence is below this are treated as not visible and zeroed. "
+                                       "Not used when body_vae is connected (the VAE's own threshold is)."),
                 io.Combo.Input("person", options=PERSON_CHOICES, default="largest",
                                tooltip="Which person to keep when several are found: the largest box, the most "
                                        "confident detection, or the one at person_index (by detection score)."),
                 io.Int.Input("person_index", default=0, min=0, max=99,
                              tooltip="With person = by_index: 0 is the most confident detection, 1 the next, ..."),
-                io.Combo.Input("on_missing", options=["skip", "error"], default="skip",
+                io.Combo.Input("on_missing", options=list(ON_MISSING), default="skip",
                                tooltip="No person in an image: skip it (found = 0, zero keypoints; the Body-ID "
                                        "ignores it) or stop with an error naming the image index."),
+                BodyVAE.Input("body_vae", optional=True,
+                              tooltip="Optional: the Body-ID VAE these poses are for. Connected, conf and visibility "
+                                      "are the ones it was trained with (recorded in its file), so the Body-ID is the "
+                                      "one the VAE expects; leave it out to use the two settings above."),
             ],
             outputs=[
                 Pose.Output(display_name="pose", tooltip="Keypoints (B, 17, 3) in pixels + confidence, boxes, found flags."),
@@ -118,10 +126,13 @@ class BoLIDPoseKeypoints(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, pose_model, conf, visibility, person, person_index, on_missing) -> io.NodeOutput:
+    def execute(cls, image, pose_model, conf, visibility, person, person_index, on_missing,
+                body_vae=None) -> io.NodeOutput:
         from ..bolid_lib.method.draw import draw_skeleton
 
         images = image_to_bchw(image)                                             # (B, 3, H, W)
+        if body_vae is not None:
+            conf, visibility = recipe_of(body_vae).conf, recipe_of(body_vae).visibility
         policy = person_index if person == "by_index" else person
         pose = pose_model.predict(images, conf=conf, visibility=visibility, person=policy, on_missing=on_missing,
                                   progress=progress_callback(images.shape[0]))

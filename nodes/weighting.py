@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from ..bolid_lib.method import weighting as wt
+from ..bolid_lib.method.body_id import SIGMA_MODES, recipe_of
 from ..bolid_lib.method.keypoints import PoseBatch
-from ._comfy import CATEGORY, Pose, PoseKeypoint, bchw_to_image, image_to_bchw, progress_callback
+from ._comfy import CATEGORY, BodyVAE, Pose, PoseKeypoint, bchw_to_image, image_to_bchw, progress_callback, tag_weighting
 from .pose import MAX_PREVIEWS, preview_ui, save_temp_images
 
 # The browser recomputes the weighting on small copies of the first images (js/bolid_weighting.js).
@@ -63,10 +64,14 @@ class BoLIDGaussianWeighting(io.ComfyNode):
                                tooltip="Radius of each keypoint's Gaussian (eq. 11). relative: a fraction of the "
                                        "image's short side (0.1 = 10%), the same look at any resolution; pixels: "
                                        "in pixels. 0 leaves only the keypoint pixels."),
-                io.Combo.Input("sigma_mode", options=list(wt.SIGMA_MODES), default=wt.DEFAULT_SIGMA_MODE,
+                io.Combo.Input("sigma_mode", options=list(SIGMA_MODES), default=wt.DEFAULT_SIGMA_MODE,
                                tooltip="How sigma is measured: relative to the short side (default) or in pixels."),
                 io.Float.Input("alpha", default=wt.DEFAULT_ALPHA, min=0.0, max=1.0, step=0.01,
                                tooltip="Background weight: 0 keeps only the body blobs, 1 leaves the photo unchanged."),
+                BodyVAE.Input("body_vae", optional=True,
+                              tooltip="Optional: the Body-ID VAE these photos are for. Connected, sigma, sigma_mode "
+                                      "and alpha are the ones it was trained with (recorded in its file), so the "
+                                      "Body-ID is the one the VAE expects; leave it out to use the settings above."),
             ],
             outputs=[
                 io.Image.Output(display_name="weighted", tooltip="I_w: the photos weighted around the keypoints."),
@@ -77,14 +82,17 @@ class BoLIDGaussianWeighting(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, sigma, sigma_mode, alpha, pose=None, pose_keypoint=None) -> io.NodeOutput:
+    def execute(cls, image, sigma, sigma_mode, alpha, pose=None, pose_keypoint=None, body_vae=None) -> io.NodeOutput:
+        if body_vae is not None:
+            recipe = recipe_of(body_vae)
+            sigma, sigma_mode, alpha = recipe.sigma, recipe.sigma_mode, recipe.alpha
         images = image_to_bchw(image)                                             # (B, 3, H, W)
         b, _, h, w = images.shape
         pose = wt.resolve_pose(pose, pose_keypoint, (h, w), b)
         weighted, w_norm = wt.apply_weighting(images, pose.keypoints, sigma, alpha, sigma_mode,
                                               batch_size=16, progress=progress_callback(b))
         heat = bchw_to_image(wt.heatmap_overlay(images[:MAX_PREVIEWS], w_norm[:MAX_PREVIEWS]))
-        weighted_image = bchw_to_image(weighted)
+        weighted_image = tag_weighting(bchw_to_image(weighted), sigma=sigma, sigma_mode=sigma_mode, alpha=alpha)
         shown = preview_ui(torch.cat([weighted_image[:MAX_PREVIEWS], heat]), cls)
         ui_data = shown | {"bolid_weighting": [live_preview_data(images, pose, sigma, sigma_mode, alpha)]}
         full_heat = heat if b <= MAX_PREVIEWS else bchw_to_image(wt.heatmap_overlay(images, w_norm))

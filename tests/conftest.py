@@ -1,4 +1,4 @@
-"""Test tiers (see README "Tests"): unit and contract always; host when a real ComfyUI is found;
+"""Test tiers (see docs/development.md, "Tests"): unit and contract always; host when a real ComfyUI is found;
 browser when ComfyUI and Chromium are there; gpu when CUDA is. Missing hosts skip with the reason."""
 
 from __future__ import annotations

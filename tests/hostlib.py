@@ -176,7 +176,9 @@ class ComfyHost:
 
     def object_info(self, name: str) -> dict:
         """The node's entry of GET /object_info, built as server.py builds it."""
-        return _node_info(self.nodes, name)
+        from tools.dump_object_info import node_info   # the one mirror of server.py's node_info
+
+        return node_info(self.nodes, name)
 
     def run(self, prompt: dict, *, fresh: bool = True) -> RunResult:
         """Validate and execute an API-format prompt with ComfyUI's real executor."""
@@ -218,28 +220,6 @@ def make_executor(execution, server):
     if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
         kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}
     return execution.PromptExecutor(server, **kwargs)
-
-
-def _node_info(nodes_module, node_class: str) -> dict:
-    """Mirror of server.PromptServer.node_info (0.3.64) without a server instance."""
-    obj_class = nodes_module.NODE_CLASS_MAPPINGS[node_class]
-    if hasattr(obj_class, "GET_NODE_INFO_V1"):
-        return obj_class.GET_NODE_INFO_V1()
-    info = {}
-    info["input"] = obj_class.INPUT_TYPES()
-    info["input_order"] = {key: list(value.keys()) for (key, value) in obj_class.INPUT_TYPES().items()}
-    info["output"] = obj_class.RETURN_TYPES
-    info["output_is_list"] = getattr(obj_class, "OUTPUT_IS_LIST", [False] * len(obj_class.RETURN_TYPES))
-    info["output_name"] = getattr(obj_class, "RETURN_NAMES", info["output"])
-    info["name"] = node_class
-    info["display_name"] = nodes_module.NODE_DISPLAY_NAME_MAPPINGS.get(node_class, node_class)
-    info["description"] = getattr(obj_class, "DESCRIPTION", "")
-    info["python_module"] = getattr(obj_class, "RELATIVE_PYTHON_MODULE", "nodes")
-    info["category"] = getattr(obj_class, "CATEGORY", "sd")
-    info["output_node"] = bool(getattr(obj_class, "OUTPUT_NODE", False))
-    if hasattr(obj_class, "OUTPUT_TOOLTIPS"):
-        info["output_tooltips"] = obj_class.OUTPUT_TOOLTIPS
-    return info
 
 
 _HOST: ComfyHost | None = None

@@ -24,6 +24,7 @@ Shape letters: B photos, S the working size, H, W, C=3.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from dataclasses import dataclass, field
@@ -36,14 +37,24 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import BoLIDError
 from ..files import resolve_inside
+from ..method.body_id import DEFAULT_RECIPE, MAX_WORKING_SIZE, MIN_WORKING_SIZE
 
 PAD_GREY = 114  # ultralytics' letterbox grey, as bolid_lib.data.prepare and bolid_lib.method.pose pad
-MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 64, 4096, 1024
+# The working size's bounds and default are the Body-ID recipe's (a VAE learns from photos read at one size).
+MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = MIN_WORKING_SIZE, MAX_WORKING_SIZE, DEFAULT_RECIPE.working_size
 FORMATS = "JPEG, PNG, WebP, HEIC, BMP or TIFF"
 # Modes Pillow resizes as they are (alpha premultiplied for RGBA/LA); anything else is converted first.
 _RESIZABLE_MODES = {"RGB", "RGBA", "L", "LA", "CMYK", "YCbCr", "RGBX", "RGBa", "La"}
 
 _heif_registered = False
+
+
+class NotAPhoto(BoLIDError):
+    """The file is not an image Pillow reads (empty, another kind of file, a header it does not recognise)."""
+
+
+class DamagedPhoto(BoLIDError):
+    """The file is an image whose pixels do not decode (cut short, damaged) or are too many."""
 
 
 def register_heif() -> None:
@@ -169,38 +180,54 @@ def _fit(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(width * gain)), max(1, round(height * gain))
 
 
-def _open(path: Path) -> Image.Image:
-    """Open (header only) or raise BoLIDError with the reason the file is not a photo."""
-    if path.stat().st_size == 0:
-        raise BoLIDError("empty (0 bytes): the copy or download failed; copy the photo again")
+def _open(path: Path, data: bytes | None = None) -> Image.Image:
+    """Open (header only) or raise BoLIDError with the reason the file is not a photo. data: the file's bytes,
+    already read (then the file is not opened again)."""
+    if (len(data) if data is not None else path.stat().st_size) == 0:
+        raise NotAPhoto("empty (0 bytes): the copy or download failed; copy the photo again")
     try:
-        return Image.open(path)
+        return Image.open(io.BytesIO(data) if data is not None else path)
     except UnidentifiedImageError:
-        raise BoLIDError(f"not an image ({FORMATS} are read)") from None
+        raise NotAPhoto(f"not an image ({FORMATS} are read)") from None
     except Image.DecompressionBombError as e:
-        raise BoLIDError(f"too many pixels for Pillow's safety limit ({e}): save a smaller copy, e.g. 12 MP") from None
+        raise DamagedPhoto(f"too many pixels for Pillow's safety limit ({e}): save a smaller copy, e.g. 12 MP") from None
     except (OSError, SyntaxError, ValueError) as e:  # a recognised header that is broken
-        raise BoLIDError(f"not a readable image ({type(e).__name__}: {e}): the file is damaged or cut short; "
-                         "copy it again from the phone or camera") from None
+        raise NotAPhoto(f"not a readable image ({type(e).__name__}: {e}): the file is damaged or cut short; "
+                        "copy it again from the phone or camera") from None
 
 
-def decode_photo(path: str | os.PathLike, size: int, *, name: str | None = None) -> Photo:
-    """Decode one photo to an upright RGB image whose long side is ``size`` (uint8, aspect kept).
+def probe(path: str | os.PathLike, data: bytes | None = None) -> tuple[int, int, str]:
+    """(width, height, format) from the header alone (sizes as stored, before the EXIF orientation; no pixels are
+    decoded). Raises NotAPhoto when the file is not an image Pillow reads, DamagedPhoto when it is one too big."""
+    register_heif()
+    im = _open(Path(path), data)
+    try:
+        return im.size[0], im.size[1], im.format or "image"
+    finally:
+        im.close()
 
-    Never holds more than one full-resolution copy: a JPEG decodes at the smallest power-of-two reduction
-    still >= the target (``draft``), other formats are reduced before orientation and mode conversion.
+
+def decode_photo(path: str | os.PathLike, size: int | None, *, name: str | None = None,
+                 data: bytes | None = None) -> Photo:
+    """Decode one photo to an upright RGB image whose long side is ``size`` (uint8, aspect kept); size None keeps
+    the photo's own size.
+
+    The one place the library opens an image file (nodes, preparation, both trainers, evaluation): every path
+    gets the same pixels, turned upright by the EXIF orientation. Never holds more than one full-resolution copy:
+    a JPEG decodes at the smallest power-of-two reduction still >= the target (``draft``), other formats are
+    reduced before orientation and mode conversion. data: the file's bytes when the caller has read them already.
     Raises BoLIDError with the reason when the file is not a readable photo.
     """
     register_heif()
     path = Path(path)
     name = name or path.name
-    im = _open(path)
+    im = _open(path, data)
     try:
         fmt = im.format or "image"
         try:
             w0, h0 = im.size
-            target = _fit(w0, h0, size)
-            if im.format == "JPEG":
+            target = _fit(w0, h0, size) if size is not None else (w0, h0)
+            if im.format == "JPEG" and size is not None:
                 im.draft("RGB", target)                 # decode at 1/2, 1/4 or 1/8 scale, still >= target
             if im.mode not in _RESIZABLE_MODES:
                 # palette, 16-bit or float images: to 8-bit RGB(A) first (full size, but still one copy at a time)
@@ -219,9 +246,9 @@ def decode_photo(path: str | os.PathLike, size: int, *, name: str | None = None)
         except BoLIDError:
             raise
         except Image.DecompressionBombError as e:
-            raise BoLIDError(f"too many pixels for Pillow's safety limit ({e}): save a smaller copy, e.g. 12 MP") from None
+            raise DamagedPhoto(f"too many pixels for Pillow's safety limit ({e}): save a smaller copy, e.g. 12 MP") from None
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-            raise BoLIDError(f"{fmt} data does not decode ({type(e).__name__}: {e}): the file is damaged or cut "
+            raise DamagedPhoto(f"{fmt} data does not decode ({type(e).__name__}: {e}): the file is damaged or cut "
                              "short; copy it again from the phone or camera") from None
     finally:
         im.close()
@@ -249,6 +276,31 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         back = Image.new("RGBA", rgba.size, (PAD_GREY, PAD_GREY, PAD_GREY, 255))
         return Image.alpha_composite(back, rgba).convert("RGB")
     return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def letterbox_into(image: torch.Tensor, mask: torch.Tensor, photo: Photo) -> None:
+    """Write ``photo`` into a slot of a batch: image (S, S, 3) float32 gets the photo top-left in [0, 1] and the pad
+    grey elsewhere; mask (S, S) gets 1 on the photo's own pixels, 0 elsewhere."""
+    h, w = photo.image.shape[:2]
+    image.fill_(PAD_GREY / 255.0)
+    image[:h, :w].copy_(torch.from_numpy(photo.image)).div_(255.0)
+    mask.zero_()
+    mask[:h, :w] = 1.0
+
+
+def read_letterboxed(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """One photo as Load Photos gives it: (3, S, S) float32 in [0, 1], upright, long side ``size``, padded right
+    and bottom with the pad grey. Raises BoLIDError when the file is not a readable photo."""
+    _check_size(size)
+    image = torch.empty(size, size, 3)
+    letterbox_into(image, torch.empty(size, size), decode_photo(path, size))
+    return image.permute(2, 0, 1)
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """One photo at its own size: (3, H, W) float32 in [0, 1], upright (EXIF orientation applied), RGB."""
+    photo = decode_photo(path, None)
+    return torch.from_numpy(photo.image).permute(2, 0, 1).float().div(255)
 
 
 def iter_photos(folder: str | os.PathLike, size: int = DEFAULT_SIZE, *, recursive: bool = False,
@@ -384,11 +436,7 @@ def load_photos(base: str | os.PathLike, folder: str, size: int = DEFAULT_SIZE, 
             skipped.append(Skipped(rel, str(e)))
         else:
             i = len(names)
-            h, w = photo.image.shape[:2]
-            slot = images[i]                                       # (S, S, 3)
-            slot.fill_(PAD_GREY / 255.0)
-            slot[:h, :w].copy_(torch.from_numpy(photo.image)).div_(255.0)
-            masks[i, :h, :w] = 1.0
+            letterbox_into(images[i], masks[i], photo)             # (S, S, 3), (S, S)
             names.append(photo.name)
             source_sizes.append(photo.source_size)
             formats.append(photo.format)
@@ -409,5 +457,5 @@ def load_photos(base: str | os.PathLike, folder: str, size: int = DEFAULT_SIZE, 
 __all__ = [
     "PAD_GREY", "DEFAULT_SIZE", "MIN_SIZE", "MAX_SIZE", "FORMATS", "Photo", "Skipped", "PhotoBatch",
     "register_heif", "resolve_photo_folder", "list_photo_folders", "list_entries", "decode_photo", "iter_photos",
-    "load_photos",
+    "load_photos", "letterbox_into", "read_letterboxed", "read_image", "probe", "NotAPhoto", "DamagedPhoto",
 ]

@@ -40,7 +40,6 @@ import argparse
 import collections
 import concurrent.futures as cf
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -52,9 +51,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import BoLIDError
+from . import photos
 
 log = logging.getLogger("bolid")
 
@@ -71,7 +71,7 @@ REASONS = {
 }
 REPORT_JSON = "prepare_report.json"
 REPORT_MD = "prepare_report.md"
-_PAD = 114  # ultralytics' letterbox grey
+_PAD = photos.PAD_GREY  # ultralytics' letterbox grey
 
 # images (B, 3, S, S) float [0, 1] -> one int (persons) / bool (watermark) per image
 PersonCounter = Callable[["object"], Sequence[int]]
@@ -166,18 +166,17 @@ def _dhash(grey: Image.Image) -> int:
     return int(sum(1 << i for i, b in enumerate(bits) if b))
 
 
-def _letterbox(im: Image.Image, size: int) -> np.ndarray:
-    """(S, S, 3) uint8: scaled so the long side is ``size``, padded right and bottom with grey."""
-    w, h = im.size
-    gain = size / max(w, h)
-    nw, nh = max(1, round(w * gain)), max(1, round(h * gain))
-    canvas = Image.new("RGB", (size, size), (_PAD, _PAD, _PAD))
-    canvas.paste(im.resize((nw, nh), Image.BILINEAR), (0, 0))
-    return np.asarray(canvas)
+def _letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """(S, S, 3) uint8: a photo whose long side is ``size`` padded right and bottom with grey."""
+    h, w = image.shape[:2]
+    canvas = np.full((size, size, 3), _PAD, dtype=np.uint8)
+    canvas[:h, :w] = image
+    return canvas
 
 
 def inspect_file(path: str, rel: str, person: str, min_side: int, imgsz: int) -> Inspection:
-    """Read one file: hash its bytes, identify, size-check, decode, letterbox. Runs in a worker process."""
+    """Read one file: hash its bytes, identify, size-check, decode (the one photo reader: upright, long side
+    ``imgsz``), letterbox. Runs in a worker process."""
     info = Inspection(rel=rel, person=person)
     try:
         data = Path(path).read_bytes()
@@ -187,26 +186,23 @@ def inspect_file(path: str, rel: str, person: str, min_side: int, imgsz: int) ->
     info.size_bytes = len(data)
     info.sha256 = hashlib.sha256(data).hexdigest()
     try:
-        im = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError) as e:
-        info.status, info.detail = "not_image", f"not an image format Pillow reads ({type(e).__name__})"
+        info.width, info.height, _ = photos.probe(path, data)
+    except photos.NotAPhoto as e:
+        info.status, info.detail = "not_image", f"not an image format Pillow reads ({e})"
         return info
-    except Image.DecompressionBombError as e:  # a header claiming more pixels than Pillow will allocate
+    except BoLIDError as e:  # a header claiming more pixels than Pillow will allocate
         info.status, info.detail = "corrupt", str(e)
         return info
-    info.width, info.height = im.size
-    if min(im.size) < min_side:
-        info.status, info.detail = "too_small", f"{im.size[0]}x{im.size[1]} px, short side under {min_side}"
+    if min(info.width, info.height) < min_side:
+        info.status, info.detail = "too_small", f"{info.width}x{info.height} px, short side under {min_side}"
         return info
     try:
-        im.draft("RGB", (imgsz, imgsz))   # JPEG: decode at a reduced scale (still reads the whole stream)
-        im = ImageOps.exif_transpose(im.convert("RGB"))
-        im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        info.status, info.detail = "corrupt", f"{im.format or 'image'} data does not decode: {e}"
+        photo = photos.decode_photo(path, imgsz, data=data)
+    except BoLIDError as e:
+        info.status, info.detail = "corrupt", str(e)
         return info
-    info.thumb = _letterbox(im, imgsz)
-    info.dhash = _dhash(im.convert("L"))
+    info.thumb = _letterbox(photo.image, imgsz)
+    info.dhash = _dhash(Image.fromarray(photo.image).convert("L"))
     return info
 
 
@@ -429,21 +425,20 @@ def yolo_person_counter(path: str | os.PathLike, *, conf: float = 0.5, device=No
 def yolo_watermark_detector(path: str | os.PathLike, *, conf: float = 0.5, device=None) -> WatermarkDetector:
     """A watermark detector from an ultralytics detection model: any box with score >= conf marks the image.
 
-    Like the pose model, an ultralytics ``.pt`` is a pickle loaded by ultralytics itself; pass only a file
-    you trust (the same exception the README makes for pose models).
+    Like the pose model, an ultralytics ``.pt`` is a pickle: it is vetted against ultralytics' allow-list of model
+    classes first (``method.pose.load_yolo``), and one holding anything else is refused unread.
     """
     import torch
+
+    from ..method.pose import load_yolo
 
     path = Path(path)
     if not path.is_file():
         raise BoLIDError(f"watermark model not found: {path}; give an ultralytics detection .pt, or leave "
                          "--watermark out to skip the watermark filter")
-    from ultralytics import YOLO
-
-    try:
-        yolo = YOLO(str(path), verbose=False)
-    except Exception as e:  # ultralytics raises many kinds on a foreign or damaged file
-        raise BoLIDError(f"cannot load {path.name} as an ultralytics YOLO model ({type(e).__name__}: {e})") from e
+    # Vetted like the pose model (method.pose.load_yolo): a .pt is a pickle, read against ultralytics' allow-list
+    # before anything in it can run.
+    yolo = load_yolo(path, "the watermark filter needs an ultralytics detection model (.pt)")
     if yolo.task != "detect":
         raise BoLIDError(f"{path.name} is a {yolo.task} model; the watermark filter needs a detection model "
                          "(task 'detect') whose boxes mark watermarks")

@@ -94,16 +94,13 @@ def list_images(folder: str | os.PathLike, what: str) -> list[Path]:
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) float in [0, 1], RGB, EXIF orientation applied."""
-    import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """(3, H, W) float in [0, 1], RGB, EXIF orientation applied: the one photo reader's (``data.photos``)."""
+    from ..data.photos import read_image as read_photo
 
     try:
-        with Image.open(path) as im:
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return read_photo(path)
+    except BoLIDError as e:
         raise BoLIDError(f"{path} cannot be read as an image ({e}): remove it or replace it") from e
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float().div(255)
 
 
 def pair_references(generated: Sequence[Path], references: Sequence[Path]) -> list[Path]:

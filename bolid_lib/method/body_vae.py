@@ -21,6 +21,9 @@ it says nothing more. Our reading:
   person, reconstruction of *other* views) z carries what stays the same between views: body shape and look.
 - An optional head predicts normalised limb-length ratios from z (an auxiliary identity signal).
 
+Its config is in ``body_vae_config``, its file in ``body_vae_files`` (both names still import from here); what
+prepares photos for it (the recipe) in ``body_id``.
+
 Legend: V views, P persons, K = 17 keypoints, R input side, F feature width, D latent width, L limbs.
 """
 
@@ -30,27 +33,20 @@ import hashlib
 import json
 import logging
 import math
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import files, settings
 from ..errors import BoLIDError
+from .body_id import BodyIDRecipe
+from .body_vae_config import CROPS, BodyVAEConfig  # noqa: F401 (also re-exported: their home until issue 27)
 from .keypoints import NUM_KEYPOINTS, view_confidence
 from .weighting import keypoint_gaussians
 
 log = logging.getLogger("bolid")
 
-FORMAT = "bolid.body_vae"
-# 2: the keypoint branch reads the longer of each left/right twin and the Body-ID the tail-pooled segment ratios
-# (tail_pool): a version-1 file's tensors no longer fit the model, so it is refused by version, with the fix.
-VERSION = 2
-FINGERPRINT_KEY = "bolid.fingerprint"
 
 # Limbs whose 2D lengths, relative to the torso, the limb-ratio head predicts (COCO indices).
 LIMBS: tuple[tuple[int, int], ...] = (
@@ -73,68 +69,6 @@ GEOMETRY_DIM = 2 * len(GEOMETRY_PAIRS) + len(SYMMETRIC_PAIRS) + 1
 # The segment ratios of keypoint_geometry (first TAIL_DIM columns) that also go through the tail pooling.
 TAIL_DIM = len(GEOMETRY_PAIRS) + len(SYMMETRIC_PAIRS)
 TAIL_SHIFT = 2.0
-CROPS = ("person", "image")
-
-
-@dataclass(frozen=True)
-class BodyVAEConfig:
-    """Sizes of a Body-ID VAE; stored in its file.
-
-    input_size: R, the side views are resized to. latent_dim: D. widths: channels of the encoder's
-    stride-2 stages (the decoder mirrors them). feature_dim: F, the per-view feature. pool_size: the
-    encoder's final spatial grid. heatmap_sigma: heat-map sigma as a fraction of R. beta: weight of the
-    KL term. limb_head: train/predict limb ratios. groups: GroupNorm groups (divides every width).
-    crop: "person" cuts a square around the view's visible keypoints (plus crop_margin of its side on each
-    side) before resizing to R, so a person small in a large photo still fills the input; "image" letterboxes
-    the whole image. keypoint_branch: add an MLP over scale-free keypoint geometry (torso-relative
-    coordinates and distances) to each view's feature: body proportions are read off the keypoints directly
-    instead of being left for the convolutions to infer from heat maps (segment lengths only, see
-    GEOMETRY_PAIRS). tail_pool: kappa of the tail pooling of those segment ratios (0: off; needs the keypoint
-    branch): besides the features' weighted mean, the Body-ID sees per segment the weighted soft maximum over
-    views, log(mean_j exp(kappa r_j)) / kappa. Projection only shortens a segment, so the longest a segment
-    appears over the views is the best estimate of its true length, whatever the poses; a plain mean drifts
-    with how much the poses foreshorten. Streaming: it is a mean of exp(kappa r_j), a running sum like the rest.
-    """
-
-    input_size: int = 256
-    latent_dim: int = 756
-    widths: tuple[int, ...] = (32, 64, 128, 256, 256)
-    feature_dim: int = 512
-    pool_size: int = 4
-    heatmap_sigma: float = 0.025
-    beta: float = 1e-3
-    limb_head: bool = True
-    limb_weight: float = 1.0
-    groups: int = 8
-    crop: str = "person"
-    crop_margin: float = 0.15
-    keypoint_branch: bool = True
-    tail_pool: float = 16.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if self.input_size < 8 or self.input_size % (2 ** len(self.widths)):
-            raise BoLIDError(f"input_size must be >= 8 and divisible by 2**len(widths) = {2 ** len(self.widths)}; got {self.input_size}")
-        if not self.widths or any(w < 1 or w % self.groups for w in self.widths):
-            raise BoLIDError(f"widths must be positive multiples of groups={self.groups}; got {self.widths}")
-        if self.latent_dim < 1 or self.feature_dim < 1 or self.pool_size < 1:
-            raise BoLIDError(f"latent_dim, feature_dim and pool_size must be >= 1; got {self.latent_dim}, {self.feature_dim}, {self.pool_size}")
-        if not (self.heatmap_sigma > 0 and math.isfinite(self.heatmap_sigma)):
-            raise BoLIDError(f"heatmap_sigma must be > 0; got {self.heatmap_sigma}")
-        if self.beta < 0:
-            raise BoLIDError(f"beta must be >= 0; got {self.beta}")
-        if not (self.tail_pool >= 0 and math.isfinite(self.tail_pool)):
-            raise BoLIDError(f"tail_pool must be >= 0; got {self.tail_pool}")
-        if self.crop not in CROPS:
-            raise BoLIDError(f"crop must be one of {CROPS}; got {self.crop!r}")
-
-    def to_dict(self) -> dict:
-        return settings.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "BodyVAEConfig":
-        return settings.from_dict(cls, data, unknown="this Body-ID VAE config has fields this pack does not know "
-                                                     "({}): update ComfyUI-BoLID")
 
 
 def _block(c_in: int, c_out: int, groups: int, stride: int = 1) -> nn.Sequential:
@@ -270,6 +204,9 @@ class BodyVAE(nn.Module):
     def __init__(self, config: BodyVAEConfig = BodyVAEConfig()) -> None:
         super().__init__()
         self.config = cfg = config
+        # How the photos it learns from are prepared (body_id.BodyIDRecipe): set by the trainer, read from and
+        # written to its file; None for a file that records none (body_id.recipe_of names the old defaults then).
+        self.recipe: BodyIDRecipe | None = None
         k, g = NUM_KEYPOINTS, cfg.groups
         # --- encoder: (3 + K, R, R) -> (F,)
         # No full-resolution stem: the first stage reads the 20 input channels with a stride-2 conv, which
@@ -470,47 +407,6 @@ class BodyVAE(nn.Module):
         return self._fingerprint
 
 
-# --- files -----------------------------------------------------------------------------------------
-
-def save_body_vae(model: BodyVAE, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write the VAE as one .safetensors: weights, config and format version in the metadata."""
-    return files.save_safetensors_atomic(
-        dict(model.state_dict()), path, fmt=FORMAT, version=VERSION, config=model.config.to_dict(),
-        metadata={FINGERPRINT_KEY: model.fingerprint(refresh=True)}, overwrite=overwrite)
-
-
-def load_body_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BodyVAE:
-    """Read a Body-ID VAE file; refuse a file of another kind, saying what it looks like."""
-    path = Path(path)
-    tensors, meta = files.read_safetensors(path)
-    if meta.get(files.FORMAT_KEY) != FORMAT:
-        raise BoLIDError(f"{path.name} is not a Body-ID VAE file ({FORMAT}): it looks like {files.describe_safetensors(path)}; "
-                         f"pick a file written by 'python -m bolid_lib.training body-vae'")
-    version, config = files.read_format(meta, path, fmt=FORMAT, max_version=VERSION)
-    if version < VERSION:
-        raise BoLIDError(f"{path.name} is a Body-ID VAE of format version {version}, written by an older ComfyUI-BoLID whose "
-                         f"keypoint branch this version (format {VERSION}) changed, so its weights no longer fit: train it again "
-                         "with 'python -m bolid_lib.training body-vae' (Body-IDs it made still load; encode the photos again "
-                         "with the new VAE to use them with adapters trained on it)")
-    try:
-        cfg = BodyVAEConfig.from_dict(config)
-    except TypeError as e:
-        raise BoLIDError(f"{path.name} has a malformed Body-ID VAE config ({e}): get the file again") from e
-    model = BodyVAE(cfg)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise BoLIDError(f"{path.name} does not match its own config: {len(missing)} missing tensors {missing[:3]}, "
-                         f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of wrong shape {wrong[:3]}; the file is damaged: get it again")
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise BoLIDError(f"{path.name} has NaN or infinite weights in {bad[:3]}: the training diverged; use an earlier checkpoint")
-    model.load_state_dict(tensors, strict=True)
-    return model.to(device).eval()
-
-
 def encode_body(model: BodyVAE, images: torch.Tensor, pose, *, sample_seed: int | None = None, chunk: int = 8,
                 progress: Callable[[int, int], None] | None = None):
     """Body-ID of one person from weighted views and their poses; views without a person are skipped.
@@ -542,3 +438,16 @@ def encode_body(model: BodyVAE, images: torch.Tensor, pose, *, sample_seed: int 
         "mean_confidence": float(weights[used].mean()), "source": "encode",
     })
     return emb if sample_seed is None else emb.sample(sample_seed)
+
+
+# Names whose home moved to body_vae_files (issue 27), still importable from here; looked up on first use, since
+# that module imports BodyVAE from this one.
+_MOVED = ("FORMAT", "VERSION", "FINGERPRINT_KEY", "save_body_vae", "load_body_vae")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        from . import body_vae_files
+
+        return getattr(body_vae_files, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -83,26 +83,28 @@ def default_attention(q, k, v, heads, extra_options):
 
 @dataclass(frozen=True)
 class PatchSettings:
-    """λ weights, the sigma range and the per-block weights of a BoLID patch.
+    """λ weights, the noise-level range and the per-block weights of a BoLID patch.
 
-    The branches are on while ``sigma_end <= sigma <= sigma_start`` (sigmas fall during sampling).
+    The branches are on while ``noise_end <= σ_t <= noise_start``, σ_t the sampler's noise level (ComfyUI's
+    ``sigmas``, falling during sampling; named ``noise_*`` here so that ``sigma`` in this pack means one thing, the
+    weighting radius of eq. 11).
     block_weights_*: multipliers of λ for the (input, middle, output) blocks.
     """
 
     lambda_ref: float = 1.0
     lambda_body: float = 1.0
-    sigma_start: float = math.inf
-    sigma_end: float = 0.0
+    noise_start: float = math.inf
+    noise_end: float = 0.0
     block_weights_ref: tuple[float, float, float] = (1.0, 1.0, 1.0)
     block_weights_body: tuple[float, float, float] = (1.0, 1.0, 1.0)
     ref_batch: str = "average"
 
     def __post_init__(self):
-        for name in ("lambda_ref", "lambda_body", "sigma_start", "sigma_end"):
+        for name in ("lambda_ref", "lambda_body", "noise_start", "noise_end"):
             if math.isnan(float(getattr(self, name))):
                 raise BoLIDError(f"{name} is NaN: give a number")
-        if self.sigma_end > self.sigma_start:
-            raise BoLIDError(f"the branches end (sigma {self.sigma_end:g}) before they start (sigma {self.sigma_start:g}): make end_at larger than start_at")
+        if self.noise_end > self.noise_start:
+            raise BoLIDError(f"the branches end (sigma {self.noise_end:g}) before they start (sigma {self.noise_start:g}): make end_at larger than start_at")
         if self.ref_batch not in REF_BATCH_RULES:
             raise BoLIDError(f"ref_batch must be one of {REF_BATCH_RULES}; got {self.ref_batch!r}")
         for name in ("block_weights_ref", "block_weights_body"):
@@ -147,22 +149,22 @@ class BoLIDPatch:
     adapter: the loaded adapter. ref_features: CLIP vision features of the reference(s) (plain: image_embeds
     (R, E); plus: penultimate_hidden_states (R, 257, E)) or None. ref_uncond_features: the features of the
     "no image" input, (1, ...) (default zeros, as IP-Adapter is trained for image_embeds; for "plus" pass the
-    hidden states of a black image, as ComfyUI_IPAdapter_plus does). body: c_body (D,) or (1, D), or None. attention: the attention
+    hidden states of a black image, as ComfyUI_IPAdapter_plus does). c_body: the Body-ID c_body (D,) or (1, D) (``BodyEmbedding.mean``), or None. attention: the attention
     implementation. Sites with zero weight or branches with λ = 0 cost nothing.
     """
 
     def __init__(self, adapter: BoLIDAdapter, *, settings: PatchSettings, ref_features: torch.Tensor | None = None,
-                 ref_uncond_features: torch.Tensor | None = None, body: torch.Tensor | None = None,
+                 ref_uncond_features: torch.Tensor | None = None, c_body: torch.Tensor | None = None,
                  attention: Attention | None = None):
         self.settings = settings
         self.attention = attention or default_attention
         self.config = adapter.config
-        if ref_features is None and body is None:
+        if ref_features is None and c_body is None:
             raise BoLIDError("BoLID needs at least one branch: connect a reference image (with a CLIP vision model) or a Body-ID")
         if ref_features is not None and adapter.ref is None:
             raise BoLIDError("a reference image is connected but this adapter has no reference-image branch: "
                              "disconnect it, or load an adapter with one (an IP-Adapter SDXL file)")
-        if body is not None and adapter.body is None:
+        if c_body is not None and adapter.body is None:
             raise BoLIDError("a Body-ID is connected but this adapter has no body branch (an IP-Adapter file has only the image branch): "
                              "load a BoLID adapter trained with a body branch, or disconnect the Body-ID")
         self.n_refs = 0
@@ -178,16 +180,16 @@ class BoLIDPatch:
                 uncond = adapter.ref_tokens(ref_uncond_features[:1])       # (1, N_ref, C)
                 self.n_refs = cond.shape[0]
                 self._base["ref"] = self._site_kv(adapter, "ref", cond, uncond, settings.lambda_ref, settings.block_weights_ref)
-            if body is not None:
-                body = body.reshape(1, -1) if body.ndim == 1 else body
-                if body.shape[0] != 1:
-                    raise BoLIDError(f"one Body-ID at a time: got {body.shape[0]}; blend them into one first")
-                cond = adapter.body_tokens(body)                            # (1, T_b, C)
-                uncond = adapter.body_tokens(torch.zeros_like(body))
+            if c_body is not None:
+                c_body = c_body.reshape(1, -1) if c_body.ndim == 1 else c_body
+                if c_body.shape[0] != 1:
+                    raise BoLIDError(f"one Body-ID at a time: got {c_body.shape[0]}; blend them into one first")
+                cond = adapter.body_tokens(c_body)                          # (1, T_b, C)
+                uncond = adapter.body_tokens(torch.zeros_like(c_body))
                 self._base["body"] = self._site_kv(adapter, "body", cond, uncond, settings.lambda_body, settings.block_weights_body)
         self._cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
-        self._sigma_obj = None
-        self._sigma_value = None
+        self._sigmas_seen = None
+        self._noise_value = None
         self.site_calls = [0] * NUM_SITES  # calls per site (diagnostics: every site fires once per UNet forward)
 
     @staticmethod
@@ -238,20 +240,20 @@ class BoLIDPatch:
             self._cache[key] = hit
         return hit
 
-    def _sigma(self, extra_options: dict) -> float | None:
+    def _noise_level(self, extra_options: dict) -> float | None:
         sigmas = extra_options.get("sigmas")
         if sigmas is None:
             return None
-        if sigmas is not self._sigma_obj:
+        if sigmas is not self._sigmas_seen:
             # once per UNet forward (the same tensor object reaches all 70 sites): one device sync per step
-            self._sigma_obj = sigmas
-            self._sigma_value = float(sigmas.detach().max()) if isinstance(sigmas, torch.Tensor) else float(max(sigmas))
-        return self._sigma_value
+            self._sigmas_seen = sigmas
+            self._noise_value = float(sigmas.detach().max()) if isinstance(sigmas, torch.Tensor) else float(max(sigmas))
+        return self._noise_value
 
     def active(self, extra_options: dict) -> bool:
-        """Whether the current step lies in [sigma_end, sigma_start] (always True without sigmas)."""
-        sigma = self._sigma(extra_options)
-        return sigma is None or self.settings.sigma_end <= sigma <= self.settings.sigma_start
+        """Whether the current step lies in [noise_end, noise_start] (always True without sigmas)."""
+        noise = self._noise_level(extra_options)
+        return noise is None or self.settings.noise_end <= noise <= self.settings.noise_start
 
     def _rows(self, branch: str, site: int, q: torch.Tensor, extra_options: dict):
         """K, V of ``branch`` for every row of the batch (B, M, H·d): cond rows get the cond tokens'
@@ -365,7 +367,7 @@ class SitePatch:
 
         IPAdapter_plus, applied to a model that already has a replace patch at a site, does not wrap it: it calls
         ``existing.add(callback, **kwargs)`` and expects ``callback(out, q, k, v, extra_options, **kwargs)`` to
-        return a term added to the output while ``sigma_end <= sigma <= sigma_start``. Without this method,
+        return a term added to the output while ``sigma_end <= σ_t <= sigma_start`` (IPAdapter_plus's keywords). Without this method,
         BoLID Apply followed by an IPAdapter node failed with an AttributeError. The call changes this object
         only: the host gives every clone its own copy (see ``copy`` and ``nodes.adapter``), so it reaches no
         other model.

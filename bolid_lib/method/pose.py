@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BoLIDError
+from .body_id import DEFAULT_RECIPE
 from .keypoints import NUM_KEYPOINTS, PoseBatch
 
 log = logging.getLogger("bolid")
@@ -227,7 +228,10 @@ def _no_restricted_loader_message(name: str) -> str:
     )
 
 
-def _check_pickle(path: str, safe_load=None, safe_load_class=None) -> None:
+POSE_NEEDED = "a YOLO pose model is needed, e.g. yolo11n-pose.pt"
+
+
+def _check_pickle(path: str, safe_load=None, safe_load_class=None, needed: str = POSE_NEEDED) -> None:
     """Read the .pt with weights_only against ultralytics' allow-list; refuse one that holds anything else.
 
     A file that passes holds only ultralytics/torch model classes and tensors, so the full load that follows
@@ -246,15 +250,35 @@ def _check_pickle(path: str, safe_load=None, safe_load_class=None) -> None:
         if isinstance(e.__cause__, pickle.UnpicklingError) and "GLOBAL" not in str(e.__cause__):
             raise BoLIDError(
                 f"cannot load {os.path.basename(path)}: its bytes are not an ultralytics checkpoint (a file of another "
-                "kind renamed .pt?); a YOLO pose model is needed, e.g. yolo11n-pose.pt"
+                f"kind renamed .pt?); {needed}"
             ) from e
         if isinstance(e.__cause__, pickle.UnpicklingError):
             raise BoLIDError(
                 f"{os.path.basename(path)} holds Python objects outside ultralytics' model format, so loading it could "
-                "run code, and BoLID did not load it: use a YOLO pose model from ultralytics' releases (e.g. "
-                "yolo11n-pose.pt) or one you trained yourself, in models/ultralytics/pose/"
+                f"run code, and BoLID did not load it: use a model from ultralytics' releases or one you trained "
+                f"yourself ({needed})"
             ) from e
         raise
+
+
+def load_yolo(path: str | os.PathLike, needed: str = POSE_NEEDED):
+    """An ultralytics YOLO model from a ``.pt``, vetted first (``_check_pickle``): the one way the library loads a
+    ``.pt``. needed: what the caller needs, named in the errors ("a YOLO pose model is needed, ...")."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise BoLIDError(f"model file not found: {path}; {needed}")
+    from ultralytics import YOLO
+
+    try:
+        with _torch_threads_kept():
+            _check_pickle(path, needed=needed)
+            return YOLO(path, verbose=False)
+    except BoLIDError:
+        raise
+    except Exception as e:  # ultralytics raises many kinds on a foreign or damaged file
+        raise BoLIDError(
+            f"cannot load {os.path.basename(path)} as an ultralytics YOLO model ({type(e).__name__}: {e}); {needed}"
+        ) from e
 
 
 class PoseModel:
@@ -269,19 +293,7 @@ class PoseModel:
         """Load a YOLO .pt; refuse detection, segmentation, classification or non-COCO-17 pose models."""
         if not os.path.isfile(path):
             raise BoLIDError(f"pose model file not found: {path}")
-        from ultralytics import YOLO
-
-        try:
-            with _torch_threads_kept():
-                _check_pickle(path)
-                yolo = YOLO(path, verbose=False)
-        except BoLIDError:
-            raise
-        except Exception as e:  # ultralytics raises many kinds on a foreign or damaged file
-            raise BoLIDError(
-                f"cannot load {os.path.basename(path)} as an ultralytics YOLO model ({type(e).__name__}: {e}); "
-                "a YOLO pose model is needed, e.g. yolo11n-pose.pt"
-            ) from e
+        yolo = load_yolo(path)
         head = yolo.model.model[-1] if hasattr(yolo.model, "model") else None
         kpt_shape = tuple(getattr(head, "kpt_shape", None) or ())
         if yolo.task != "pose" or kpt_shape != (NUM_KEYPOINTS, 3):
@@ -308,8 +320,8 @@ class PoseModel:
         self,
         images: torch.Tensor,
         *,
-        conf: float = 0.25,
-        visibility: float = 0.5,
+        conf: float = DEFAULT_RECIPE.conf,
+        visibility: float = DEFAULT_RECIPE.visibility,
         person: PersonPolicy = "largest",
         on_missing: str = "skip",
         batch_size: int = 16,

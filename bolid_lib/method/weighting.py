@@ -39,14 +39,16 @@ from typing import Callable, Union
 import torch
 
 from ..errors import BoLIDError
+from .body_id import DEFAULT_RECIPE, SIGMA_MODES
 from .keypoints import PoseBatch, pose_keypoint_to_pose_batch
 
 SigmaLike = Union[float, int, torch.Tensor]
 
-SIGMA_MODES = ("relative", "pixels")
-DEFAULT_SIGMA_MODE = "relative"
-DEFAULT_SIGMA = 0.1          # relative: 10% of the short side (about 102 px at 1024 x 1024)
-DEFAULT_ALPHA = 0.2
+# The defaults of a Body-ID's weighting live in body_id.DEFAULT_RECIPE (issue 27: one value for the nodes, the
+# trainer and every other caller). Relative sigma 0.1: 10% of the short side (about 102 px at 1024 x 1024).
+DEFAULT_SIGMA_MODE = DEFAULT_RECIPE.sigma_mode
+DEFAULT_SIGMA = DEFAULT_RECIPE.sigma
+DEFAULT_ALPHA = DEFAULT_RECIPE.alpha
 MIN_SIGMA_PX = 1e-3          # sigma = 0 is clamped here (a one-pixel peak), see module docstring
 
 # Elements per row block of the running max (1 MiB of float32): much smaller blocks cost more in per-op

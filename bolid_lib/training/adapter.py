@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from typing import Callable
 
 import torch
 
-from ..method.adapter import AdapterConfig, BoLIDAdapter, load_adapter, save_adapter
+from ..method.adapter import AdapterConfig, BoLIDAdapter
+from ..method.adapter_files import load_adapter, save_adapter
 from ..errors import BoLIDError
 from ..files import read_format, read_safetensors, save_safetensors_atomic
 from . import dataset as D
@@ -70,7 +72,7 @@ class AdapterTrainConfig:
     image_encoder: str | None = None     # CLIPVisionModelWithProjection folder (ref branch)
     clip_model: str | None = None        # CLIPModel folder (L_CLIP)
     pose_model: str | None = None        # YOLO pose .pt (L_id and Body-IDs)
-    pose_conf: float = 0.25              # detection threshold when computing Body-IDs
+    pose_conf: float | None = None       # detection threshold when computing Body-IDs (None: the Body-ID VAE's recipe)
     body_vae: str | None = None          # Body-ID VAE file
     shortcut_unet: str | None = None     # one-step UNet (LCM / Lightning) for preview "shortcut"
     prediction_type: str | None = None   # default: the scheduler's
@@ -114,6 +116,7 @@ class AdapterTrainConfig:
     keep_checkpoints: int = 3            # newest checkpoints kept in output_dir/checkpoints (0: keep all)
     log_every: int = 10
     resume: str | None = None            # "latest" or a checkpoint folder
+    overwrite: bool = False              # a fresh run may replace another run's checkpoints and files in output_dir
     tensorboard: bool = True             # when tensorboard is installed
 
     def __post_init__(self):
@@ -303,7 +306,7 @@ def _ref_features(models, cfg, images: torch.Tensor, kind: str) -> torch.Tensor:
 
 def reference_features(models, cfg, images: torch.Tensor, kind: str, keep: torch.Tensor) -> torch.Tensor:
     """CLIP features of the reference images, with the rows whose reference is dropped (``keep`` False) set to
-    what "no image" is at inference (``bolid_lib.method.adapter.encode_reference``, as in ComfyUI_IPAdapter_plus): zero ``image_embeds``
+    what "no image" is at inference (``bolid_lib.method.reference.encode_reference``, as in ComfyUI_IPAdapter_plus): zero ``image_embeds``
     for a plain adapter, the hidden states of a black image for a plus adapter."""
     ref = _ref_features(models, cfg, images, kind)
     keep = keep.to(ref.device).reshape(-1, *([1] * (ref.ndim - 1))).to(ref.dtype)
@@ -425,12 +428,16 @@ def save_checkpoint(folder: Path, step: int, adapter: BoLIDAdapter, optimizer: t
                     cfg: AdapterTrainConfig, extra: dict | None = None) -> Path:
     """adapter.safetensors (BoLID format), optimizer.safetensors (state tensors; param groups in metadata),
     state.json (step, config)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_adapter(adapter, folder / "adapter.safetensors")
+    # Written whole under a temporary name, then renamed: a step folder that exists is never rewritten in place.
+    tmp = folder.with_name(folder.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)                                   # left by a crash: never counted, never resumed
+    tmp.mkdir(parents=True)
+    save_adapter(adapter, tmp / "adapter.safetensors")
     tensors, info = loop.flatten_optimizer(optimizer)
-    save_safetensors_atomic(tensors, folder / "optimizer.safetensors", fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
-    loop.write_json_atomic(folder / "state.json", {"step": step, "config": cfg.to_dict(), **(extra or {})})
-    return folder
+    save_safetensors_atomic(tensors, tmp / "optimizer.safetensors", fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
+    loop.write_json_atomic(tmp / "state.json", {"step": step, "config": cfg.to_dict(), **(extra or {})})
+    return loop.replace_folder_atomic(tmp, folder, CHECKPOINTS.marker)
 
 
 def load_checkpoint(folder: Path, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer) -> dict:
@@ -458,17 +465,21 @@ class Logger:
 
     FIELDS = ("step", "loss", "l_diff", "l_id", "l_clip", "lr", "sec_per_step", "samples_per_sec")
 
-    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool):
+    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool, start: int = 0):
+        """start: the step the run starts at; the log keeps the rows up to it (a resume) and nothing else."""
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
         path = output_dir / "log.csv"
-        new = not path.exists()
-        self.file = open(path, "a", newline="")
+        kept = []
+        if start > 0 and path.exists():
+            with open(path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start]
+        self.file = open(path, "w", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
-        if new:
-            self.writer.writeheader()
+        self.writer.writeheader()
+        self.writer.writerows(kept)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -525,6 +536,8 @@ def _train(cfg: AdapterTrainConfig, accelerator, progress, models) -> dict:
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        loop.guard_run_folder(out / "checkpoints", CHECKPOINTS, cfg.resume, find_checkpoint(out, cfg.resume),
+                              overwrite=cfg.overwrite, outputs=(out / f"{cfg.name}.safetensors", out / "log.csv"))
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     dev = accelerator.device
@@ -542,7 +555,7 @@ def _train(cfg: AdapterTrainConfig, accelerator, progress, models) -> dict:
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=D.collate,
                                          num_workers=cfg.num_workers)
     ctx = StepContext(cfg, models, module, dev, prediction_type, autocast=accelerator.autocast)
-    logger = Logger(out, accelerator.is_main_process, cfg.tensorboard)
+    logger = Logger(out, accelerator.is_main_process, cfg.tensorboard, start)
     history = []
     it = iter(loader)
     step = start

@@ -1,8 +1,9 @@
 """Train the Body-ID VAE: ``python -m bolid_lib.training body-vae --data DIR`` (or ``--synthetic N``).
 
 DIR holds one folder per person (the paper's "grouped by unique user IDs"). The trainer runs the pose
-model and the Gaussian weighting itself, once, and caches the prepared views (weighted, letterboxed to R,
-uint8) with their keypoints per person as .safetensors, so no later epoch or run calls YOLO again.
+model and the Gaussian weighting itself, once, as a Body-ID recipe says (``method.body_id``; the view sets are in
+``data.views``), caches the prepared views per person, and records the recipe in the VAE file, so ComfyUI's
+nodes prepare photos the way the VAE learned them.
 
 Objective per step, for each of P sampled people (DESIGN.md "Body-ID VAE"):
   z ~ q(z | a random subset of their views)     (confidence-weighted pooling, reparameterised)
@@ -26,7 +27,7 @@ Legend: N views in the set, P persons per step, R side, D latent width, L limbs.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import json
 import logging
 import math
@@ -41,7 +42,11 @@ import torch.nn.functional as F
 
 from .. import files
 from . import loop
-from ..method.body_vae import NUM_LIMBS, BodyVAE, BodyVAEConfig, limb_ratios_from_keypoints, prepare_views, save_body_vae, view_weights
+from .losses import contrast_loss, view_contrast_loss  # noqa: F401 (re-exported: their home until issue 27)
+from ..data.views import CACHE_FORMAT, ViewSet, folder_viewset, make_viewset, synthetic_viewset, to_uint8  # noqa: F401 (re-exported: the view sets' old home)
+from ..method.body_id import DEFAULT_RECIPE, SIGMA_MODES, BodyIDRecipe
+from ..method.body_vae import BodyVAE, BodyVAEConfig
+from ..method.body_vae_files import save_body_vae
 from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
@@ -49,8 +54,6 @@ log = logging.getLogger("bolid")
 CHECKPOINT_FORMAT = "bolid.body_vae_checkpoint"
 CHECKPOINT_VERSION = 2               # 2: loop's optim.<id>.<name> scalars; 1: bare <id>.<name> (still read)
 CHECKPOINTS = loop.CheckpointLayout(".safetensors", 8, sidecars=(".json",))
-CACHE_FORMAT = "bolid.body_vae_cache"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -99,171 +102,6 @@ class TrainConfig:
     def lr_schedule(self) -> loop.Schedule:
         """Linear warm-up over warmup steps, then cosine decay to min_lr_ratio·lr at the last step."""
         return loop.Schedule(self.lr, self.warmup, "cosine", self.steps, self.min_lr_ratio)
-
-
-@dataclass
-class ViewSet:
-    """Prepared training views: views (N, 3, R, R) uint8 weighted images, keypoints (N, 17, 3) px at R,
-    weights (N,), person (N,) long, limbs (P, L) float (NaN where unknown), names (P,)."""
-
-    views: torch.Tensor
-    keypoints: torch.Tensor
-    weights: torch.Tensor
-    person: torch.Tensor
-    limbs: torch.Tensor
-    names: list[str]
-
-    def __post_init__(self) -> None:
-        n = self.views.shape[0]
-        if self.keypoints.shape != (n, 17, 3) or self.weights.shape != (n,) or self.person.shape != (n,):
-            raise BoLIDError("a ViewSet needs views (N,3,R,R), keypoints (N,17,3), weights (N,), person (N,)")
-        self.person = self.person.long()
-        counts = torch.bincount(self.person, minlength=len(self.names))
-        self.by_person = [torch.nonzero(self.person == p).flatten() for p in range(len(self.names))]
-        self.trainable = [p for p in range(len(self.names)) if int(counts[p]) >= 2]
-        if not self.trainable:
-            raise BoLIDError("training needs people with at least 2 usable views each (one to encode, one to reconstruct); "
-                             f"got view counts {counts.tolist()}: add photos, or check that the pose model finds the people")
-
-    @property
-    def size(self) -> int:
-        return self.views.shape[-1]
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def make_viewset(images: torch.Tensor, keypoints: torch.Tensor, person: torch.Tensor, vae_cfg: BodyVAEConfig,
-                 names: list[str] | None = None, *, sigma: float = 0.1, alpha: float = 0.1, chunk: int = 256) -> ViewSet:
-    """Weight (paper 4.1), prepare as the VAE does (crop/letterbox to R) and pack raw views:
-    images (N, 3, H, W), keypoints (N, 17, 3) px."""
-    from ..method.weighting import apply_weighting
-
-    views, kps = [], []
-    for s in range(0, images.shape[0], chunk):
-        w, _ = apply_weighting(images[s:s + chunk].float(), keypoints[s:s + chunk], sigma=sigma, alpha=alpha)
-        v, k = prepare_views(w, keypoints[s:s + chunk], vae_cfg)
-        views.append(to_uint8(v))
-        kps.append(k)
-    kp = torch.cat(kps)
-    person = person.long()
-    n_persons = int(person.max()) + 1
-    limbs = torch.stack([limb_ratios_from_keypoints(kp[person == p]) if (person == p).any()
-                         else torch.full((NUM_LIMBS,), float("nan")) for p in range(n_persons)])
-    return ViewSet(torch.cat(views), kp, view_weights(kp), person, limbs, names or [f"person_{p:04d}" for p in range(n_persons)])
-
-
-def synthetic_viewset(n_persons: int, views_per_person: int, vae_cfg: BodyVAEConfig, seed: int, *, pose_range=(0.0, 1.0),
-                      render_size: int | None = None, shapes: torch.Tensor | None = None, sigma: float = 0.1,
-                      alpha: float = 0.1) -> ViewSet:
-    """Procedural people (bolid_lib.data.synthetic) with exact keypoints: no pose model needed."""
-    from ..data import synthetic
-
-    shapes = synthetic.random_shapes(n_persons, seed) if shapes is None else shapes
-    data = synthetic.make_views(shapes, views_per_person, seed + 1,
-                                synthetic.RenderSettings(size=render_size or vae_cfg.input_size, pose_range=tuple(pose_range)))
-    return make_viewset(data.images, data.keypoints, data.person, vae_cfg, sigma=sigma, alpha=alpha)
-
-
-# --- folders of photos -------------------------------------------------------------------------------
-
-def _load_image(path: Path) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        arr = np.asarray(im, dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0  # (3, H, W)
-
-
-def folder_viewset(data_dir: str | os.PathLike, pose_model_path: str, vae_cfg: BodyVAEConfig, *, cache_dir: str | os.PathLike | None = None,
-                   sigma: float = 0.1, alpha: float = 0.1, conf: float = 0.25, visibility: float = 0.5,
-                   device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> ViewSet:
-    """Run pose + weighting over DIR/<person>/<images>, caching each person's prepared views on disk.
-
-    A person's cache is reused when its image list (names, sizes, mtimes), the pose model file and the
-    settings are unchanged; otherwise that person is prepared again.
-    """
-    from ..method.pose import PoseModel
-
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise BoLIDError(f"--data {root} is not a folder: give a folder with one sub-folder of photos per person")
-    people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not people:
-        raise BoLIDError(f"{root} has no sub-folders: put each person's photos in a folder of their own (DIR/alice/*.jpg)")
-    cache = Path(cache_dir) if cache_dir else root / ".bolid_cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    pm_stat = os.stat(pose_model_path)
-    size = vae_cfg.input_size
-    settings = json.dumps({"size": size, "crop": vae_cfg.crop, "crop_margin": vae_cfg.crop_margin, "sigma": sigma, "alpha": alpha, "conf": conf, "visibility": visibility,
-                           "pose_model": [os.path.abspath(pose_model_path), pm_stat.st_size, pm_stat.st_mtime_ns]}, sort_keys=True)
-    model = None                                      # the pose model, loaded when a person's cache is stale
-    views, kps, owner, names = [], [], [], []
-    for i, person_dir in enumerate(people):
-        imgs = sorted(f for f in person_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        listing = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in imgs]
-        key = hashlib.sha256((settings + json.dumps(listing)).encode()).hexdigest()[:24]
-        cache_file = cache / f"{person_dir.name}.safetensors"
-        got = _cached_views(cache_file, key)
-        if got is None:
-            if model is None:
-                model = PoseModel.load(pose_model_path, device)
-            got = _prepare_person(imgs, model, vae_cfg, sigma, alpha, conf, visibility)
-            files.save_safetensors_atomic({"views": got[0], "keypoints": got[1]}, cache_file, fmt=CACHE_FORMAT, version=1,
-                                          metadata={"bolid.cache_key": key})
-        if got[0].shape[0]:
-            views.append(got[0])
-            kps.append(got[1])
-            owner.append(torch.full((got[0].shape[0],), len(names), dtype=torch.long))
-            names.append(person_dir.name)
-        if progress is not None:
-            progress(i + 1, len(people))
-    if not views:
-        raise BoLIDError(f"the pose model found nobody in the photos under {root}: check the photos or lower --conf")
-    kp = torch.cat(kps)
-    person = torch.cat(owner)
-    limbs = torch.stack([limb_ratios_from_keypoints(kp[person == p]) for p in range(len(names))])
-    return ViewSet(torch.cat(views), kp, view_weights(kp), person, limbs, names)
-
-
-def _cached_views(cache_file: Path, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(views, keypoints) of a person's cache file when it was made with ``key``; else None."""
-    if not cache_file.is_file():
-        return None
-    tensors, meta = files.read_safetensors(cache_file)
-    if meta.get(files.FORMAT_KEY) == CACHE_FORMAT and meta.get("bolid.cache_key") == key:
-        return tensors["views"], tensors["keypoints"]
-    return None
-
-
-def _prepare_person(imgs: list[Path], model, vae_cfg: BodyVAEConfig, sigma: float, alpha: float, conf: float,
-                    visibility: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views (V, 3, R, R) uint8 and keypoints (V, 17, 3) of the photos where the pose model finds a person."""
-    pv, pk = [], []
-    for f in imgs:
-        img = _load_image(f)[None]                                        # (1, 3, H, W)
-        pose = model.predict(img, conf=conf, visibility=visibility, on_missing="skip")
-        if not bool(pose.found[0]):
-            log.info("no person found in %s: skipped", f)
-            continue
-        v, k = _prepare_one(img, pose.keypoints, vae_cfg, sigma, alpha)
-        pv.append(v)
-        pk.append(k)
-    size = vae_cfg.input_size
-    if not pv:
-        return torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, 17, 3)
-    return torch.cat(pv), torch.cat(pk)
-
-
-def _prepare_one(img: torch.Tensor, keypoints: torch.Tensor, vae_cfg: BodyVAEConfig, sigma: float, alpha: float):
-    from ..method.weighting import apply_weighting
-
-    w, _ = apply_weighting(img, keypoints, sigma=sigma, alpha=alpha)
-    v, k = prepare_views(w, keypoints, vae_cfg)
-    return to_uint8(v), k
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -347,40 +185,6 @@ def foreshorten_limbs(keypoints: torch.Tensor, g: torch.Generator, prob: float, 
     return kp
 
 
-def contrast_loss(a: torch.Tensor, b: torch.Tensor, person: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Supervised InfoNCE between two Body-IDs per slot: a, b (P, D), person (P,) identity of each slot.
-
-    logits_ij = -|a_i - b_j|^2 / temperature; every j of the same person as i is a positive (a person may
-    fill several slots when the step has more slots than people). Symmetric in a and b.
-    """
-    logits = -torch.cdist(a, b).square() / temperature                       # (P, P)
-    same = (person[:, None] == person[None, :]).to(logits.device)
-    return (_info_nce(logits, same, 1) + _info_nce(logits, same, 0)) / 2
-
-
-def _info_nce(logits: torch.Tensor, same: torch.Tensor, dim: int) -> torch.Tensor:
-    """Mean over the other dimension of -log(sum of the positives' softmax along ``dim``); same: positives mask."""
-    pos = torch.where(same, logits, torch.full_like(logits, -float("inf")))
-    return (torch.logsumexp(logits, dim) - torch.logsumexp(pos, dim)).mean()
-
-
-def view_contrast_loss(view_mean: torch.Tensor, owner: torch.Tensor, slot_mean: torch.Tensor, person: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
-    """InfoNCE of single views against the other subset's Body-IDs.
-
-    view_mean (Nc, D) each context view's own Body-ID; owner (Nc,) its slot in [0, 2P) (slot i and P + i are the
-    two disjoint subsets of person[i]); slot_mean (2P, D). A view of the first half is scored against the
-    second half's Body-IDs and the other way round, so a view is never compared with a pool it is part of;
-    every slot of the view's person in that half is a positive.
-    """
-    p = person.shape[0]
-    first = owner < p
-    who = person[owner % p]                                                   # (Nc,) identity of each view
-    half = torch.where(first[:, None, None], slot_mean[None, p:], slot_mean[None, :p])     # (Nc, P, D)
-    logits = -(view_mean[:, None, :] - half).square().sum(-1) / temperature   # (Nc, P)
-    return _info_nce(logits, who[:, None] == person[None, :], 1)
-
-
 def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noise: torch.Tensor, device,
                  train_cfg: TrainConfig | None = None) -> tuple[torch.Tensor, dict]:
     """The loss of one batch of ``sample_batch``; noise (slots, D). n_persons: P (the batch's slots may be 2P)."""
@@ -453,17 +257,24 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
                    checkpoint_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
                    device: str | torch.device = "cpu", accelerator=None,
                    progress: Callable[[int, int], None] | None = None,
-                   time_limit_s: float | None = None) -> tuple[BodyVAE, list[dict]]:
+                   time_limit_s: float | None = None, overwrite: bool = False) -> tuple[BodyVAE, list[dict]]:
     """Train (or continue training) a Body-ID VAE on ``data``; returns the model and per-step loss parts.
 
     resume: a checkpoint file or folder ("latest": the newest in checkpoint_dir, if any); training continues at its
     step with its optimiser state.
     accelerator: an accelerate.Accelerator (DDP on several processes); None runs on ``device``.
     time_limit_s: stop (and checkpoint) after the step that crosses this wall time.
+    A checkpoint_dir holding another run's checkpoints is refused unless this run resumes one of them or
+    ``overwrite`` (loop.guard_run_folder).
     """
+    if checkpoint_dir is not None and (accelerator is None or accelerator.is_main_process):
+        loop.guard_run_folder(checkpoint_dir, CHECKPOINTS, resume, CHECKPOINTS.resolve(resume, checkpoint_dir),
+                              overwrite=overwrite)
     if data.size != vae_cfg.input_size:
         raise BoLIDError(f"the prepared views are {data.size} px but the VAE's input_size is {vae_cfg.input_size}: prepare them at that size")
     model, opt_state, start = _resume(vae_cfg, train_cfg, model, resume, checkpoint_dir)
+    if data.recipe is not None:
+        model.recipe = data.recipe        # how its views were prepared: save_body_vae records it in the file
     rank = 0
     if accelerator is not None:
         device = accelerator.device
@@ -565,6 +376,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views-per-person", type=int, default=64, help="with --synthetic: views rendered per identity")
     parser.add_argument("--out", required=True, help="output folder: checkpoints and the final body_vae.safetensors")
     parser.add_argument("--resume", help="checkpoint file or folder to continue from ('latest': the newest in OUT/checkpoints)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an OUT that holds another run, deleting its checkpoints and body_vae.safetensors")
     parser.add_argument("--input-size", type=int, default=BodyVAEConfig.input_size)
     parser.add_argument("--latent-dim", type=int, default=BodyVAEConfig.latent_dim)
     parser.add_argument("--widths", default=",".join(map(str, BodyVAEConfig.widths)), help="encoder stage widths, comma separated")
@@ -576,10 +389,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kappa of the soft maximum over views of the segment ratios (0: off)")
     parser.add_argument("--crop", choices=["person", "image"], default="person",
                         help="person: a square around the keypoints; image: the whole image letterboxed")
-    parser.add_argument("--sigma", type=float, default=0.1, help="weighting sigma, relative to the short side (paper eq. 11)")
-    parser.add_argument("--alpha", type=float, default=0.1, help="weighting alpha (paper 4.1)")
-    parser.add_argument("--conf", type=float, default=0.25, help="pose detection confidence")
-    parser.add_argument("--visibility", type=float, default=0.5, help="keypoint visibility threshold")
+    # The Body-ID recipe (method/body_id.py): recorded in the VAE file, used by the nodes.
+    parser.add_argument("--working-size", type=int, default=DEFAULT_RECIPE.working_size,
+                        help="with --data: each photo's long side in pixels, padded to a square (Load Photos' size)")
+    parser.add_argument("--sigma", type=float, default=DEFAULT_RECIPE.sigma, help="weighting sigma (paper eq. 11), see --sigma-mode")
+    parser.add_argument("--sigma-mode", choices=SIGMA_MODES, default=DEFAULT_RECIPE.sigma_mode,
+                        help="relative: sigma is a fraction of the short side; pixels: in pixels")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_RECIPE.alpha, help="weighting alpha (paper 4.1)")
+    parser.add_argument("--conf", type=float, default=DEFAULT_RECIPE.conf, help="pose detection confidence")
+    parser.add_argument("--visibility", type=float, default=DEFAULT_RECIPE.visibility, help="keypoint visibility threshold")
     loop.add_config_flags(parser, TrainConfig, skip=("context_views",))
     parser.add_argument("--context-views", default="1,4", help="min,max views pooled into z per person and step")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -596,17 +414,24 @@ def main(args: argparse.Namespace) -> int:
     train_cfg = loop.config_from_dict(TrainConfig, {**loop.flag_values(args, TrainConfig), "context_views": (lo, hi)}, "flags")
     accelerator = _accelerator(args.accelerate or int(os.environ.get("WORLD_SIZE", "1")) > 1)
     device = accelerator.device if accelerator is not None else args.device
+    recipe = BodyIDRecipe(working_size=args.working_size, conf=args.conf, visibility=args.visibility,
+                          sigma=args.sigma, sigma_mode=args.sigma_mode, alpha=args.alpha)
     if args.synthetic:
-        data = synthetic_viewset(args.synthetic, args.views_per_person, vae_cfg, train_cfg.seed, sigma=args.sigma, alpha=args.alpha)
+        # rendered at the VAE's input size with exact keypoints: no working size, no pose model
+        data = synthetic_viewset(args.synthetic, args.views_per_person, vae_cfg, train_cfg.seed,
+                                 recipe=dataclasses.replace(recipe, working_size=None))
     else:
         if not args.pose_model:
             raise BoLIDError("--data needs --pose-model PATH (a YOLO pose .pt); or use --synthetic N")
-        data = folder_viewset(args.data, args.pose_model, vae_cfg, cache_dir=args.cache, sigma=args.sigma,
-                              alpha=args.alpha, conf=args.conf, visibility=args.visibility, device=str(device))
+        data = folder_viewset(args.data, args.pose_model, vae_cfg, cache_dir=args.cache, recipe=recipe, device=str(device))
     log.info("%d views of %d people (%d trainable)", data.views.shape[0], len(data.names), len(data.trainable))
     out = Path(args.out)
+    final = out / "body_vae.safetensors"
+    if final.exists() and not args.resume and not args.overwrite:
+        raise BoLIDError(f"{out} holds another run's {final.name}: resume it (--resume latest), choose another --out, "
+                         "or --overwrite")
     model, _ = train_body_vae(vae_cfg, train_cfg, data, checkpoint_dir=out / "checkpoints", resume=args.resume,
-                              device=device, accelerator=accelerator)
+                              device=device, accelerator=accelerator, overwrite=args.overwrite)
     if accelerator is None or accelerator.is_main_process:
         path = save_body_vae(model, out / "body_vae.safetensors")
         log.info("saved %s (fingerprint %s)", path, model.fingerprint())

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.photos import read_image
+from ..data.views import read_recipe_photo
 from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
@@ -76,13 +78,9 @@ def scan(data_dir: str | Path, default_caption: str | None = None) -> tuple[list
 
 
 def load_image(path: Path, resolution: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """An image resized so its short side is ``resolution`` and centre-cropped to a square:
-    ((3, R, R) float in [0, 1], SDXL's (orig_h, orig_w, crop_top, crop_left))."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    x = torch.from_numpy(arr).permute(2, 0, 1)[None]                       # (1, 3, H, W)
+    """An image (read upright by the one photo reader) resized so its short side is ``resolution`` and
+    centre-cropped to a square: ((3, R, R) float in [0, 1], SDXL's (orig_h, orig_w, crop_top, crop_left))."""
+    x = read_image(path)[None]                                             # (1, 3, H, W), upright
     h, w = x.shape[-2:]
     s = resolution / min(h, w)
     nh, nw = max(resolution, round(h * s)), max(resolution, round(w * s))
@@ -231,16 +229,20 @@ def _files_key(items: list[Item], extra: str) -> str:
 
 
 def person_body_ids(names: list[str], items: list[Item], data_dir: str | Path, cache_dir: str | Path,
-                    body_vae, pose_model, resolution: int, pose_conf: float = 0.25,
+                    body_vae, pose_model, resolution: int | None = None, pose_conf: float | None = None,
                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Body-ID means (P, D) of every person, from ``body.safetensors`` in the person's folder, from the cache, or
-    computed (pose -> Gaussian weighting -> Body-ID VAE) and cached.
+    computed as the nodes compute one (photos read and posed and weighted as the VAE's recipe says, then the
+    Body-ID VAE: ``method.body_id.encode_photos``) and cached.
 
-    body_vae: a ``bolid_lib.method.body_vae.BodyVAE``; pose_model: a ``bolid_lib.method.pose.PoseModel``.
+    body_vae: a ``bolid_lib.method.body_vae.BodyVAE``; pose_model: a ``bolid_lib.method.pose.PoseModel``;
+    pose_conf: the detection threshold, None for the recipe's. resolution: not used (the photos are read at the
+    recipe's working size); kept for callers that pass it.
     """
-    from ..method.body_vae import encode_body
+    from dataclasses import replace
+
+    from ..method.body_id import encode_photos, recipe_of
     from ..method.embedding import BodyEmbedding, load_body, save_body
-    from ..method.weighting import apply_weighting
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -255,15 +257,19 @@ def person_body_ids(names: list[str], items: list[Item], data_dir: str | Path, c
             raise BoLIDError(f"person {name!r} has no {BODY_FILE} and no Body-ID VAE / pose model is configured to compute one: "
                              "set body_vae and pose_model, or put a Body-ID file in the person's folder")
         mine = [it for it in items if it.person == pid]
-        key = _files_key(mine, f"{body_vae.fingerprint()}:{resolution}:{pose_conf}:{pose_model.name}")
+        recipe = recipe_of(body_vae)
+        if pose_conf is not None:
+            recipe = replace(recipe, conf=pose_conf)
+        key = _files_key(mine, f"{body_vae.fingerprint()}:{recipe.to_json()}:{pose_model.name}")
         path = cache / f"{name}.{key}.body.safetensors"
         if path.is_file():
             out.append(load_body(path, expected_dim=dim).mean)
         else:
-            images = torch.stack([load_image(it.image, resolution)[0] for it in mine])     # (V, 3, R, R)
-            pose = pose_model.predict(images, conf=pose_conf, imgsz=resolution)
-            weighted, _ = apply_weighting(images, pose.keypoints)
-            emb: BodyEmbedding = encode_body(body_vae, weighted, pose)
+            images = [read_recipe_photo(it.image, recipe) for it in mine]                  # (3, S, S) each
+            if recipe.working_size is None and len({tuple(x.shape) for x in images}) > 1:
+                raise BoLIDError(f"the Body-ID VAE records no working size and {name}'s photos differ in size: "
+                                 "use a VAE trained with a recorded recipe, or photos of one size")
+            emb: BodyEmbedding = encode_photos(body_vae, torch.stack(images), pose_model, recipe)
             save_body(emb, path, overwrite=True)
             log.info("Body-ID of %s from %d views cached at %s", name, emb.meta["views_used"], path)
             out.append(emb.mean)

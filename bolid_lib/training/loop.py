@@ -278,3 +278,48 @@ def write_json_atomic(path: str | os.PathLike, data: dict, indent: int = 1) -> P
     tmp.write_text(json.dumps(data, indent=indent))
     os.replace(tmp, path)
     return path
+
+
+def guard_run_folder(folder: str | os.PathLike, layout: CheckpointLayout, resume, resumed_from: Path | None, *,
+                     overwrite: bool = False, outputs: tuple[str | os.PathLike, ...] = ()) -> None:
+    """Refuse to start a run in a folder that holds another run's checkpoints or outputs (issue 27).
+
+    A fresh run there would prune the other run's checkpoints by step number, overwrite its final file, append to
+    its log, and a later ``resume: latest`` could pick up either run's weights. Allowed: the folder is empty of
+    them; ``resume`` is "latest" (the folder is declared this run's own); the run resumes from a checkpoint in
+    this folder; ``overwrite`` (the other run's checkpoints and ``outputs`` are deleted first).
+    """
+    folder = Path(folder)
+    if str(resume) == "latest":
+        return
+    if resumed_from is not None and Path(resumed_from).resolve().parent == folder.resolve():
+        return
+    others = [*(layout.all(folder) if folder.is_dir() else []), *(Path(o) for o in outputs if Path(o).exists())]
+    if not others:
+        return
+    if overwrite:
+        for p in others:
+            if p.is_dir():
+                if layout.marker:
+                    (p / layout.marker).unlink(missing_ok=True)
+                shutil.rmtree(p)
+            else:
+                for suffix in layout.sidecars if p.parent == folder else ():
+                    p.with_suffix(suffix).unlink(missing_ok=True)
+                p.unlink()
+        return
+    names = ", ".join(p.name for p in others[:4]) + (" ..." if len(others) > 4 else "")
+    raise BoLIDError(f"{folder} holds another training run ({names}): resume it (resume 'latest'), write to another "
+                     "folder, or overwrite it (overwrite: true / --overwrite deletes that run's checkpoints and files)")
+
+
+def replace_folder_atomic(tmp: Path, final: Path, marker: str | None) -> Path:
+    """Put the completely written folder ``tmp`` at ``final``: an older ``final`` loses its marker first (so it
+    never counts as complete half deleted), then is removed, then ``tmp`` is renamed. A crash at any point leaves
+    either the old complete checkpoint, or none that counts."""
+    if final.exists():
+        if marker:
+            (final / marker).unlink(missing_ok=True)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final

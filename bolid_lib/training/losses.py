@@ -10,6 +10,9 @@
   are masked out.
 - ``L_CLIP = 1 − cos(CLIP_image(preview), CLIP_text(caption))``.
 
+And the Body-ID VAE trainer's identity terms (``contrast_loss``, ``view_contrast_loss``: InfoNCE over Body-IDs of
+one person's disjoint view subsets, see training/body_vae.py's TrainConfig).
+
 Shape letters: B batch, C latent channels, h, w latent size, H, W image size, K = 17 keypoints, A anchors,
 E CLIP embedding width.
 """
@@ -230,3 +233,39 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, reduce:
     """L_CLIP = 1 − cos(CLIP_image, CLIP_text), averaged over the batch (``reduce``) or per row (B,). (B, E) each."""
     per_row = 1 - F.cosine_similarity(image_features.float(), text_features.float(), dim=-1)
     return per_row.mean() if reduce else per_row
+
+
+# --- the Body-ID VAE's identity terms ---------------------------------------------------------------
+
+def contrast_loss(a: torch.Tensor, b: torch.Tensor, person: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised InfoNCE between two Body-IDs per slot: a, b (P, D), person (P,) identity of each slot.
+
+    logits_ij = -|a_i - b_j|^2 / temperature; every j of the same person as i is a positive (a person may
+    fill several slots when the step has more slots than people). Symmetric in a and b.
+    """
+    logits = -torch.cdist(a, b).square() / temperature                       # (P, P)
+    same = (person[:, None] == person[None, :]).to(logits.device)
+    return (_info_nce(logits, same, 1) + _info_nce(logits, same, 0)) / 2
+
+
+def _info_nce(logits: torch.Tensor, same: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean over the other dimension of -log(sum of the positives' softmax along ``dim``); same: positives mask."""
+    pos = torch.where(same, logits, torch.full_like(logits, -float("inf")))
+    return (torch.logsumexp(logits, dim) - torch.logsumexp(pos, dim)).mean()
+
+
+def view_contrast_loss(view_mean: torch.Tensor, owner: torch.Tensor, slot_mean: torch.Tensor, person: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """InfoNCE of single views against the other subset's Body-IDs.
+
+    view_mean (Nc, D) each context view's own Body-ID; owner (Nc,) its slot in [0, 2P) (slot i and P + i are the
+    two disjoint subsets of person[i]); slot_mean (2P, D). A view of the first half is scored against the
+    second half's Body-IDs and the other way round, so a view is never compared with a pool it is part of;
+    every slot of the view's person in that half is a positive.
+    """
+    p = person.shape[0]
+    first = owner < p
+    who = person[owner % p]                                                   # (Nc,) identity of each view
+    half = torch.where(first[:, None, None], slot_mean[None, p:], slot_mean[None, :p])     # (Nc, P, D)
+    logits = -(view_mean[:, None, :] - half).square().sum(-1) / temperature   # (Nc, P)
+    return _info_nce(logits, who[:, None] == person[None, :], 1)

@@ -272,7 +272,7 @@ def load_models(cfg) -> ModelSet:
         # a private copy: ultralytics fuses Conv+BN in place when it predicts; the loss keeps the unfused net
         models.pose_net = freeze(copy.deepcopy(models.pose_model.yolo.model))
     if cfg.body_vae:
-        from ..method.body_vae import load_body_vae
+        from ..method.body_vae_files import load_body_vae
         models.body_vae = freeze(load_body_vae(cfg.body_vae))
     if cfg.shortcut_unet:
         models.shortcut_unet = load_unet(pre, cfg.shortcut_unet)

@@ -100,7 +100,7 @@ def main() -> None:
     ms = model.get_model_object("model_sampling")
 
     def settings(**kw):
-        return lib_patch.PatchSettings(sigma_start=ms.percent_to_sigma(0.0), sigma_end=ms.percent_to_sigma(1.0), **kw)
+        return lib_patch.PatchSettings(noise_start=ms.percent_to_sigma(0.0), noise_end=ms.percent_to_sigma(1.0), **kw)
 
     rss0 = rss()
     t0 = time.perf_counter()

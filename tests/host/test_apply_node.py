@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
@@ -15,21 +14,6 @@ WIDTHS = (64, 128)      # sdxl_small: model_channels 32 -> levels of 64 and 128
 BODY_DIM = 756
 
 
-@pytest.fixture(scope="module")
-def pack(comfy):
-    """The modules of the pack copy that ComfyUI loaded (objects passed to its nodes must come from it)."""
-    node_mod = sys.modules[comfy.node("BoLIDApply").__module__]
-    root = node_mod.__name__.rsplit(".nodes.", 1)[0]
-
-    class Pack:
-        nodes = node_mod
-        patch = sys.modules[root + ".bolid_lib.method.patch"]
-        adapter = sys.modules[root + ".bolid_lib.method.adapter"]
-        errors = sys.modules[root + ".bolid_lib.errors"]
-        sdxl = sys.modules[root + ".bolid_lib.method.sdxl_layers"]
-        embedding = __import__(root + ".bolid_lib.method.embedding", fromlist=["BodyEmbedding"])
-
-    return Pack
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +45,7 @@ def _body(pack):
 
 def _apply(pack, model, adapter, ref=None, body=None, start_at=0.0, end_at=1.0, **settings):
     ms = model.get_model_object("model_sampling")
-    s = pack.patch.PatchSettings(sigma_start=ms.percent_to_sigma(start_at), sigma_end=ms.percent_to_sigma(end_at), **settings)
+    s = pack.patch.PatchSettings(noise_start=ms.percent_to_sigma(start_at), noise_end=ms.percent_to_sigma(end_at), **settings)
     with torch.inference_mode():
         return pack.nodes.apply_bolid(model, adapter, s, ref, None, None if body is None else body.mean)
 

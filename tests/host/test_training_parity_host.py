@@ -6,7 +6,6 @@ the same q, k, v with the same adapter weights."""
 from __future__ import annotations
 
 import importlib
-import sys
 
 import pytest
 import torch
@@ -23,17 +22,6 @@ pytestmark = [pytest.mark.host, pytest.mark.usefixtures("one_thread")]   # one r
 BLOCKS = (32, 64, 128)
 
 
-@pytest.fixture(scope="module")
-def pack(comfy):
-    node_mod = sys.modules[comfy.node("BoLIDApply").__module__]
-    root = node_mod.__name__.rsplit(".nodes.", 1)[0]
-
-    class Pack:
-        nodes = node_mod
-        patch = sys.modules[root + ".bolid_lib.method.patch"]
-        adapter = sys.modules[root + ".bolid_lib.method.adapter"]
-
-    return Pack
 
 
 class Recorder:
@@ -78,7 +66,7 @@ def test_training_host_matches_comfy_unet(comfy, pack):
     ref, body = torch.randn(1, 32), torch.randn(1, 16)
 
     model = pack.nodes.apply_bolid(patcher, comfy_adapter, pack.patch.PatchSettings(lambda_ref=0.8, lambda_body=1.2),
-                                   ref_features=ref, body=body)
+                                   ref_features=ref, c_body=body)
     replaces = model.model_options["transformer_options"]["patches_replace"]["attn2"]
     recorders = {}
     for s in SITES:
@@ -129,7 +117,7 @@ def test_trained_file_loads_in_the_comfy_loader_and_applies(comfy, pack, sdxl_sm
     for k, v in adapter.state_dict().items():
         assert torch.equal(v, body[k]), k
     model = pack.nodes.apply_bolid(sdxl_small, adapter, pack.patch.PatchSettings(lambda_body=1.0),
-                                   body=torch.randn(1, 16))
+                                   c_body=torch.randn(1, 16))
     unet = sdxl_small.model.diffusion_model
     args = dict(x=torch.randn(1, 4, 8, 8), timesteps=torch.tensor([500.0]), context=torch.randn(1, 77, 2048),
                 y=torch.randn(1, 2816))

@@ -7,6 +7,7 @@
   SDXL widths (640, 1280) give the real shapes (about 700 MB in float16).
 - An SD1.5 IP-Adapter layout (context 768, 16 layers), for refusal tests.
 - BoLID-format adapter files (any config), random weights.
+- Canary pickles: files whose unpickling creates a marker file, to prove a loader never unpickles them.
 
 Usable as functions (tests, other helpers) or as a script:
     python tests/tools/make_test_models.py OUT_DIR [--widths 64 128]
@@ -26,6 +27,22 @@ if __package__ in (None, ""):
 
 from bolid_lib.method.adapter import AdapterConfig, BoLIDAdapter, save_adapter  # noqa: E402
 from bolid_lib.method.sdxl_layers import CONTEXT_DIM, SDXL_WIDTHS, SITES  # noqa: E402
+
+class Canary:
+    """A pickle payload: unpickling it creates ``path`` (and does nothing else), the proof that a file was unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def save_canary_pt(path: str | Path, marker: str | Path) -> Path:
+    """An ultralytics-looking ``.pt`` (torch.save zip) whose unpickling creates ``marker``."""
+    torch.save({"model": Canary(marker), "train_args": {}}, str(path))
+    return Path(path)
+
 
 CLIP_EMBED = {"h": 1024, "bigg": 1280}      # image_embeds width
 CLIP_HIDDEN = {"h": 1280, "bigg": 1664}     # penultimate_hidden_states width

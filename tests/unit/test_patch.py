@@ -28,7 +28,7 @@ def _patch(adapter, refs=1, body=True, **settings):
     c_body = torch.randn(10, generator=g)
     feats = feats if refs else None
     c_body = c_body if body else None
-    return BoLIDPatch(adapter, settings=PatchSettings(**settings), ref_features=feats, body=c_body)
+    return BoLIDPatch(adapter, settings=PatchSettings(**settings), ref_features=feats, c_body=c_body)
 
 
 def _inputs(site=0, b=2, n=6, seed=0, dtype=torch.float32):
@@ -42,8 +42,8 @@ def _extra(cond_or_uncond=(0,), sigma=1.0):
 
 
 @pytest.mark.parametrize("settings", [dict(lambda_ref=0.0, lambda_body=0.0),
-                                      dict(sigma_start=0.5, sigma_end=0.2),     # sigma 1.0 is before the start
-                                      dict(sigma_start=5.0, sigma_end=2.0),
+                                      dict(noise_start=0.5, noise_end=0.2),     # sigma 1.0 is before the start
+                                      dict(noise_start=5.0, noise_end=2.0),
                                       dict(block_weights_ref=(0, 1, 1), block_weights_body=(0, 0, 0))])
 def test_off_is_plain_attention_bit_for_bit(adapter, settings):
     p = _patch(adapter, **settings)
@@ -121,7 +121,7 @@ def test_each_branch_changes_output(adapter):
 
 
 def test_sigma_range_boundaries(adapter):
-    p = _patch(adapter, sigma_start=3.0, sigma_end=1.0)
+    p = _patch(adapter, noise_start=3.0, noise_end=1.0)
     q, k, v = _inputs()
     plain = sdpa_attention(q, k, v, HEADS)
     for sigma, on in [(5.0, False), (3.0, True), (2.0, True), (1.0, True), (0.5, False)]:
@@ -289,16 +289,16 @@ def test_settings_and_inputs_are_checked(adapter):
     with pytest.raises(BoLIDError, match="at least one branch"):
         BoLIDPatch(adapter, settings=PatchSettings())
     with pytest.raises(BoLIDError, match="end .* before they start"):
-        PatchSettings(sigma_start=1.0, sigma_end=2.0)
+        PatchSettings(noise_start=1.0, noise_end=2.0)
     with pytest.raises(BoLIDError, match="NaN"):
         PatchSettings(lambda_ref=math.nan)
     with pytest.raises(BoLIDError, match="ref_batch"):
         PatchSettings(ref_batch="concat")
     with pytest.raises(BoLIDError, match="D=10"):
-        BoLIDPatch(adapter, settings=PatchSettings(), body=torch.randn(756))
+        BoLIDPatch(adapter, settings=PatchSettings(), c_body=torch.randn(756))
     no_body = random_bolid_adapter(AdapterConfig(context_dim=32, widths=(8, 16), ref_kind="plain", clip_embed_dim=12, body_dim=None))
     with pytest.raises(BoLIDError, match="no body branch"):
-        BoLIDPatch(no_body, settings=PatchSettings(), body=torch.randn(10))
+        BoLIDPatch(no_body, settings=PatchSettings(), c_body=torch.randn(10))
     for index in (-1, len(SITES)):               # -1 would silently be the last site if indexing were Python's
         with pytest.raises(BoLIDError, match="site index"):
             _patch(adapter).site(index)

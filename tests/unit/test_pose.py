@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from bolid_lib.method import pose as P
 from bolid_lib.errors import BoLIDError
+from tools.make_test_models import save_canary_pt
 
 LOW_CONF = 1e-4
 
@@ -61,24 +62,23 @@ def test_refuses_a_file_that_is_not_yolo(tmp_path):
         P.PoseModel.load(str(tmp_path / "missing.pt"))
 
 
-class _Canary:
-    """A pickle whose loading runs code: it creates the file it names."""
+def _watermark_detector(path: str):
+    from bolid_lib.data.prepare import yolo_watermark_detector
 
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
+    return yolo_watermark_detector(path)
 
 
-def test_refuses_a_pickle_that_would_run_code(tmp_path):
+@pytest.mark.parametrize("load", [P.PoseModel.load, _watermark_detector], ids=["pose_model", "watermark_filter"])
+def test_refuses_a_pickle_that_would_run_code(tmp_path, load):
+    """Every .pt goes through the one vetted loader (method.pose.load_yolo): the pose model, and the data-prep
+    watermark filter, which before issue 27 called YOLO(path) on its .pt unvetted."""
     if P._restricted_loader() is None:
         pytest.skip("this ultralytics/torch has no weights_only loader (ultralytics >= 8.4, torch >= 2.6)")
     bad = tmp_path / "yolo11n-pose.pt"
     fired = tmp_path / "canary_fired"
-    torch.save({"model": _Canary(fired), "train_args": {}}, str(bad))
+    save_canary_pt(bad, fired)
     with pytest.raises(BoLIDError, match=r"yolo11n-pose\.pt holds Python objects outside ultralytics' model format.*did not load it"):
-        P.PoseModel.load(str(bad))
+        load(str(bad))
     assert not fired.exists(), "the pickle's payload ran"
 
 
@@ -251,7 +251,7 @@ def test_refuses_to_load_unvetted_where_the_restricted_read_is_missing(tmp_path,
     """Without the restricted read the .pt is refused, naming the upgrade, and nothing in it runs."""
     bad = tmp_path / "yolo11n-pose.pt"
     fired = tmp_path / "canary_fired"
-    torch.save({"model": _Canary(fired), "train_args": {}}, str(bad))
+    save_canary_pt(bad, fired)
     assert P._restricted_loader(safe_load, safe_load_class) is None
     with pytest.raises(BoLIDError, match=r"did not load yolo11n-pose\.pt: a \.pt file is a pickle that can run code.*"
                                          r"needs ultralytics >= 8\.4\.67 and torch >= 2\.6.*pip install -U \"ultralytics>=8\.4\.67\""):

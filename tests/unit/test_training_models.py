@@ -19,6 +19,7 @@ from bolid_lib.errors import BoLIDError
 from bolid_lib.training import models as M
 from bolid_lib.training import single_file as SF
 from bolid_lib.training.adapter import AdapterTrainConfig
+from tools.make_test_models import Canary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -296,16 +297,6 @@ def test_refuses_sd15_refiner_and_corrupt_files(comfy_tree, tmp_path):
 
 
 # --- local files and safetensors only --------------------------------------------------------------
-
-class Canary:
-    """Unpickling this creates ``path``: the marker that a pickle was loaded."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
 
 def write_canary(file: Path, marker: Path) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def _site_inputs(attn, batch: int, seed: int):
 def test_processor_equals_comfy_patch_at_every_site(setup, rows, lambdas):
     unet, adapter, ref, body = setup
     lam_ref, lam_body = lambdas
-    patch = BoLIDPatch(adapter, settings=PatchSettings(lambda_ref=lam_ref, lambda_body=lam_body), ref_features=ref, body=body)
+    patch = BoLIDPatch(adapter, settings=PatchSettings(lambda_ref=lam_ref, lambda_body=lam_body), ref_features=ref, c_body=body)
     # training host: uncond rows are rows whose conditions were dropped (zero embedding), as the patch treats them
     with torch.no_grad():
         ref_rows = torch.cat([ref if r == "cond" else torch.zeros_like(ref) for r in rows])
