@@ -167,8 +167,6 @@ class World:
         # the views a Body-ID is encoded from: in world v2 in colours the prompt does not name
         self.ref_settings = render.WorldRender(size=cfg.size, palette="random") if cfg.v2 else self.settings
         self.train_ids = list(range(cfg.ids - cfg.held_out))
-        # world v2 weights the views a Body-ID is encoded from as the VAE learned them (the world before it did not)
-        self.body_alpha = bodyid.TRAIN_ALPHA if cfg.v2 else None
         self.held_ids = list(range(cfg.ids - cfg.held_out, cfg.ids))
 
     def views(self, per_id: int, salt: int, ids: list[int] | None = None, ref: bool = False) -> dict:
@@ -321,9 +319,9 @@ class World:
         self.figures.update({k: val for k, val in info.items() if val is not None})
         gallery_views = cfg.ref_views if cfg.v2 else cfg.gallery_views
         g = self.views(gallery_views, 5, ref=True)
-        self.gallery = bodyid.encode_groups(self.body_vae, g["images"], g["keypoints"], gallery_views, self.body_alpha)   # (ids, D)
+        self.gallery = bodyid.encode_groups(self.body_vae, g["images"], g["keypoints"], gallery_views)   # (ids, D)
         one = self.views(cfg.eval_seeds * len(render.POSES), 6, ref=True)
-        self.single = bodyid.encode_groups(self.body_vae, one["images"], one["keypoints"], 1, self.body_alpha)  # (ids * E * P, D)
+        self.single = bodyid.encode_groups(self.body_vae, one["images"], one["keypoints"], 1)  # (ids * E * P, D)
         self.figures["body_id_retrieval_single_view"] = evaluate.retrieval(self.gallery, self.single, cfg.ids)
 
     def stage_adapter(self, alpha_id: float, name: str):

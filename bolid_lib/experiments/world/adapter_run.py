@@ -39,7 +39,7 @@ def write_data(world, folder: Path) -> Path:
         v = {k: torch.cat([v[k], x[k]]) for k in v if k != "keypoints"}
         n = _gallery_views(cfg)
         g = world.views(n, 18, world.extra_ids, ref=True)
-        means = bodyid.encode_groups(world.body_vae, g["images"], g["keypoints"], n, world.body_alpha)
+        means = bodyid.encode_groups(world.body_vae, g["images"], g["keypoints"], n)
         bodies.update({pid: bodyid.embedding(world.body_vae, m, n) for pid, m in zip(world.extra_ids, means)})
     captions = world.captions(v)
     width = 4 if cfg.v2 else 2

@@ -10,10 +10,8 @@ import torch
 from ...method.body_vae import BodyVAE, BodyVAEConfig, load_body_vae, save_body_vae
 from ...method.embedding import BodyEmbedding
 from ...training.body_vae import TrainConfig, make_viewset, train_body_vae
+from ...method.body_id import recipe_of
 from ...method.weighting import apply_weighting
-
-
-TRAIN_ALPHA = 0.1          # the weighting floor the VAE trainer's view sets use (training.body_vae.make_viewset)
 
 
 def vae_config(cfg) -> BodyVAEConfig:
@@ -28,7 +26,7 @@ def train_vae(views: dict, cfg, folder: Path) -> tuple[BodyVAE, dict]:
         return load_body_vae(final).to(cfg.device).eval(), {"vae_steps": None}
     vcfg = vae_config(cfg)
     person = torch.unique(views["person"], return_inverse=True)[1]    # contiguous (world v2's people skip the judged ones)
-    data = make_viewset(views["images"], views["keypoints"], person, vcfg, alpha=TRAIN_ALPHA)
+    data = make_viewset(views["images"], views["keypoints"], person, vcfg)
     tcfg = TrainConfig(steps=cfg.vae_steps, batch_persons=min(16, int(person.max()) + 1), lr=2e-3,
                        warmup=min(50, cfg.vae_steps // 10 + 1), seed=cfg.seed, log_every=100,
                        checkpoint_every=cfg.checkpoint_every)
@@ -40,12 +38,10 @@ def train_vae(views: dict, cfg, folder: Path) -> tuple[BodyVAE, dict]:
 
 
 @torch.no_grad()
-def encode_groups(model: BodyVAE, images: torch.Tensor, keypoints: torch.Tensor, group: int,
-                  alpha: float | None = None) -> torch.Tensor:
+def encode_groups(model: BodyVAE, images: torch.Tensor, keypoints: torch.Tensor, group: int) -> torch.Tensor:
     """Body-ID means of consecutive groups of ``group`` views: (B, 3, S, S), (B, 17, 3) -> (B / group, D), on the
-    CPU (the model may be on another device). ``alpha``: the weighting's floor (None: the weighting's default; world
-    v2 passes the one the VAE was trained with, ``TRAIN_ALPHA``)."""
-    w, _ = apply_weighting(images, keypoints) if alpha is None else apply_weighting(images, keypoints, alpha=alpha)
+    CPU (the model may be on another device); the views weighted as the VAE learned them (its recipe)."""
+    w, _ = apply_weighting(images, keypoints, **recipe_of(model).weighting)
     dev = next(model.parameters()).device
     return torch.stack([model.encode_views(w[i:i + group].to(dev), keypoints[i:i + group].to(dev))[0].cpu()
                         for i in range(0, images.shape[0], group)])
