@@ -323,18 +323,26 @@ def serve_and_open(base: Path, frontend: str = browserlib.NEWEST_FRONTEND):
         static, why = browserlib.fetch_frontend(frontend)
         if static is None:
             raise SystemExit(why)
-    # Empty files under the model names the workflows use: the loaders list them, so the frontend (1.58 outlines a
-    # node whose model file is missing in red) shows the workflows as a user with the files sees them.
-    placeholders = {f"models/{rel}": b"" for rel in (
-        f"checkpoints/{SDXL}", f"checkpoints/{SDXL_LIGHTNING}", f"clip_vision/{CLIP_VISION_H}",
-        f"ultralytics/{YOLO_POSE}", f"bolid/{ADAPTER}", f"bolid/{BODY_VAE}", f"bolid/bodies/{BODY}")}
-    browserlib.make_base_dir(base, browserlib.sample_files() | placeholders)
+    browserlib.make_base_dir(base, browserlib.sample_files())
     server = browserlib.ComfyServer(root, base, front_end_root=static).start()
     server.set_setting(browserlib.VUE_NODES_SETTING, False)
     pw = sync_playwright().start()
     context = browserlib.launch_browser(pw, base / "chromium_profile")
     page = browserlib.open_app(context, server.url)
     return server, pw, context, page
+
+
+def put_model_placeholders(base: Path) -> None:
+    """Empty files under the model names the workflows use, so the loaders list them: the pictures show the
+    workflows as a user who has the files sees them (frontend 1.58 outlines a node whose model is missing in red).
+
+    Not there while the workflows are measured: Nodes 2.0 draws a loader whose file is missing taller (it adds a
+    notice), and that is what a user opening a template for the first time sees, so the sizes allow for it."""
+    for rel in (f"checkpoints/{SDXL}", f"checkpoints/{SDXL_LIGHTNING}", f"clip_vision/{CLIP_VISION_H}",
+                f"ultralytics/{YOLO_POSE}", f"bolid/{ADAPTER}", f"bolid/{BODY_VAE}", f"bolid/bodies/{BODY}"):
+        path = base / "models" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
 
 
 def nodes2_sizes(context, server, built: dict[str, dict]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -399,6 +407,9 @@ def main(argv=None) -> int:
                     print(f"wrote {path.relative_to(ROOT)}: {len(graph['nodes'])} nodes, {len(graph['links'])} links"
                           + (" (sizes from Nodes 2.0)" if sizes else ""))
             if args.pictures:
+                put_model_placeholders(Path(tmp))
+                page.close()
+                page = browserlib.open_app(context, server.url)
                 for wf in workflows:
                     png = take_picture(page, server, wf.name, Path(tmp))
                     for p in browserlib.write_pictures(wf.name, png):
