@@ -141,12 +141,8 @@ def child_workflow(kind: str, base: Path, name: str, size: int) -> dict:
 
     import hostlib
     from bolid_lib.runner import workflow as wfl
-    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
 
-    comfy = hostlib.boot(base)
-    hostlib.save_yolo(comfy.models_dir / "ultralytics" / "pose" / "yolo11n-pose.pt")
-    torch.manual_seed(0)
-    save_body_vae(BodyVAE(BodyVAEConfig()), comfy.models_dir / "bolid" / "bolid_body_vae.safetensors")
+    comfy = hostlib.boot(base)  # the models are the parent's (make_models): every child runs the same ones
     live = json.loads(json.dumps({n: comfy.object_info(n) for n in comfy.nodes.NODE_CLASS_MAPPINGS}))
     wf = json.loads((REPO / "example_workflows" / f"{WORKFLOWS[kind]}.json").read_text())
 
@@ -226,6 +222,20 @@ def spawn(kind: str, base: Path, name: str, size: int, threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def make_models(base: Path) -> None:
+    """The random-init YOLO11n-pose and the random Body-ID VAE (seed 0) every child loads, made once: a YOLO built
+    from its yaml is not seeded, so two children making their own would find other poses."""
+    import torch
+
+    import hostlib
+    from bolid_lib.method.body_vae import BodyVAE, BodyVAEConfig, save_body_vae
+
+    torch.manual_seed(0)
+    hostlib.save_yolo(base / "models" / "ultralytics" / "pose" / "yolo11n-pose.pt")
+    torch.manual_seed(0)
+    save_body_vae(BodyVAE(BodyVAEConfig()), base / "models" / "bolid" / "bolid_body_vae.safetensors")
+
+
 def _body(path: str):
     from bolid_lib.method.embedding import load_body
 
@@ -254,6 +264,7 @@ def main() -> int:
     lean: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bolid_bench_folder_") as tmp:
         base = Path(tmp)
+        make_models(base)
         fill_input(base, "warmup", photos[:2])
         for n in sorted(set(counts + ([a.baseline_photos] if a.baseline_photos else []))):
             fill_input(base, f"person_{n}", photos[:n])
