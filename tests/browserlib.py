@@ -357,8 +357,11 @@ GRAPH_REPORT_JS = """
     if (!o || !t) { broken.push(`link ${l.id}: node missing`); continue; }
     const out = o.outputs[l.origin_slot], inp = t.inputs[l.target_slot];
     if (!out || !inp) { broken.push(`link ${l.id}: slot missing`); continue; }
-    if (inp.link !== l.id) broken.push(`link ${l.id}: input ${t.type}.${inp.name} points at ${inp.link}`);
-    if (!(out.links || []).includes(l.id)) broken.push(`link ${l.id}: output ${o.type}.${out.name} lacks it`);
+    // Read connectivity through the node (frontend 1.58 deprecates reading input.link / output.links).
+    const inLink = t.getInputLink(l.target_slot);
+    if (!inLink || inLink.id !== l.id) broken.push(`link ${l.id}: input ${t.type}.${inp.name} points at ${inLink && inLink.id}`);
+    const outNodes = o.getOutputNodes(l.origin_slot) || [];
+    if (!outNodes.includes(t)) broken.push(`link ${l.id}: output ${o.type}.${out.name} lacks it`);
     if (out.type !== inp.type && inp.type !== '*' && out.type !== '*' &&
         !String(inp.type).split(',').includes(out.type))
       broken.push(`link ${l.id}: ${o.type}.${out.name} (${out.type}) -> ${t.type}.${inp.name} (${inp.type})`);
@@ -476,6 +479,115 @@ def canvas_screenshot(page, path: Path | None, *, jpeg_quality: int | None = Non
     return data
 
 
+# An init script (runs before the page's own scripts): once LiteGraph exists, every deprecation warning it raises
+# (reads of input.link / output.links, LGraphCanvas.selected_nodes, ...) is recorded with the stack that raised it,
+# each time (LiteGraph warns once per message unless alwaysRepeatWarnings), so a warning can be traced to the
+# file that caused it. Frontends without the hook (before 1.5x) record nothing.
+DEPRECATION_HOOK_JS = """
+(() => {
+  window.__bolidDeprecations = [];
+  const install = () => {
+    const LG = window.LiteGraph;
+    if (!LG || !Array.isArray(LG.onDeprecationWarning)) return false;
+    LG.alwaysRepeatWarnings = true;
+    LG.onDeprecationWarning.push((message) => {
+      window.__bolidDeprecations.push({message: String(message), stack: String(new Error().stack || '')});
+    });
+    return true;
+  };
+  const timer = setInterval(() => { if (install()) clearInterval(timer); }, 5);
+})();
+"""
+
+
+def record_deprecations(context) -> None:
+    """Record LiteGraph's deprecation warnings, with their stacks, in every page of ``context`` (see
+    DEPRECATION_HOOK_JS); read them with ``deprecations(page)``."""
+    context.add_init_script(DEPRECATION_HOOK_JS)
+
+
+def deprecations(page, *, pack_only: bool = True) -> list[dict]:
+    """LiteGraph deprecation warnings the page raised ({message, stack}); with ``pack_only`` those whose stack
+    passes through one of this pack's extension files."""
+    found = page.evaluate("() => window.__bolidDeprecations || []")
+    if pack_only:
+        found = [d for d in found if f"/extensions/{PACK_NAME}/" in d["stack"]]
+    return found
+
+
+# JS: every node's box on screen, in graph units, and every group's: in the classic canvas the node's bounding
+# box (title bar included) as LiteGraph draws it; in Nodes 2.0 the box of the node's DOM element, mapped back
+# through the canvas transform (Nodes 2.0 draws nodes taller than the classic canvas does).
+NODE_BOXES_JS = """
+() => {
+  const app = window.app, g = app.graph, c = app.canvas, ds = c.ds;
+  const rect = c.canvas.getBoundingClientRect();
+  const toGraph = (x, y) => [(x - rect.left) / ds.scale - ds.offset[0], (y - rect.top) / ds.scale - ds.offset[1]];
+  const nodes = {};
+  const missing = [];
+  for (const n of g._nodes) {
+    if (window.LiteGraph.vueNodesMode) {
+      const el = document.querySelector(`[data-node-id="${n.id}"]`);
+      if (!el) { missing.push(String(n.id)); continue; }
+      const r = el.getBoundingClientRect();
+      nodes[n.id] = [...toGraph(r.left, r.top), ...toGraph(r.right, r.bottom)];
+    } else {
+      const b = n.getBounding();
+      nodes[n.id] = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+    }
+  }
+  const groups = (g._groups || g.groups || []).map(gr => ({title: gr.title,
+    box: [gr.pos[0], gr.pos[1], gr.pos[0] + gr.size[0], gr.pos[1] + gr.size[1]]}));
+  return {nodes, groups, missing, types: Object.fromEntries(g._nodes.map(n => [n.id, n.type]))};
+}
+"""
+
+
+def node_boxes(page, timeout_ms: int = 20_000) -> dict:
+    """{nodes: {id: [x0, y0, x1, y1]}, groups: [{title, box}], types: {id: type}} in graph units, as the renderer
+    the page runs shows them; waits (Nodes 2.0) until every node has its DOM element and the boxes stop moving."""
+    fit_view(page)
+    last, deadline = None, time.monotonic() + timeout_ms / 1000
+    while True:
+        page.wait_for_timeout(400)
+        now = page.evaluate(NODE_BOXES_JS)
+        if not now["missing"] and now == last:
+            return now
+        if time.monotonic() > deadline:
+            if now["missing"]:
+                raise AssertionError(f"nodes {now['missing']} have no DOM element after {timeout_ms} ms")
+            return now
+        last = now
+
+
+def layout_problems(boxes: dict, tolerance: float = 1.0) -> list[str]:
+    """What is wrong with a layout of ``node_boxes``: two nodes whose boxes overlap, and a node that is neither
+    wholly inside nor wholly outside a group (a group must hold its nodes, and no node may stick into one)."""
+    problems = []
+    items = sorted(boxes["nodes"].items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else str(kv[0]))
+    name = lambda i: f"{boxes['types'].get(i, '?')} #{i}"  # noqa: E731
+
+    def overlap(a, b) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > tolerance and h > tolerance else 0.0
+
+    for k, (i, a) in enumerate(items):
+        for j, b in items[k + 1:]:
+            if overlap(a, b):
+                problems.append(f"{name(i)} {[round(v) for v in a]} overlaps {name(j)} {[round(v) for v in b]}")
+    for gr in boxes["groups"]:
+        g = gr["box"]
+        for i, a in items:
+            if not overlap(a, g):
+                continue
+            inside = a[0] >= g[0] - tolerance and a[1] >= g[1] - tolerance and a[2] <= g[2] + tolerance and a[3] <= g[3] + tolerance
+            if not inside:
+                problems.append(f"group {gr['title']!r} {[round(v) for v in g]} does not hold {name(i)} "
+                                f"{[round(v) for v in a]}")
+    return problems
+
+
 # JS: build a graph in the frontend from a spec {nodes: [{key, type, widgets, col, title, width, height,
 # color}], links: [[from key, output name or type, to key, input name]], groups: [[title, keys, colour]]};
 # returns {problems, graph: app.graph.serialize()}.
@@ -541,12 +653,13 @@ async (spec) => {
   }
   app.graph.setDirtyCanvas(true, true);
   // Through JSON, as the frontend saves a file (drops undefined fields instead of turning them into null).
-  return {problems, graph: JSON.parse(JSON.stringify(app.graph.serialize()))};
+  const ids = Object.fromEntries(Object.entries(made).map(([k, n]) => [k, String(n.id)]));
+  return {problems, ids, graph: JSON.parse(JSON.stringify(app.graph.serialize()))};
 }
 """
 
 
 def build_graph(page, spec: dict) -> dict:
     """Create nodes, set widgets by name, connect sockets, lay out columns, add groups: all through the
-    frontend's own LiteGraph; returns {"problems": [...], "graph": serialized UI workflow}."""
+    frontend's own LiteGraph; returns {"problems": [...], "ids": {key: node id}, "graph": serialized UI workflow}."""
     return page.evaluate(BUILD_JS, spec)

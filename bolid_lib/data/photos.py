@@ -17,7 +17,11 @@ Memory stays flat in the number of photos: one photo is decoded at a time, a JPE
 near the target (``Image.draft``: a 12 MP JPEG for a 1024 working size decodes at 2016 x 1512), other formats
 are reduced before anything else touches them (``Image.resize`` with a reducing gap), and each result is
 written straight into its slot of the batch. ``iter_photos`` streams photos one by one for callers that want
-no batch at all.
+no batch at all (``bolid_lib.data.body_from_folder``: a folder to a Body-ID in flat memory).
+
+Two bounds hold whatever else runs in the process: a photo's header may claim at most ``MAX_PIXELS`` (the pack's
+own limit, not Pillow's process-global one), and ``load_photos`` refuses, before allocating, a batch larger than
+a share of the memory available (``check_batch_fits``), naming the streaming node or a size that fits.
 
 Shape letters: B photos, S the working size, H, W, C=3.
 """
@@ -45,6 +49,19 @@ MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = MIN_WORKING_SIZE, MAX_WORKING_SIZE, DEFAULT_R
 FORMATS = "JPEG, PNG, WebP, HEIC, BMP or TIFF"
 # Modes Pillow resizes as they are (alpha premultiplied for RGBA/LA); anything else is converted first.
 _RESIZABLE_MODES = {"RGB", "RGBA", "L", "LA", "CMYK", "YCbCr", "RGBX", "RGBa", "La"}
+
+# Pixels a photo may hold, checked on its header before a pixel is decoded. The pack's own bound: Pillow's
+# (Image.MAX_IMAGE_PIXELS) is process-global, and another pack that lifts it would let a decompression bomb (a small
+# file whose header claims gigapixels) allocate until ComfyUI is killed. The value is Pillow's own default hard
+# limit (twice its warning level), so nothing Pillow reads by default is refused here; it bounds one full-size
+# decode at about 0.7 GiB (RGBA) whatever Pillow is set to.
+MAX_PIXELS = 2 * 89_478_485
+# BoLID Load Photos allocates its whole batch at once: it refuses a batch larger than this share of the memory
+# available (psutil), leaving the rest to ComfyUI and to the nodes after it, which make working copies of it.
+BATCH_MEMORY_SHARE = 0.5
+# The budget where the available memory cannot be read (psutil missing): a batch of at most this many bytes.
+FALLBACK_BATCH_BUDGET = 8 * 1024 ** 3
+STREAMING_NODE = "BoLID Body-ID From Folder"
 
 _heif_registered = False
 
@@ -186,7 +203,7 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
     if (len(data) if data is not None else path.stat().st_size) == 0:
         raise NotAPhoto("empty (0 bytes): the copy or download failed; copy the photo again")
     try:
-        return Image.open(io.BytesIO(data) if data is not None else path)
+        im = Image.open(io.BytesIO(data) if data is not None else path)
     except UnidentifiedImageError:
         raise NotAPhoto(f"not an image ({FORMATS} are read)") from None
     except Image.DecompressionBombError as e:
@@ -194,6 +211,12 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as e:  # a recognised header that is broken
         raise NotAPhoto(f"not a readable image ({type(e).__name__}: {e}): the file is damaged or cut short; "
                         "copy it again from the phone or camera") from None
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise DamagedPhoto(f"too many pixels ({w}x{h} = {w * h / 1e6:.0f} MP; BoLID reads at most {MAX_PIXELS / 1e6:.0f} MP "
+                         "a photo): save a smaller copy, e.g. 12 MP")
+    return im
 
 
 def probe(path: str | os.PathLike, data: bytes | None = None) -> tuple[int, int, str]:
@@ -328,6 +351,63 @@ def iter_photos(folder: str | os.PathLike, size: int = DEFAULT_SIZE, *, recursiv
         yield photo
 
 
+def working_photo_bytes(size: int) -> int:
+    """Bytes one photo takes at working size ``size`` in a batch: its image (S, S, 3) and mask (S, S), float32."""
+    return size * size * 4 * 4
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give now without swapping (psutil), or None where that cannot be read."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def batch_budget(available: int | None = None) -> int:
+    """Bytes a batch of photos may take: BATCH_MEMORY_SHARE of ``available`` (default: read now), or
+    FALLBACK_BATCH_BUDGET where the available memory is unknown."""
+    available = available_memory() if available is None else available
+    return FALLBACK_BATCH_BUDGET if available is None else int(available * BATCH_MEMORY_SHARE)
+
+
+def check_batch_fits(count: int, size: int, budget: int | None = None) -> None:
+    """Refuse, before anything is allocated, a batch of ``count`` photos at ``size`` that exceeds ``budget`` bytes
+    (default: ``batch_budget()``); the message names the streaming node, a size and a max_photos that would fit."""
+    need = count * working_photo_bytes(size)
+    available = None
+    if budget is None:
+        available = available_memory()
+        budget = batch_budget(available)
+    if need <= budget:
+        return
+    gib, mib = 1024 ** 3, 1024 ** 2
+    where = (f"{100 * BATCH_MEMORY_SHARE:.0f}% of the {available / gib:.1f} GiB available now, leaving the rest to ComfyUI "
+             "and the nodes after it" if available is not None else
+             f"the fixed budget used where the free memory cannot be read (no psutil): {FALLBACK_BATCH_BUDGET / gib:.0f} GiB")
+    fixes = [f"use {STREAMING_NODE} instead: it reads the folder a few photos at a time, so its memory does not grow "
+             "with the number of photos"]
+    fit_size = next((s for s in range(size - size % 8, MIN_SIZE - 1, -8) if count * working_photo_bytes(s) <= budget), None)
+    if fit_size is not None and fit_size < size:
+        fixes.append(f"set size to {fit_size} or less ({count * working_photo_bytes(fit_size) / gib:.1f} GiB)")
+    fit_count = budget // working_photo_bytes(size)
+    if fit_count >= 1:
+        fixes.append(f"set max_photos to {fit_count} or less")
+    raise BoLIDError(f"{count} photos at size {size} would take {need / gib:.1f} GiB as one batch "
+                     f"({working_photo_bytes(size) / mib:.0f} MiB a photo: image and mask), more than BoLID Load Photos "
+                     f"allows itself: {budget / gib:.1f} GiB ({where}). Nothing was loaded. To go on: " + "; or ".join(fixes))
+
+
+def no_photo_error(path: Path, skipped: list[Skipped]) -> BoLIDError:
+    """The error for a folder that gave no photo at all: what was found in it, and the fix."""
+    if not skipped:
+        return BoLIDError(f"the folder {path} is empty: put photos of one person in it ({FORMATS}), then run again")
+    return BoLIDError(f"no readable photo in {path}: found {len(skipped)} entr{'ies' if len(skipped) != 1 else 'y'}, "
+                      f"none a photo ({_describe_found(skipped)}). Put photos of one person there ({FORMATS}), "
+                      "then run again")
+
+
 def _check_size(size: int) -> None:
     if not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
         raise BoLIDError(f"the working size must be a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}; got {size!r}")
@@ -402,11 +482,14 @@ def _describe_found(skipped: list[Skipped], limit: int = 8) -> str:
 
 
 def load_photos(base: str | os.PathLike, folder: str, size: int = DEFAULT_SIZE, *, max_photos: int = 0,
-                recursive: bool = False, progress: Callable[[int, int], None] | None = None) -> PhotoBatch:
+                recursive: bool = False, progress: Callable[[int, int], None] | None = None,
+                memory_budget: int | None = None) -> PhotoBatch:
     """Every readable photo of ``base/folder`` (sorted by name) as one letterboxed batch; see ``PhotoBatch``.
 
     The batch is allocated once for the photos whose headers read, and each photo is written into its slot as
-    it is decoded: the peak is the batch plus one photo being decoded. ``progress(done, total)`` is called
+    it is decoded: the peak is the batch plus one photo being decoded. Before that, the batch's size is checked
+    against ``memory_budget`` bytes (default ``batch_budget()``: a share of the memory available now), and a
+    batch that would not fit is refused with the fix (``check_batch_fits``). ``progress(done, total)`` is called
     after each file tried. No readable photo at all is an error that says what was found and the fix.
     """
     _check_size(size)
@@ -416,10 +499,10 @@ def load_photos(base: str | os.PathLike, folder: str, size: int = DEFAULT_SIZE, 
     shown_folder = folder.strip().replace("\\", "/")
     files, skipped = list_entries(path, recursive=recursive)
     if not files and not skipped:
-        raise BoLIDError(f"the folder {path} is empty: put photos of one person in it ({FORMATS}), "
-                         "then run again")
+        raise no_photo_error(path, [])
     candidates = _identify(files, skipped)
     n = min(len(candidates), max_photos) if max_photos else len(candidates)
+    check_batch_fits(n, size, memory_budget)
     # Allocated once, never written past the photos that decode: untouched pages of a photo whose header read
     # but whose data did not are never made resident, so the views below cost nothing for it.
     images = torch.empty(n, size, size, 3, dtype=torch.float32)    # (B, S, S, 3): ComfyUI's layout, filled in place
@@ -446,16 +529,16 @@ def load_photos(base: str | os.PathLike, folder: str, size: int = DEFAULT_SIZE, 
     b = len(names)
     skipped.sort(key=lambda s: s.name)
     if b == 0:
-        raise BoLIDError(f"no readable photo in {path}: found {len(skipped)} entr{'ies' if len(skipped) != 1 else 'y'}, "
-                         f"none a photo ({_describe_found(skipped)}). Put photos of one person there ({FORMATS}), "
-                         "then run again")
+        raise no_photo_error(path, skipped)
     images, masks = images[:b], masks[:b]
     return PhotoBatch(shown_folder, size, images.permute(0, 3, 1, 2), masks, names, source_sizes, formats,
                       skipped, not_read)
 
 
 __all__ = [
-    "PAD_GREY", "DEFAULT_SIZE", "MIN_SIZE", "MAX_SIZE", "FORMATS", "Photo", "Skipped", "PhotoBatch",
-    "register_heif", "resolve_photo_folder", "list_photo_folders", "list_entries", "decode_photo", "iter_photos",
-    "load_photos", "letterbox_into", "read_letterboxed", "read_image", "probe", "NotAPhoto", "DamagedPhoto",
+    "PAD_GREY", "DEFAULT_SIZE", "MIN_SIZE", "MAX_SIZE", "MAX_PIXELS", "FORMATS", "BATCH_MEMORY_SHARE",
+    "FALLBACK_BATCH_BUDGET", "STREAMING_NODE", "Photo", "Skipped", "PhotoBatch", "register_heif",
+    "resolve_photo_folder", "list_photo_folders", "list_entries", "decode_photo", "iter_photos", "letterbox_into",
+    "working_photo_bytes", "available_memory", "batch_budget", "check_batch_fits", "no_photo_error", "load_photos",
+    "read_letterboxed", "read_image", "probe", "NotAPhoto", "DamagedPhoto",
 ]

@@ -352,28 +352,20 @@ class BodyVAE(nn.Module):
 
         images (V, 3, H, W) weighted views in [0, 1] (any H, W; cropped or letterboxed to R here), keypoints (V, 17, 3) in
         pixels of the images, weights (V,) per view (default: mean keypoint confidence). Views are read
-        ``chunk`` at a time; only sum_j w_j f_j (F) and sum_j w_j are kept between chunks.
+        ``chunk`` at a time through a ``ViewPool``; only sum_j w_j f_j (F) and sum_j w_j are kept between chunks.
         Returns mean (D,), logvar (D,) on the CPU, float32.
         """
         w = self._check_views(images, keypoints, weights)
         if chunk < 1:
             raise BoLIDError(f"chunk must be >= 1; got {chunk}")
         v = images.shape[0]
-        acc = torch.zeros(self.pooled_dim, dtype=torch.float64, device=self.device)  # sum_j w_j f_j
-        total = 0.0                                                                           # sum_j w_j
+        pool = ViewPool(self)
         for start in range(0, v, chunk):
             stop = min(v, start + chunk)
-            wc = w[start:stop]
-            keep = wc > 0  # a view of weight 0 cannot change the mean: do not spend time on it
-            if keep.any():
-                views, kp = prepare_views(images[start:stop][keep.to(images.device)], keypoints[start:stop][keep.to(keypoints.device)].cpu(), self.config)
-                f = self.view_features(views, kp)                                  # (c, F)
-                acc += (f.double() * wc[keep].to(f.device, torch.float64)[:, None]).sum(0)
-                total += float(wc[keep].double().sum())
+            pool.add(images[start:stop], keypoints[start:stop], w[start:stop])
             if progress is not None:
                 progress(stop, v)
-        mean, logvar = self.heads((acc / total).float()[None])
-        return mean[0].cpu(), logvar[0].cpu()
+        return pool.result()
 
     @torch.no_grad()
     def encode_views_batched(self, images: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,6 +399,50 @@ class BodyVAE(nn.Module):
         return self._fingerprint
 
 
+class ViewPool:
+    """The running confidence-weighted mean of view features (DESIGN.md "Body-ID VAE"), fed a few views at a time.
+
+    What ``BodyVAE.encode_views`` streams over the views of one tensor, for callers whose views come from
+    somewhere that never holds them all (a folder read a few photos at a time: ``body_from_folder``). Between
+    calls only sum_j w_j f_j (pooled width, float64) and sum_j w_j are kept, so memory does not depend on how
+    many views go in; the sums are in float64 and a chunk's views are summed before they join, so feeding the
+    same chunks gives the same Body-ID as ``encode_views`` bit for bit.
+    """
+
+    def __init__(self, model: BodyVAE) -> None:
+        self.model = model
+        self.acc = torch.zeros(model.pooled_dim, dtype=torch.float64, device=model.device)  # sum_j w_j f_j
+        self.total = 0.0                                                                    # sum_j w_j
+        self.views = 0                                                                      # views of weight > 0
+
+    @torch.no_grad()
+    def add(self, images: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor) -> None:
+        """images (c, 3, H, W) weighted views in [0, 1], keypoints (c, 17, 3) in their pixels, weights (c,) >= 0."""
+        c = images.shape[0]
+        if keypoints.shape != (c, NUM_KEYPOINTS, 3) or tuple(weights.shape) != (c,):
+            raise BoLIDError(f"each view needs one pose (17, 3) and one weight: got {c} views, keypoints "
+                             f"{tuple(keypoints.shape)}, weights {tuple(weights.shape)}")
+        wc = weights.float().cpu()
+        keep = wc > 0  # a view of weight 0 cannot change the mean: do not spend time on it
+        if not keep.any():
+            return
+        model = self.model
+        views, kp = prepare_views(images[keep.to(images.device)], keypoints[keep.to(keypoints.device)].cpu(), model.config)
+        f = model.view_features(views, kp)                                                  # (c', F)
+        self.acc += (f.double() * wc[keep].to(f.device, torch.float64)[:, None]).sum(0)
+        self.total += float(wc[keep].double().sum())
+        self.views += int(keep.sum())
+
+    @torch.no_grad()
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean (D,), logvar (D,) on the CPU, float32, of every view added so far."""
+        if self.total <= 0:
+            raise BoLIDError("every view has weight 0 (no visible keypoint in any view): give views in which the pose "
+                             "model finds the person")
+        mean, logvar = self.model.heads((self.acc / self.total).float()[None])
+        return mean[0].cpu(), logvar[0].cpu()
+
+
 def encode_body(model: BodyVAE, images: torch.Tensor, pose, *, sample_seed: int | None = None, chunk: int = 8,
                 progress: Callable[[int, int], None] | None = None):
     """Body-ID of one person from weighted views and their poses; views without a person are skipped.
@@ -415,8 +451,6 @@ def encode_body(model: BodyVAE, images: torch.Tensor, pose, *, sample_seed: int 
     sample_seed: None gives the deterministic mean (c_body = mu); a seed gives a draw from q(z | views).
     Returns a BodyEmbedding with views used / skipped and the mean confidence in its metadata.
     """
-    from .embedding import BodyEmbedding
-
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise BoLIDError(f"views must be a tensor (V, 3, H, W); got {got}")
@@ -430,12 +464,26 @@ def encode_body(model: BodyVAE, images: torch.Tensor, pose, *, sample_seed: int 
     used = weights > 0
     n_used = int(used.sum())
     if n_used == 0:
-        raise BoLIDError(f"no person was found in any of the {v} views (or none has a visible keypoint): "
-                         "use photos where the whole person is visible, or lower the pose detector's confidence threshold")
+        raise no_person_error(v)
     mean, logvar = model.encode_views(images, pose.keypoints, weights, chunk=chunk, progress=progress)
+    return body_embedding(model, mean, logvar, views_used=n_used, views_skipped=v - n_used,
+                          mean_confidence=float(weights[used].mean()), sample_seed=sample_seed)
+
+
+def no_person_error(views: int) -> BoLIDError:
+    """What to tell the user when none of ``views`` photos shows a person with a visible keypoint."""
+    return BoLIDError(f"no person was found in any of the {views} views (or none has a visible keypoint): "
+                      "use photos where the whole person is visible, or lower the pose detector's confidence threshold")
+
+
+def body_embedding(model: BodyVAE, mean: torch.Tensor, logvar: torch.Tensor, *, views_used: int, views_skipped: int,
+                   mean_confidence: float, sample_seed: int | None = None):
+    """A BodyEmbedding of mean (D,), logvar (D,) with how it was made in its metadata; a draw when sample_seed is set."""
+    from .embedding import BodyEmbedding
+
     emb = BodyEmbedding(mean, logvar, {
-        "vae_fingerprint": model.fingerprint(), "views_used": n_used, "views_skipped": v - n_used,
-        "mean_confidence": float(weights[used].mean()), "source": "encode",
+        "vae_fingerprint": model.fingerprint(), "views_used": views_used, "views_skipped": views_skipped,
+        "mean_confidence": mean_confidence, "source": "encode",
     })
     return emb if sample_seed is None else emb.sample(sample_seed)
 

@@ -46,6 +46,7 @@ LOADER_FOLDERS: dict[tuple[str, str], str] = {
     ("LoadImageMask", "image"): "input",
     # folders of photos inside ComfyUI/input (the value names a sub-folder, not a file)
     ("BoLIDLoadPhotos", "folder"): "input",
+    ("BoLIDBodyIDFromFolder", "folder"): "input",
     ("LoadImageSetFromFolderNode", "folder"): "input",
     ("LoadImageDataSetFromFolder", "folder"): "input",
     # IPAdapter_plus (cubiq/ComfyUI_IPAdapter_plus), for the stacking example

@@ -79,6 +79,7 @@ def browser_context(served_base, tmp_path_factory):
 
     with sync_playwright() as p:
         context = browserlib.launch_browser(p, tmp_path_factory.mktemp("chromium_profile"))
+        browserlib.record_deprecations(context)
         yield context
         context.close()
 
@@ -91,7 +92,8 @@ def renderer(request) -> str:
 @pytest.fixture
 def app_page(browser_context, comfy_server, renderer):
     """A fresh ComfyUI page per test (no DOM widgets or dialogs left over from another test's graph), in the
-    renderer asked for; after the test, nothing the page logged may point at the pack (browserlib.pack_errors)."""
+    renderer asked for; after the test, nothing the page logged may point at the pack (browserlib.pack_errors),
+    and LiteGraph raised no deprecation warning from the pack's JS (browserlib.deprecations)."""
     nodes2 = renderer == "nodes2"
     comfy_server.set_setting(browserlib.VUE_NODES_SETTING, nodes2)
     page = browserlib.open_app(browser_context, comfy_server.url)
@@ -105,5 +107,7 @@ def app_page(browser_context, comfy_server, renderer):
     page.renderer = renderer  # type: ignore[attr-defined]
     yield page
     errors = browserlib.pack_errors(page)
+    errors += [f"deprecation warning from the pack's JS: {d['message']}\n{d['stack'][:1500]}"
+               for d in browserlib.deprecations(page)]
     page.close()
     assert not errors, "\n".join(errors[:10])

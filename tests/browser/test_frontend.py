@@ -24,7 +24,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = ROOT / "example_workflows"
 WORKFLOWS = sorted(p.stem for p in WORKFLOW_DIR.glob("*.json"))
-EXPECTED_WORKFLOWS = {"bolid_text_only", "bolid_text_only_lightning", "bolid_image_reference", "bolid_build_body_id"}
+EXPECTED_WORKFLOWS = {"bolid_text_only", "bolid_text_only_lightning", "bolid_image_reference", "bolid_build_body_id",
+                      "bolid_build_body_id_step_by_step"}
 UPDATE = os.environ.get("BOLID_UPDATE_SCREENSHOTS") == "1"
 MAX_PICTURE_BYTES = 300_000
 # The README pictures and template thumbnails are taken with this frontend in the classic canvas.
@@ -71,6 +72,43 @@ def test_no_pack_extension_throws(app_page):
         browserlib.load_workflow(app_page, json.loads(path.read_text()), path.stem)
     errors = browserlib.pack_errors(app_page)
     assert not errors, errors
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_workflow_layout_holds_in_this_renderer(name, app_page):
+    """The nodes' on-screen boxes, as this renderer draws them: no two nodes overlap, and every group holds each
+    node it touches whole (Nodes 2.0 draws nodes taller than the classic canvas; the generator,
+    tests/tools/make_workflows.py, sizes them for both)."""
+    page = app_page
+    wf = json.loads((WORKFLOW_DIR / f"{name}.json").read_text())
+    browserlib.close_dialogs(page)
+    browserlib.load_workflow(page, wf, name)
+    boxes = browserlib.node_boxes(page)
+    assert len(boxes["nodes"]) == len(wf["nodes"]), boxes
+    if any(g["bounding"] for g in wf.get("groups", [])):
+        assert boxes["groups"], "the groups did not load"
+    problems = browserlib.layout_problems(boxes)
+    assert not problems, f"{name} in {page.renderer}:\n" + "\n".join(problems)
+
+
+def test_pack_js_raises_no_deprecation_warning(app_page):
+    """Every example workflow on the canvas, every pack node created: LiteGraph raises no deprecation warning whose
+    stack passes through the pack's JS (frontend 1.58 warns on reads of input.link / output.links and
+    LGraphCanvas.selected_nodes). The recorder itself is checked first, on 1.58: a deprecated read made here is caught."""
+    page = app_page
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || '0'")
+    if tuple(int(v) for v in re.findall(r"\d+", version)[:2]) >= (1, 58):  # where reading input.link warns
+        page.evaluate("() => { const n = window.LiteGraph.createNode('BoLIDBodyPreview'); void n.inputs[0].link; }")
+        seen = browserlib.deprecations(page, pack_only=False)
+        assert any("input.link" in d["message"] for d in seen), f"the deprecation recorder caught nothing: {seen}"
+    for path in sorted(WORKFLOW_DIR.glob("*.json")):
+        browserlib.load_workflow(page, json.loads(path.read_text()), path.stem)
+        browserlib.fit_view(page)
+    page.evaluate("""() => { for (const t of Object.keys(window.LiteGraph.registered_node_types))
+                               if (t.startsWith('BoLID')) window.app.graph.add(window.LiteGraph.createNode(t)); }""")
+    page.wait_for_timeout(1000)
+    ours = browserlib.deprecations(page)
+    assert not ours, "\n".join(f"{d['message']}\n{d['stack'][:1500]}" for d in ours)
 
 
 def _pixels(png: bytes):

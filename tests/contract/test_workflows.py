@@ -22,7 +22,8 @@ from bolid_lib.runner import workflow as wfl
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = ROOT / "example_workflows"
 WORKFLOWS = sorted(p.stem for p in WORKFLOW_DIR.glob("*.json"))
-EXPECTED = {"bolid_text_only", "bolid_text_only_lightning", "bolid_image_reference", "bolid_build_body_id"}
+EXPECTED = {"bolid_text_only", "bolid_text_only_lightning", "bolid_image_reference", "bolid_build_body_id",
+            "bolid_build_body_id_step_by_step"}
 # The dump was taken on a machine without these files; a missing file is the user's checklist, not a fault.
 FILE_PROBLEMS = {"missing model file", "missing input file"}
 # Loader inputs that name a file or folder the user provides; the note on the canvas must name each value.
@@ -30,6 +31,7 @@ FILE_INPUTS = {
     "CheckpointLoaderSimple": ("ckpt_name",), "CLIPVisionLoader": ("clip_name",),
     "BoLIDPoseModelLoader": ("model_name",), "BoLIDAdapterLoader": ("adapter_name",),
     "BoLIDBodyVAELoader": ("vae_name",), "BoLIDLoadBody": ("body_name",), "BoLIDLoadPhotos": ("folder",),
+    "BoLIDBodyIDFromFolder": ("folder",),
 }
 
 
@@ -173,8 +175,21 @@ def test_image_reference_mode_feeds_both_branches_from_one_image(object_info):
     assert "clip_vision_h" in clip or "ViT-H" in clip, "the adapter's ref branch needs the ViT-H encoder"
 
 
-def test_build_body_id_saves_and_shows_previews():
+def test_build_body_id_streams_the_folder_to_a_saved_body_id(object_info):
+    """The shipped Body-ID workflow is the flat-memory one: Body-ID From Folder (fed a pose model and a Body-ID VAE)
+    into Save Body-ID, at the nodes' default working size; no node that holds the whole batch."""
     wf = load("bolid_build_body_id")
+    kinds = {n["type"] for n in wf["nodes"]}
+    assert {"BoLIDBodyIDFromFolder", "BoLIDSaveBody", "BoLIDPoseModelLoader", "BoLIDBodyVAELoader"} <= kinds
+    assert not kinds & {"BoLIDLoadPhotos", "BoLIDPoseKeypoints", "BoLIDGaussianWeighting", "BoLIDBodyEncode"}
+    lean = _one(wf, "BoLIDBodyIDFromFolder")
+    assert {"pose_model", "body_vae"} <= linked_inputs(lean)
+    assert values(lean, object_info)["size"] == 1024
+    assert "body" in linked_inputs(_one(wf, "BoLIDSaveBody"))
+
+
+def test_build_body_id_step_by_step_saves_and_shows_previews():
+    wf = load("bolid_build_body_id_step_by_step")
     kinds = [n["type"] for n in wf["nodes"]]
     for kind in ("BoLIDPoseKeypoints", "BoLIDGaussianWeighting", "BoLIDBodyEncode", "BoLIDSaveBody"):
         assert kind in kinds

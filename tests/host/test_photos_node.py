@@ -201,7 +201,7 @@ def test_build_body_id_workflow_runs_on_mixed_photos(comfy, mixed, yolo_pose_pt,
     from bolid_lib.method.embedding import load_body
 
     live = json.loads(json.dumps({n: comfy.object_info(n) for n in comfy.nodes.NODE_CLASS_MAPPINGS}))
-    wf = json.loads((ROOT / "example_workflows" / "bolid_build_body_id.json").read_text())
+    wf = json.loads((ROOT / "example_workflows" / "bolid_build_body_id_step_by_step.json").read_text())
     assert not [n for n in wf["nodes"] if n["type"] not in comfy.nodes.NODE_CLASS_MAPPINGS
                 and n["type"] not in wfl.FRONTEND_ONLY_TYPES], "the workflow needs a node this host lacks"
     prompt = wfl.ui_to_api(wf, live)

@@ -484,7 +484,7 @@ def test_build_body_id_example_runs_through_the_cli(server, tmp_path, yolo_pose_
     torch.manual_seed(0)
     save_body_vae(BodyVAE(BodyVAEConfig()), base / "models" / "bolid" / "bolid_body_vae.safetensors")
     _put_example_inputs(base)
-    wf = _example_with("bolid_build_body_id", BoLIDPoseKeypoints={0: 0.0001, 1: 0.0})
+    wf = _example_with("bolid_build_body_id", BoLIDBodyIDFromFolder={3: 0.0001, 4: 0.0})  # conf, visibility
     path = tmp_path / "bolid_build_body_id.json"
     path.write_text(json.dumps(wf), encoding="utf-8")
     # The server's user yaml shares a Body-ID folder (``bolid: <shared>``, read before the pack loads), so
@@ -507,7 +507,7 @@ def client_options(proc, node: str, name: str) -> list:
     return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
 
 
-@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES if p.stem != "bolid_build_body_id"])
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES if not p.stem.startswith("bolid_build_body_id")])
 def test_sdxl_examples_are_accepted_by_the_server(server, tmp_path, name, yolo_pose_pt):
     """The SDXL examples through the CLI up to the server: converted, every file found, queued (ComfyUI's own
     validation passed); they then stop at the first stand-in model file (an empty file: a full-size SDXL does

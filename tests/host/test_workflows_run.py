@@ -142,14 +142,18 @@ def test_comfyui_accepts_the_converted_workflow(name, comfy, live_info, photos, 
     assert outputs, "no output node"
 
 
-def test_build_body_id_runs_to_a_saved_body_id(comfy, live_info, photos, placed, yolo_pose_pt, body_vae_file):
+BODY_ID_WORKFLOWS = ["bolid_build_body_id", "bolid_build_body_id_step_by_step"]
+
+
+@pytest.mark.parametrize("name", BODY_ID_WORKFLOWS)
+def test_build_body_id_runs_to_a_saved_body_id(name, comfy, live_info, photos, placed, yolo_pose_pt, body_vae_file):
     from bolid_lib.method.embedding import load_body
 
     placed.put("ultralytics/pose/yolo11n-pose.pt", yolo_pose_pt)
     placed.put("bolid/bolid_body_vae.safetensors", body_vae_file)
     bodies = comfy.models_dir / "bolid" / "bodies"
     before = set(bodies.glob("*.safetensors")) if bodies.exists() else set()
-    prompt = prompt_for("bolid_build_body_id", live_info, BoLIDPoseKeypoints=RANDOM_POSE)
+    prompt = prompt_for(name, live_info, BoLIDPoseKeypoints=RANDOM_POSE, BoLIDBodyIDFromFolder=RANDOM_POSE)
     result = comfy.run(prompt)
     assert result.ok, result.error_text()
     new = sorted(set(bodies.glob("*.safetensors")) - before)
@@ -159,8 +163,10 @@ def test_build_body_id_runs_to_a_saved_body_id(comfy, live_info, photos, placed,
     assert body.dim == 756 and body.meta["views_used"] + body.meta["views_skipped"] == 4
     ui = {n: o for n, o in result.outputs.items()}
     kinds = {prompt[n]["class_type"]: o for n, o in ui.items()}
-    assert kinds["BoLIDBodyPreview"]["bolid_body"][0]["dim"] == 756
-    for kind in ("BoLIDPoseKeypoints", "BoLIDGaussianWeighting"):  # the previews the workflow shows
+    shown = ("BoLIDPoseKeypoints", "BoLIDGaussianWeighting") if "step_by_step" in name else ("BoLIDBodyIDFromFolder",)
+    summary = kinds["BoLIDBodyPreview" if "step_by_step" in name else "BoLIDBodyIDFromFolder"]
+    assert summary["bolid_body"][0]["dim"] == 756
+    for kind in shown:  # the previews the workflow shows
         images = kinds[kind]["images"]
         assert images and all((comfy.temp_dir / i["subfolder"] / i["filename"]).is_file() for i in images)
 
@@ -203,7 +209,7 @@ def sdxl_files(tmp_path_factory):
     args.bf16_unet = old
 
 
-SDXL_WORKFLOWS = [w for w in WORKFLOWS if w != "bolid_build_body_id"]
+SDXL_WORKFLOWS = [w for w in WORKFLOWS if w not in BODY_ID_WORKFLOWS]
 
 
 @pytest.mark.slow

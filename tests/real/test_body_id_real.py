@@ -1,6 +1,6 @@
 """Gaussian weighting and the Body-ID path with the real pose model on two real consecutive frames
 (OpenCV's basketball1.png and basketball2.png), through ComfyUI's executor and through
-``python -m bolid_lib run`` with the shipped build-Body-ID workflow. The Body-ID VAE has random weights
+``python -m bolid_lib run`` with the shipped step-by-step build-Body-ID workflow. The Body-ID VAE has random weights
 (no trained one exists); the pose model, the photos and everything around the VAE are real.
 """
 
@@ -21,7 +21,7 @@ from test_pose_real import cached
 pytestmark = [pytest.mark.real, pytest.mark.host]
 
 PACK = Path(__file__).resolve().parents[2]
-WORKFLOW = PACK / "example_workflows" / "bolid_build_body_id.json"
+WORKFLOW = PACK / "example_workflows" / "bolid_build_body_id_step_by_step.json"
 FRAMES = ("basketball1.png", "basketball2.png")
 
 

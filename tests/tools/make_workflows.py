@@ -3,11 +3,18 @@
     COMFYUI_PATH=/work/ComfyUI python tests/tools/make_workflows.py [--only NAME] [--pictures]
 
 Each workflow is declared below as nodes (type, widget values by name, column), links (by output and
-input *names*) and groups. The script serves ComfyUI with this pack (tests/browserlib.py), opens the
-frontend in headless Chromium, creates the nodes with ``LiteGraph.createNode``, sets the widgets by name,
-connects the sockets, lays the columns out, and saves ``app.graph.serialize()``: the frontend itself
-decides widget order, hidden control slots and link records, so the files match the node schemas exactly.
-Run it again whenever a node schema changes; tests/contract/test_workflows.py says when that is needed.
+input *names*) and groups. The script serves ComfyUI with this pack (tests/browserlib.py) and the newest
+frontend (``--frontend``, default browserlib.NEWEST_FRONTEND; ``pinned`` for the host's own), opens it in
+headless Chromium, creates the nodes with ``LiteGraph.createNode``, sets the widgets by name, connects the
+sockets, lays the columns out, and saves ``app.graph.serialize()``: the frontend itself decides widget order,
+hidden control slots and link records, so the files match the node schemas exactly.
+
+Nodes 2.0 draws nodes taller than the classic canvas (its widgets are DOM controls), so a layout from the classic
+sizes overlaps there. Where the frontend offers Nodes 2.0, each built workflow is opened once in it, every node's
+on-screen box is measured, and the workflow is built again with each node at least that large: the file's sizes
+then hold in both renderers, nodes are stacked by them and groups drawn around them (tests/browser/
+test_frontend.py checks the boxes in both). Run it again whenever a node schema changes;
+tests/contract/test_workflows.py says when that is needed.
 
 ``--pictures`` also writes docs/images/<name>.png (README) and example_workflows/<name>.jpg (the
 template browser's thumbnail) from a screenshot of each saved workflow opened on the canvas.
@@ -185,20 +192,49 @@ def image_reference() -> Workflow:
     return Workflow("bolid_image_reference", nodes, links, groups)
 
 
+PHOTOS_NOTE = (
+    f"Put the photos of ONE person in ComfyUI/input/{PHOTO_FOLDER}/ and press R (refresh) so the folder is listed "
+    "(one photo is enough, 10-100 are better). Photos as they come off a phone or camera are fine: different sizes "
+    "and orientations (EXIF rotation is applied), JPEG, PNG, WebP or HEIC; nothing needs cropping: each photo is "
+    "scaled so its long side is `size` and padded to a square. Other files in the folder (text, damaged copies, "
+    "sub-folders) are skipped and named in the report. Photos with no person found are skipped and counted. The "
+    "Body-ID is saved to ComfyUI/models/bolid/bodies/ and appears in BoLID Load Body-ID.")
+
+
 def build_body_id() -> Workflow:
+    """The folder to a saved Body-ID with the streaming node: memory does not grow with the number of photos."""
     note = _files_note(
         [ROW_YOLO, ROW_VAE],
-        f"Put the photos of ONE person in ComfyUI/input/{PHOTO_FOLDER}/ and press R (refresh) so BoLID Load Photos "
-        "lists the folder (one photo is enough, 10-100 are better). Photos as they come off a phone or camera are "
-        "fine: different sizes and orientations (EXIF rotation is applied), JPEG, PNG, WebP or HEIC; nothing needs "
-        "cropping: each photo is scaled so its long side is `size` and padded to a square. Other files in the "
-        "folder (text, damaged copies, sub-folders) are skipped and named in the report. Photos with no person "
-        "found are skipped and counted. The Body-ID is saved to ComfyUI/models/bolid/bodies/ and appears in "
-        "BoLID Load Body-ID.")
+        PHOTOS_NOTE + " BoLID Body-ID From Folder reads the photos a few at a time, so 100 or 1,000 photos need the "
+        "same memory. To look at every stage (skeletons, weighted photos, heat maps), open "
+        "bolid_build_body_id_step_by_step: the same Body-ID, with all photos held at each stage.")
+    nodes = [
+        N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=0),
+        N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=0),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=360, color="#432"),
+        N("folder_body", "BoLIDBodyIDFromFolder", {"folder": PHOTO_FOLDER, "size": 1024, "max_photos": 0}, col=1,
+          width=420),
+        N("save", "BoLIDSaveBody", {"name": "my_person", "if_exists": "increment"}, col=2),
+    ]
+    links = [
+        ("pose_model", "BOLID_POSE_MODEL", "folder_body", "pose_model"),
+        ("vae", "BOLID_BODY_VAE", "folder_body", "body_vae"), ("folder_body", "BOLID_BODY", "save", "body"),
+    ]
+    groups = [("Read me: model files", ["note"], "#a1309b")]
+    return Workflow("bolid_build_body_id", nodes, links, groups)
+
+
+def build_body_id_step_by_step() -> Workflow:
+    """The same Body-ID one stage at a time, every stage's output on the canvas (all photos held at each stage)."""
+    note = _files_note(
+        [ROW_YOLO, ROW_VAE],
+        PHOTOS_NOTE + " Every stage holds every photo (ComfyUI keeps each node's outputs), so this suits a few "
+        "photos; for many, bolid_build_body_id (BoLID Body-ID From Folder) makes the same Body-ID in flat memory, "
+        "and BoLID Load Photos refuses a folder too large for the memory available.")
     nodes = [
         N("photos", "BoLIDLoadPhotos", {"folder": PHOTO_FOLDER, "size": 1024, "max_photos": 0}, col=0),
         N("pose_model", "BoLIDPoseModelLoader", {"model_name": YOLO_POSE}, col=0),
-        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=330, color="#432"),
+        N("note", "MarkdownNote", {"text": note}, col=0, title="Model files", width=640, height=360, color="#432"),
         N("pose", "BoLIDPoseKeypoints", {"on_missing": "skip"}, col=1, height=520),
         N("weighting", "BoLIDGaussianWeighting", {}, col=2, height=520),
         N("vae", "BoLIDBodyVAELoader", {"vae_name": BODY_VAE}, col=3),
@@ -214,11 +250,11 @@ def build_body_id() -> Workflow:
         ("encode", "BOLID_BODY", "preview", "body"),
     ]
     groups = [("Read me: model files", ["note"], "#a1309b")]
-    return Workflow("bolid_build_body_id", nodes, links, groups)
+    return Workflow("bolid_build_body_id_step_by_step", nodes, links, groups)
 
 
 def all_workflows() -> list[Workflow]:
-    return [text_only(False), text_only(True), image_reference(), build_body_id()]
+    return [text_only(False), text_only(True), image_reference(), build_body_id(), build_body_id_step_by_step()]
 
 
 # --- building in the browser ---------------------------------------------------------------------
@@ -242,7 +278,22 @@ def build(page, wf: Workflow) -> dict:
     graph = result["graph"]
     graph["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-bolid/" + wf.name))
     graph.setdefault("extra", {}).pop("ds", None)  # the frontend fits a template to the window itself
-    return graph
+    # Frontend 1.58 also writes the widget values by name; the files keep the positional list alone, the form every
+    # supported frontend (1.27 on) writes and reads, so they do not depend on the frontend that built them.
+    for node in graph["nodes"]:
+        node.pop("widgets_values_named", None)
+    return result
+
+
+def grow_to(wf: Workflow, sizes: dict[str, tuple[float, float]]) -> None:
+    """Make each node of ``wf`` at least as large as ``sizes`` says (whole pixels, rounded up)."""
+    import math
+
+    for n in wf.nodes:
+        if n.key in sizes:
+            w, h = sizes[n.key]
+            n.width = max(n.width or 0, math.ceil(w))
+            n.height = max(n.height or 0, math.ceil(h))
 
 
 def take_picture(page, server, name: str, shots: Path) -> bytes:
@@ -257,8 +308,8 @@ def take_picture(page, server, name: str, shots: Path) -> bytes:
     return png
 
 
-def serve_and_open(base: Path):
-    """(server, playwright, context, page) with this pack served; caller stops them."""
+def serve_and_open(base: Path, frontend: str = browserlib.NEWEST_FRONTEND):
+    """(server, playwright, context, page) with this pack served (classic canvas); caller stops them."""
     from playwright.sync_api import sync_playwright
 
     root, why = hostlib.find_comfyui()
@@ -267,12 +318,54 @@ def serve_and_open(base: Path):
     missing = browserlib.chromium_missing()
     if missing:
         raise SystemExit(missing)
+    static = None
+    if frontend != "pinned":
+        static, why = browserlib.fetch_frontend(frontend)
+        if static is None:
+            raise SystemExit(why)
     browserlib.make_base_dir(base, browserlib.sample_files())
-    server = browserlib.ComfyServer(root, base).start()
+    server = browserlib.ComfyServer(root, base, front_end_root=static).start()
+    server.set_setting(browserlib.VUE_NODES_SETTING, False)
     pw = sync_playwright().start()
     context = browserlib.launch_browser(pw, base / "chromium_profile")
     page = browserlib.open_app(context, server.url)
     return server, pw, context, page
+
+
+def put_model_placeholders(base: Path) -> None:
+    """Empty files under the model names the workflows use, so the loaders list them: the pictures show the
+    workflows as a user who has the files sees them (frontend 1.58 outlines a node whose model is missing in red).
+
+    Not there while the workflows are measured: Nodes 2.0 draws a loader whose file is missing taller (it adds a
+    notice), and that is what a user opening a template for the first time sees, so the sizes allow for it."""
+    for rel in (f"checkpoints/{SDXL}", f"checkpoints/{SDXL_LIGHTNING}", f"clip_vision/{CLIP_VISION_H}",
+                f"ultralytics/{YOLO_POSE}", f"bolid/{ADAPTER}", f"bolid/{BODY_VAE}", f"bolid/bodies/{BODY}"):
+        path = base / "models" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+def nodes2_sizes(context, server, built: dict[str, dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{workflow: {node key: (width, height)}}: each node's size as Nodes 2.0 draws it (graph units, the title bar
+    left out, as LiteGraph's node.size counts), from each built workflow opened in a Nodes 2.0 page; {} where the
+    frontend keeps Nodes 2.0 hidden."""
+    server.set_setting(browserlib.VUE_NODES_SETTING, True)
+    page = browserlib.open_app(context, server.url)
+    try:
+        if not browserlib.renderer_state(page)["vueNodesMode"]:
+            return {}
+        title = page.evaluate("() => window.LiteGraph.NODE_TITLE_HEIGHT")
+        sizes = {}
+        for name, result in built.items():
+            browserlib.close_dialogs(page)
+            browserlib.load_workflow(page, result["graph"], name)
+            boxes = browserlib.node_boxes(page)["nodes"]
+            sizes[name] = {key: (boxes[i][2] - boxes[i][0], boxes[i][3] - boxes[i][1] - title)
+                           for key, i in result["ids"].items()}
+        return sizes
+    finally:
+        page.close()
+        server.set_setting(browserlib.VUE_NODES_SETTING, False)
 
 
 def main(argv=None) -> int:
@@ -282,23 +375,41 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", help="build only this workflow (repeatable)")
     parser.add_argument("--pictures", action="store_true", help="also write docs/images/*.png and thumbnails")
     parser.add_argument("--no-build", action="store_true", help="only take pictures of the saved workflows")
+    parser.add_argument("--frontend", default=browserlib.NEWEST_FRONTEND,
+                        help="comfyui-frontend-package version to build with, or 'pinned' for the host's own "
+                             f"(default {browserlib.NEWEST_FRONTEND})")
     args = parser.parse_args(argv)
     workflows = [w for w in all_workflows() if not args.only or w.name in args.only]
     with tempfile.TemporaryDirectory(prefix="bolid_make_workflows_") as tmp:
-        server, pw, context, page = serve_and_open(Path(tmp))
+        server, pw, context, page = serve_and_open(Path(tmp), args.frontend)
         try:
             failed = []
             if not args.no_build:
+                built = {}
                 for wf in workflows:
                     try:
-                        graph = build(page, wf)
+                        built[wf.name] = build(page, wf)
                     except BuildError as e:
                         failed.append(str(e))
+                page.close()
+                # Nodes 2.0's node sizes, then the same workflows again with every node at least that large.
+                sizes = nodes2_sizes(context, server, built)
+                page = browserlib.open_app(context, server.url)
+                for wf in workflows:
+                    if wf.name not in built:
                         continue
+                    if sizes:
+                        grow_to(wf, sizes[wf.name])
+                        built[wf.name] = build(page, wf)
+                    graph = built[wf.name]["graph"]
                     path = OUT_DIR / f"{wf.name}.json"
                     path.write_text(json.dumps(graph, indent=2) + "\n")
-                    print(f"wrote {path.relative_to(ROOT)}: {len(graph['nodes'])} nodes, {len(graph['links'])} links")
+                    print(f"wrote {path.relative_to(ROOT)}: {len(graph['nodes'])} nodes, {len(graph['links'])} links"
+                          + (" (sizes from Nodes 2.0)" if sizes else ""))
             if args.pictures:
+                put_model_placeholders(Path(tmp))
+                page.close()
+                page = browserlib.open_app(context, server.url)
                 for wf in workflows:
                     png = take_picture(page, server, wf.name, Path(tmp))
                     for p in browserlib.write_pictures(wf.name, png):

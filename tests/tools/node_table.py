@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- node-table:begin -->", "<!-- node-table:end -->"
 # The order a user meets the nodes; nodes not listed follow in alphabetical order.
-ORDER = ["BoLIDLoadPhotos", "BoLIDPoseModelLoader", "BoLIDPoseKeypoints", "BoLIDGaussianWeighting", "BoLIDBodyVAELoader",
+ORDER = ["BoLIDBodyIDFromFolder", "BoLIDLoadPhotos", "BoLIDPoseModelLoader", "BoLIDPoseKeypoints", "BoLIDGaussianWeighting", "BoLIDBodyVAELoader",
          "BoLIDBodyEncode", "BoLIDSaveBody", "BoLIDLoadBody", "BoLIDBlendBodies", "BoLIDBodyPreview",
          "BoLIDAdapterLoader", "BoLIDApply"]
 

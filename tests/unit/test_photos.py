@@ -372,3 +372,67 @@ def test_float_and_32_bit_greys_are_scaled_to_8_bit(tmp_path, mode, scale):
     img = P.decode_photo(tmp_path / "grey.tiff", 64).image
     assert img.shape == (48, 64, 3) and int(img.min()) <= 2 and int(img.max()) >= 250
     assert abs(img[..., 0].astype(float) / 255 - ramp).mean() < 0.02
+
+
+# --- the pack's own bounds: pixels a photo may claim, memory a batch may take --------------------------
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A real 8 x 8 PNG whose header (IHDR) claims width x height: a decompression bomb's shape, tiny on disk."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    marked(8, 8).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    at = data.index(b"IHDR")
+    data[at + 4:at + 12] = struct.pack(">II", width, height)
+    chunk = bytes(data[at:at + 17])  # the chunk's type and its 13 bytes of data, which its CRC covers
+    data[at + 17:at + 21] = struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_header_over_the_packs_pixel_limit_is_skipped_even_when_pillows_limit_is_lifted(tmp_path, monkeypatch):
+    """Another pack may set Image.MAX_IMAGE_PIXELS = None for the whole process; the pack's own MAX_PIXELS still
+    refuses a photo whose header claims more, before a pixel is decoded (the file would otherwise decode to GiBs)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    folder = tmp_path / "person"
+    _png_claiming(folder / "bomb.png", 40000, 40000)                      # 1,600 MP
+    save(marked(80, 60), folder / "ok.jpg")
+    with Image.open(folder / "bomb.png") as im:
+        assert im.size == (40000, 40000)                                   # Pillow alone would go on
+    batch = P.load_photos(tmp_path, "person", 64)
+    assert batch.names == ["ok.jpg"]
+    (skip,) = batch.skipped
+    assert skip.name == "bomb.png" and "too many pixels" in skip.reason and "1600 MP" in skip.reason
+    streamed = list(P.iter_photos(folder, 64))
+    assert [type(x).__name__ for x in streamed] == ["Skipped", "Photo"]
+
+
+def test_an_over_budget_batch_is_refused_before_anything_is_allocated(tmp_path):
+    folder = tmp_path / "person"
+    for i in range(6):
+        save(marked(80, 60), folder / f"p{i}.jpg")
+    per = P.working_photo_bytes(256)
+    assert per == 256 * 256 * 16                                           # image (3 floats) + mask (1 float)
+    P.load_photos(tmp_path, "person", 256, memory_budget=6 * per)          # exactly fits
+    with pytest.raises(BoLIDError) as e:
+        P.load_photos(tmp_path, "person", 256, memory_budget=5 * per)
+    msg = str(e.value)
+    assert "6 photos at size 256" in msg and "Nothing was loaded" in msg and P.STREAMING_NODE in msg
+    assert "set size to 232 or less" in msg and "set max_photos to 5 or less" in msg
+    fit = int(msg.split("set size to ")[1].split()[0])
+    P.load_photos(tmp_path, "person", fit, memory_budget=5 * per)          # the size it names does fit
+    P.load_photos(tmp_path, "person", 256, max_photos=5, memory_budget=5 * per)
+
+
+def test_the_default_budget_is_a_share_of_the_available_memory():
+    avail = P.available_memory()
+    if avail is None:
+        assert P.batch_budget() == P.FALLBACK_BATCH_BUDGET
+    else:
+        assert P.batch_budget(avail) == int(avail * P.BATCH_MEMORY_SHARE)
+    # 2,000 photos at 1024 (the issue's case): 31 GiB, refused on any machine with less than 62 GiB available.
+    with pytest.raises(BoLIDError, match=r"2000 photos at size 1024 would take 31\.2 GiB"):
+        P.check_batch_fits(2000, 1024, budget=16 * 1024 ** 3)
