@@ -18,7 +18,6 @@ Shape letters: R reference images, B batch, N tokens, E CLIP embed width, D Body
 from __future__ import annotations
 
 import copy
-import importlib
 
 import torch
 import torch.nn as nn
@@ -157,5 +156,9 @@ _MOVED.update({name: "reference" for name in ("CLIP_FEATURE_KEYS", "DEFAULT_CLIP
 
 def __getattr__(name: str):
     if name in _MOVED:
-        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+        if _MOVED[name] == "adapter_files":      # plain imports: the Registry's scanner flags dynamic ones
+            from . import adapter_files as home
+        else:
+            from . import reference as home
+        return getattr(home, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
