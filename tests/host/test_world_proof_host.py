@@ -317,6 +317,8 @@ def one_torch_thread():
 
 
 def test_generated_people_carry_the_body_id_they_are_given(world, comfy, world_nodes):
+    if world.cfg.v2:
+        return check_world_v2(world, comfy)
     with one_torch_thread():
         adapter_name, bodies = place_files(comfy, world)
         Holder.images.clear()
@@ -467,3 +469,25 @@ def test_in_process_body_guidance_is_comfyuis_dual_cfg_guider(comfy, random_worl
     assert err < 1e-3, err
     assert float((same_scale - plain_cfg).abs().max() / plain_cfg.abs().max()) < 1e-4
     assert float((ours - plain_cfg).abs().max() / plain_cfg.abs().max()) > 0.05
+
+
+def check_world_v2(world, comfy) -> None:
+    """World v2 through ComfyUI's executor: people the adapter never saw get their body from their Body-ID (top-1
+    among the zero-shot group and the swap test, each beyond its interval from chance), at lambda_body 0 the swap
+    test holds 50% within its interval, and the prompt sets the pose and both colours with the branch off and on."""
+    with one_torch_thread():
+        adapter_name, bodies = place_files(comfy, world)
+        Holder.images.clear()
+        result = comfy.run(build_prompt_v2(world, adapter_name, bodies, (0.0, 1.0)))
+        assert result.ok, result.error_text()
+    on, off = scores_v2(world, 1.0), scores_v2(world, 0.0)
+    (world.out / "comfy_figures.json").write_text(json.dumps({"1.0": on, "0.0": off,
+                                                              "classifiers": world.figures["classifiers"]}, indent=1))
+    print(f"\nworld v2 through ComfyUI: lambda_body 1 {on}; lambda_body 0 {off}")
+    z_on, z_off = on["held_out_ids"], off["held_out_ids"]
+    assert z_on["identity_ci95"][0] > z_on["chance"], z_on            # zero-shot top-1 beyond its interval from chance
+    assert z_on["swap_ci95"][0] > 0.5, z_on                           # and the swap test beyond 50%
+    assert z_off["swap_ci95"][0] <= 0.5 <= z_off["swap_ci95"][1], z_off
+    for d in (z_on, z_off):
+        for k in ("pose_accuracy", "top_colour_accuracy", "bottom_colour_accuracy"):
+            assert d[k] >= 0.8, (k, d)
