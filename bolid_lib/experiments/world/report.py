@@ -44,7 +44,7 @@ def _v2_rows(main: dict) -> list[tuple[str, str]]:
         for name, label in (("held_out_ids", "zero-shot people"), ("adapter_ids", "adapter's people")):
             d = row.get(name)
             if d:
-                out += [(f"λ_body {float(lam):g}, {label}: identity top-1 among {d['people']} [95% CI]", _pct(d)),
+                out += [(f"λ_body {float(lam):g}, {label}: identity top-1 among the group [95% CI]", _pct(d)),
                         (f"λ_body {float(lam):g}, {label}: swap test [95% CI]", _swap(d)),
                         (f"λ_body {float(lam):g}, {label}: shape R² (regressor on the images)", f"{d['shape_r2']:.2f}"),
                         (f"λ_body {float(lam):g}, {label}: prompt control, pose / top / bottom", _prompt(d))]
