@@ -62,15 +62,11 @@ class FolderBody:
         kinds = ", ".join(f"{c} {k}" for k, c in sorted(self.formats.items()))
         lines = [f"WARNING: {self.mismatch}"] if self.mismatch else []
         lines += [f"read {n} photo{'s' * (n != 1)} from {self.folder} ({kinds}) at a long side of {self.size} px, a few at "
-                 f"a time; the Body-ID pools {used} of them"]
+                  f"a time; the Body-ID pools {used} of them"]
         if self.no_person:
             shown = ", ".join(self.no_person[:max_names]) + (" ..." if len(self.no_person) > max_names else "")
             lines.append(f"no person found in {len(self.no_person)} (left out of the Body-ID): {shown}")
-        lines.append(f"skipped {len(self.skipped)}" + (":" if self.skipped else ""))
-        for s in self.skipped[:max_names]:
-            lines.append(f"  {s.name}: {s.reason}")
-        if len(self.skipped) > max_names:
-            lines.append(f"  ... and {len(self.skipped) - max_names} more")
+        lines += ph.skipped_lines(self.skipped, max_names)
         return "\n".join(lines)
 
 

@@ -449,12 +449,17 @@ class PhotoBatch:
                  f"each scaled to a long side of {self.size} px and padded to {self.size}x{self.size}"]
         if self.not_read:
             lines.append(f"not read: {self.not_read} more file{'s' * (self.not_read != 1)} (max_photos = {b})")
-        lines.append(f"skipped {len(self.skipped)}" + (":" if self.skipped else ""))
-        for s in self.skipped[:max_names]:
-            lines.append(f"  {s.name}: {s.reason}")
-        if len(self.skipped) > max_names:
-            lines.append(f"  ... and {len(self.skipped) - max_names} more")
+        lines += skipped_lines(self.skipped, max_names)
         return "\n".join(lines)
+
+
+def skipped_lines(skipped: list[Skipped], max_names: int = 30) -> list[str]:
+    """A report's lines for the entries that gave no photo: how many, then each with why (the first max_names)."""
+    lines = [f"skipped {len(skipped)}" + (":" if skipped else "")]
+    lines += [f"  {s.name}: {s.reason}" for s in skipped[:max_names]]
+    if len(skipped) > max_names:
+        lines.append(f"  ... and {len(skipped) - max_names} more")
+    return lines
 
 
 def _identify(files: list[tuple[str, Path]], skipped: list[Skipped]) -> list[tuple[str, Path]]:
@@ -540,5 +545,5 @@ __all__ = [
     "FALLBACK_BATCH_BUDGET", "STREAMING_NODE", "Photo", "Skipped", "PhotoBatch", "register_heif",
     "resolve_photo_folder", "list_photo_folders", "list_entries", "decode_photo", "iter_photos", "letterbox_into",
     "working_photo_bytes", "available_memory", "batch_budget", "check_batch_fits", "no_photo_error", "load_photos",
-    "read_letterboxed", "read_image", "probe", "NotAPhoto", "DamagedPhoto",
+    "read_letterboxed", "read_image", "probe", "NotAPhoto", "DamagedPhoto", "skipped_lines",
 ]

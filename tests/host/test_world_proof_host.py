@@ -197,26 +197,37 @@ def place_files(comfy, world) -> tuple[str, list[str]]:
     return dst.name, names
 
 
+def graph_head(world, adapter_name: str, batch: int) -> dict:
+    """The nodes every world graph starts with: the base, the adapter, the empty prompt, an empty latent."""
+    side = world.cfg.size // 2 * 8                 # EmptyLatentImage takes pixels of an 8x VAE: latent side = size / 2
+    return {"model": {"class_type": "WorldTestModel", "inputs": {}},
+            "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": adapter_name}},
+            "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
+            "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": batch}}}
+
+
+def add_apply(p: dict, i: int, body_name: str, lam: float) -> str:
+    """BoLID Load Body-ID of person i (once) and BoLID Apply at lambda_body ``lam``; returns the Apply node's id."""
+    p.setdefault(f"body{i}", {"class_type": "BoLIDLoadBody", "inputs": {"body_name": body_name}})
+    apply = f"apply{i}_{lam}"
+    p[apply] = {"class_type": "BoLIDApply", "inputs": {
+        "model": ["model", 0], "adapter": ["adapter", 0], "body": [f"body{i}", 0], "lambda_ref": 0.0,
+        "lambda_body": lam, "start_at": 0.0, "end_at": 1.0}}
+    return apply
+
+
 def build_prompt(world, adapter_name: str, body_names: list[str], lambdas: tuple[float, ...], seed: int) -> dict:
     """One KSampler per (identity, pose, lambda_body), each a batch of ``eval_seeds`` latents."""
     from bolid_lib.experiments.world.render import POSES
     from bolid_lib.experiments.world.text import prompt_for
 
     cfg = world.cfg
-    side = cfg.size // 2 * 8                       # EmptyLatentImage takes pixels of an 8x VAE: latent side = size / 2
-    p = {"model": {"class_type": "WorldTestModel", "inputs": {}},
-         "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": adapter_name}},
-         "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
-         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": cfg.eval_seeds}}}
+    p = graph_head(world, adapter_name, cfg.eval_seeds)
     for k in range(len(POSES)):
         p[f"pos{k}"] = {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt_for(k)}}
     for i, name in enumerate(body_names):
-        p[f"body{i}"] = {"class_type": "BoLIDLoadBody", "inputs": {"body_name": name}}
         for lam in lambdas:
-            apply = f"apply{i}_{lam}"
-            p[apply] = {"class_type": "BoLIDApply", "inputs": {
-                "model": ["model", 0], "adapter": ["adapter", 0], "body": [f"body{i}", 0], "lambda_ref": 0.0,
-                "lambda_body": lam, "start_at": 0.0, "end_at": 1.0}}
+            apply = add_apply(p, i, name, lam)
             for k in range(len(POSES)):
                 tag = f"{i}:{k}:{lam}"
                 p[f"ks{tag}"] = {"class_type": "KSampler", "inputs": {
@@ -234,21 +245,13 @@ def build_prompt_v2(world, adapter_name: str, body_names: list[str], lambdas: tu
     from bolid_lib.experiments.world.text import prompt_for
 
     cfg = world.cfg
-    side = cfg.size // 2 * 8
     sc = scenes(world)
-    p = {"model": {"class_type": "WorldTestModel", "inputs": {}},
-         "adapter": {"class_type": "BoLIDAdapterLoader", "inputs": {"adapter_name": adapter_name}},
-         "neg": {"class_type": "WorldTestTextEncode", "inputs": {"text": ""}},
-         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}}}
+    p = graph_head(world, adapter_name, 1)
     for j, (pose, top, bottom, _) in enumerate(sc):
         p[f"pos{j}"] = {"class_type": "WorldTestTextEncode", "inputs": {"text": prompt_for(pose, top, bottom)}}
     for i, name in enumerate(body_names):
-        p[f"body{i}"] = {"class_type": "BoLIDLoadBody", "inputs": {"body_name": name}}
         for lam in lambdas:
-            apply = f"apply{i}_{lam}"
-            p[apply] = {"class_type": "BoLIDApply", "inputs": {
-                "model": ["model", 0], "adapter": ["adapter", 0], "body": [f"body{i}", 0], "lambda_ref": 0.0,
-                "lambda_body": lam, "start_at": 0.0, "end_at": 1.0}}
+            apply = add_apply(p, i, name, lam)
             for j, scene in enumerate(sc):
                 tag = f"{i}:{j}:{lam}"
                 p[f"ks{tag}"] = {"class_type": "KSampler", "inputs": {

@@ -98,6 +98,23 @@ def quality(world, images: torch.Tensor) -> dict[str, float]:
     return {"fid": metrics.fid(real, gen), "is": is_mean, "is_std": is_std}
 
 
+def sweep(world, tag: str, lambdas, groups: dict[str, list[int]], draw) -> tuple[dict, dict]:
+    """The lambda_body sweep: ``draw(ids, lam) -> (images, judged)`` for each lambda_body and group, the figures
+    saved after each lambda_body (a long evaluation shows its progress). Returns ({"lambda_sweep": ...}, images by
+    (lambda_body, group))."""
+    res: dict = {"lambda_sweep": {}}
+    keep = {}
+    for lam in lambdas:
+        row = {}
+        for name, ids in groups.items():
+            keep[(lam, name)], row[name] = draw(ids, lam)
+        res["lambda_sweep"][str(lam)] = row
+        log.info("%s lambda_body %.2f: %s", tag, lam, row)
+        world.figures[tag] = res
+        world.save_figures()
+    return res, keep
+
+
 def run_all(world, adapter, tag: str, lambdas=None) -> None:
     """Identity / pose accuracy per lambda_body (adapter identities and held-out ones apart), the image-referenced mode,
     FID / IS with the branch off and on; figures into ``world.figures[tag]``. World v2: ``run_all_v2``."""
@@ -116,20 +133,12 @@ def run_all(world, adapter, tag: str, lambdas=None) -> None:
         plain = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size)
         base = torch.cat([generate(world, plain, plan(world, ids), None, 0.0) for ids in groups.values()])
     sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size, adapter)   # BoLID's processors
-    res: dict = {"lambda_sweep": {}}
-    keep = {}
-    for lam in lambdas:
-        row = {}
-        for name, ids in groups.items():
-            rows = plan(world, ids)
-            body = world.gallery[torch.tensor([r[0] for r in rows])]
-            images = generate(world, sampler, rows, body, lam)
-            row[name] = judge(world, images, rows)
-            keep[(lam, name)] = images
-        res["lambda_sweep"][str(lam)] = row
-        log.info("%s lambda_body %.2f: %s", tag, lam, row)
-        world.figures[tag] = res
-        world.save_figures()
+    def draw(ids: list[int], lam: float):
+        rows = plan(world, ids)
+        images = generate(world, sampler, rows, world.gallery[torch.tensor([r[0] for r in rows])], lam)
+        return images, judge(world, images, rows)
+
+    res, keep = sweep(world, tag, lambdas, groups, draw)
     res["image_referenced"] = {}
     for name, ids in groups.items():
         rows = plan(world, ids)
@@ -371,19 +380,11 @@ def run_all_v2(world, adapter, tag: str, lambdas=None) -> None:
         plain = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size)
         base = torch.cat([generate_scenes(world, plain, ids, None, 0.0) for ids in groups.values()])
     sampler = Sampler(world.unet, TrainerText(world.text), nets.scheduler(), cfg.size, adapter)
-    res: dict = {"lambda_sweep": {}}
-    keep = {}
-    for lam in lambdas:
-        row = {}
-        for name, ids in groups.items():
-            body = world.gallery[torch.tensor(ids)].repeat_interleave(n_s, 0)
-            images = generate_scenes(world, sampler, ids, body, lam)
-            row[name] = judge_scenes(world, images, ids)
-            keep[(lam, name)] = images
-        res["lambda_sweep"][str(lam)] = row
-        log.info("%s lambda_body %.2f: %s", tag, lam, row)
-        world.figures[tag] = res
-        world.save_figures()
+    def draw(ids: list[int], lam: float):
+        images = generate_scenes(world, sampler, ids, world.gallery[torch.tensor(ids)].repeat_interleave(n_s, 0), lam)
+        return images, judge_scenes(world, images, ids)
+
+    res, keep = sweep(world, tag, lambdas, groups, draw)
     res["image_referenced"] = {}
     per = cfg.eval_seeds * len(render.POSES)
     for name, ids in groups.items():
