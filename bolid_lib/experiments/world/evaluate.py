@@ -115,6 +115,16 @@ def sweep(world, tag: str, lambdas, groups: dict[str, list[int]], draw) -> tuple
     return res, keep
 
 
+def quality_of_sweep(world, res: dict, keep: dict, groups: dict, base: torch.Tensor) -> None:
+    """FID / IS of the base alone and of the sweep's images at lambda_body 0 and 1 (every group), against as many
+    fresh ground-truth renders, into res["quality"]; and how far lambda_body 0 is from the base alone."""
+    every = {lam: torch.cat([keep[(lam, name)] for name in groups]) for lam in (0.0, 1.0)}
+    truth = round_trip(world.views(world.cfg.eval_seeds * len(render.POSES), 9)["images"], world.latent_map)[:len(base)]
+    res["quality"] = {"ground_truth_renders": quality(world, truth), "base_alone": quality(world, base),
+                      **{f"lambda_{lam}": quality(world, every[lam]) for lam in (0.0, 1.0)}}
+    res["base_alone_vs_lambda_0_max_abs_diff"] = float((base - every[0.0]).abs().max())
+
+
 def run_all(world, adapter, tag: str, lambdas=None) -> None:
     """Identity / pose accuracy per lambda_body (adapter identities and held-out ones apart), the image-referenced mode,
     FID / IS with the branch off and on; figures into ``world.figures[tag]``. World v2: ``run_all_v2``."""
@@ -147,11 +157,7 @@ def run_all(world, adapter, tag: str, lambdas=None) -> None:
         res["image_referenced"][name] = judge(world, generate(world, sampler, rows, body, 1.0), rows)
     log.info("%s image-referenced (one view): %s", tag, res["image_referenced"])
     if with_quality:
-        every = {lam: torch.cat([keep[(lam, name)] for name in groups]) for lam in (0.0, 1.0)}
-        truth = round_trip(world.views(cfg.eval_seeds * len(render.POSES), 9)["images"], world.latent_map)[:len(base)]
-        res["quality"] = {"ground_truth_renders": quality(world, truth), "base_alone": quality(world, base),
-                          **{f"lambda_{lam}": quality(world, every[lam]) for lam in (0.0, 1.0)}}
-        res["base_alone_vs_lambda_0_max_abs_diff"] = float((base - every[0.0]).abs().max())
+        quality_of_sweep(world, res, keep, groups, base)
         world.samples = {lam: keep[(lam, "adapter_ids")] for lam in (0.0, 1.0)}
     world.figures[tag] = res
     world.save_figures()
@@ -392,11 +398,7 @@ def run_all_v2(world, adapter, tag: str, lambdas=None) -> None:
         res["image_referenced"][name] = judge_scenes(world, generate_scenes(world, sampler, ids, body, 1.0), ids)
     log.info("%s image-referenced (one view): %s", tag, res["image_referenced"])
     if with_quality:
-        every = {lam: torch.cat([keep[(lam, name)] for name in groups]) for lam in (0.0, 1.0)}
-        truth = round_trip(world.views(cfg.eval_seeds * len(render.POSES), 9)["images"], world.latent_map)[:len(base)]
-        res["quality"] = {"ground_truth_renders": quality(world, truth), "base_alone": quality(world, base),
-                          **{f"lambda_{lam}": quality(world, every[lam]) for lam in (0.0, 1.0)}}
-        res["base_alone_vs_lambda_0_max_abs_diff"] = float((base - every[0.0]).abs().max())
+        quality_of_sweep(world, res, keep, groups, base)
         world.samples = {lam: keep[(lam, "held_out_ids")] for lam in (0.0, 1.0) if (lam, "held_out_ids") in keep}
     world.figures[tag] = res
     world.save_figures()
