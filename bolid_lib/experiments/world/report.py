@@ -88,9 +88,10 @@ def rows(fig: dict) -> list[tuple[str, str]]:
 def markdown(folders: list[str | Path]) -> str:
     figs = [json.loads((Path(f) if str(f).endswith(".json") else Path(f) / "figures.json").read_text()) for f in folders]
     table = [rows(f) for f in figs]
-    labels = [label for label, _ in table[0]]
+    labels = list(dict.fromkeys(label for t in table for label, _ in t))    # every run's rows, first seen first
+    table = [dict(t) for t in table]
     head = "| | " + " | ".join(f"seed {f['config']['seed']}" for f in figs) + " |"
     lines = [head, "|---" * (len(figs) + 1) + "|"]
-    for i, label in enumerate(labels):
-        lines.append(f"| {label} | " + " | ".join(t[i][1] if i < len(t) and t[i][0] == label else "-" for t in table) + " |")
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(t.get(label, "-") for t in table) + " |")
     return "\n".join(lines)
