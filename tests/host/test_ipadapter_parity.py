@@ -29,7 +29,6 @@ import torch
 import hostlib
 
 from test_apply_node import WIDTHS, _sample, _site_patches  # noqa: F401
-from test_apply_node import pack  # noqa: F401  (fixture)
 from tools.make_test_models import save_ip_adapter
 
 pytestmark = [pytest.mark.host, pytest.mark.usefixtures("one_thread")]

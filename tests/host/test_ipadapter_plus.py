@@ -13,7 +13,7 @@ import torch
 
 
 from test_apply_node import WIDTHS, _apply, _ref, _sample, _site_patches  # noqa: F401  (fixtures below come from there too)
-from test_apply_node import files, ipa, pack  # noqa: F401
+from test_apply_node import files, ipa  # noqa: F401  (pack comes from conftest)
 from tools.make_test_models import save_ip_adapter
 
 pytestmark = [pytest.mark.host, pytest.mark.usefixtures("one_thread")]
