@@ -21,7 +21,6 @@ import csv
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ import torch
 from ..method.adapter import AdapterConfig, BoLIDAdapter
 from ..method.adapter_files import load_adapter, save_adapter
 from ..errors import BoLIDError
-from ..files import read_format, read_safetensors, save_safetensors_atomic
 from . import dataset as D
 from . import loop
 from . import losses as L
@@ -42,9 +40,8 @@ log = logging.getLogger("bolid")
 
 BRANCHES = ("body", "ref", "both")
 PREVIEWS = ("x0", "shortcut")
-OPT_FORMAT = "bolid.optimizer"
-OPT_VERSION = 2                      # 2: loop's optim.<id>.<name> keys; 1: state.<id>.<name> (still read)
-CHECKPOINTS = loop.CheckpointLayout("", 7, marker="state.json")
+WEIGHTS_FILE = "adapter.safetensors"     # in each checkpoint folder (loop.CHECKPOINTS)
+CHECKPOINTS = loop.CHECKPOINTS
 
 
 @dataclass(frozen=True)
@@ -426,31 +423,22 @@ def clip_text_loss(ctx: StepContext, preview: torch.Tensor, captions: list[str])
 
 def save_checkpoint(folder: Path, step: int, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer,
                     cfg: AdapterTrainConfig, extra: dict | None = None) -> Path:
-    """adapter.safetensors (BoLID format), optimizer.safetensors (state tensors; param groups in metadata),
-    state.json (step, config)."""
-    # Written whole under a temporary name, then renamed: a step folder that exists is never rewritten in place.
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)                                   # left by a crash: never counted, never resumed
-    tmp.mkdir(parents=True)
-    save_adapter(adapter, tmp / "adapter.safetensors")
-    tensors, info = loop.flatten_optimizer(optimizer)
-    save_safetensors_atomic(tensors, tmp / "optimizer.safetensors", fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
-    loop.write_json_atomic(tmp / "state.json", {"step": step, "config": cfg.to_dict(), **(extra or {})})
-    return loop.replace_folder_atomic(tmp, folder, CHECKPOINTS.marker)
+    """The shared layout (``loop.save_checkpoint``): adapter.safetensors (BoLID format, loadable by ComfyUI as it
+    is), optimizer.safetensors, state.json (step, config)."""
+    return loop.save_checkpoint(folder, step, lambda tmp: save_adapter(adapter, tmp / WEIGHTS_FILE), optimizer,
+                                {"config": cfg.to_dict(), **(extra or {})})
 
 
 def load_checkpoint(folder: Path, adapter: BoLIDAdapter, optimizer: torch.optim.Optimizer) -> dict:
     """Restore adapter weights and optimizer state from ``folder``; returns state.json."""
-    saved = load_adapter(folder / "adapter.safetensors")
+    saved = load_adapter(folder / WEIGHTS_FILE)
     if saved.config != adapter.config:
         raise BoLIDError(f"checkpoint {folder} holds an adapter of another shape ({saved.config}); this run builds {adapter.config}: "
                          "resume with the settings the checkpoint was made with")
     loop.load_weights(adapter, saved.state_dict(), f"checkpoint {folder}")
-    tensors, meta = read_safetensors(folder / "optimizer.safetensors")
-    _, info = read_format(meta, folder / "optimizer.safetensors", fmt=OPT_FORMAT, max_version=OPT_VERSION)
-    loop.restore_optimizer(optimizer, loop.unflatten_optimizer(tensors, info))
-    return json.loads((folder / "state.json").read_text())
+    opt_state, state = loop.read_checkpoint_state(folder)
+    loop.restore_optimizer(optimizer, opt_state)
+    return state
 
 
 def find_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
@@ -536,7 +524,7 @@ def _train(cfg: AdapterTrainConfig, accelerator, progress, models) -> dict:
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        loop.guard_run_folder(out / "checkpoints", CHECKPOINTS, cfg.resume, find_checkpoint(out, cfg.resume),
+        loop.guard_run_folder(out / "checkpoints", cfg.resume, find_checkpoint(out, cfg.resume),
                               overwrite=cfg.overwrite, outputs=(out / f"{cfg.name}.safetensors", out / "log.csv"))
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)

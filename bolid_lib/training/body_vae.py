@@ -46,14 +46,16 @@ from .losses import contrast_loss, view_contrast_loss  # noqa: F401 (re-exported
 from ..data.views import CACHE_FORMAT, ViewSet, folder_viewset, make_viewset, synthetic_viewset, to_uint8  # noqa: F401 (re-exported: the view sets' old home)
 from ..method.body_id import DEFAULT_RECIPE, SIGMA_MODES, BodyIDRecipe
 from ..method.body_vae import BodyVAE, BodyVAEConfig
-from ..method.body_vae_files import save_body_vae
+from ..method.body_vae_files import load_body_vae, save_body_vae
 from ..errors import BoLIDError
 
 log = logging.getLogger("bolid")
 
-CHECKPOINT_FORMAT = "bolid.body_vae_checkpoint"
-CHECKPOINT_VERSION = 2               # 2: loop's optim.<id>.<name> scalars; 1: bare <id>.<name> (still read)
-CHECKPOINTS = loop.CheckpointLayout(".safetensors", 8, sidecars=(".json",))
+WEIGHTS_FILE = "body_vae.safetensors"    # in each checkpoint folder (loop.CHECKPOINTS)
+CHECKPOINTS = loop.CHECKPOINTS
+# The old layout (one file per checkpoint, step_NNNNNNNN.safetensors): still read when named as the resume.
+LEGACY_CHECKPOINT_FORMAT = "bolid.body_vae_checkpoint"
+LEGACY_CHECKPOINT_VERSION = 2        # 2: loop's optim.<id>.<name> scalars; 1: bare <id>.<name>
 
 
 @dataclass(frozen=True)
@@ -218,25 +220,31 @@ def compute_loss(model, batch: dict, vae_cfg: BodyVAEConfig, n_persons: int, noi
     return loss, parts
 
 
-def save_checkpoint(path: str | os.PathLike, model: BodyVAE, opt: torch.optim.Optimizer, step: int, train_cfg: TrainConfig) -> Path:
-    """Weights + optimiser state as safetensors; step and settings in its metadata (and a .json beside it)."""
-    opt_tensors, opt_info = loop.flatten_optimizer(opt)
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
-    train = loop.config_to_dict(train_cfg)
-    info = {"step": step, "train": train, "optimizer": opt_info}
-    path = files.save_safetensors_atomic(tensors, path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
-                                         config=model.config.to_dict(), metadata={"bolid.train_state": json.dumps(info)})
-    loop.write_json_atomic(path.with_suffix(".json"), {"step": step, "train": train}, indent=2)
-    return path
+def save_checkpoint(folder: str | os.PathLike, model: BodyVAE, opt: torch.optim.Optimizer, step: int,
+                    train_cfg: TrainConfig) -> Path:
+    """The shared layout (``loop.save_checkpoint``): body_vae.safetensors (the VAE file with its recipe, loadable
+    by ComfyUI's BoLID Body-ID VAE Loader as it is), optimizer.safetensors, state.json (step, train settings)."""
+    return loop.save_checkpoint(folder, step, lambda tmp: save_body_vae(model, tmp / WEIGHTS_FILE), opt,
+                                {"train": loop.config_to_dict(train_cfg)})
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[BodyVAE, dict, dict]:
-    """(model, optimizer state dict, info with 'step') from a checkpoint file or the newest in a folder."""
-    path = CHECKPOINTS.resolve(path, None)
+    """(model, optimizer state dict, state.json with 'step') from a checkpoint folder, the newest in a folder of
+    them, or a single-file checkpoint of the old layout (``step_NNNNNNNN.safetensors``, before issue 27)."""
+    p = Path(path)
+    if p.is_file():
+        return _load_legacy_checkpoint(p)
+    folder = CHECKPOINTS.resolve(p, None)
+    model = load_body_vae(folder / WEIGHTS_FILE)
+    opt_state, state = loop.read_checkpoint_state(folder)
+    return model, opt_state, state
+
+
+def _load_legacy_checkpoint(path: Path) -> tuple[BodyVAE, dict, dict]:
     tensors, meta = files.read_safetensors(path)
-    if meta.get(files.FORMAT_KEY) != CHECKPOINT_FORMAT:
+    if meta.get(files.FORMAT_KEY) != LEGACY_CHECKPOINT_FORMAT:
         raise BoLIDError(f"{path.name} is not a Body-ID VAE training checkpoint: it looks like {files.describe_safetensors(path)}")
-    _, config = files.read_format(meta, path, fmt=CHECKPOINT_FORMAT, max_version=CHECKPOINT_VERSION)
+    _, config = files.read_format(meta, path, fmt=LEGACY_CHECKPOINT_FORMAT, max_version=LEGACY_CHECKPOINT_VERSION)
     model = BodyVAE(BodyVAEConfig.from_dict(config))
     loop.load_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path.name)
     info = json.loads(meta["bolid.train_state"])
@@ -260,7 +268,8 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
                    time_limit_s: float | None = None, overwrite: bool = False) -> tuple[BodyVAE, list[dict]]:
     """Train (or continue training) a Body-ID VAE on ``data``; returns the model and per-step loss parts.
 
-    resume: a checkpoint file or folder ("latest": the newest in checkpoint_dir, if any); training continues at its
+    resume: a checkpoint (a step_* folder, or an old single file), or a folder of them ("latest": the newest in
+    checkpoint_dir, if any); training continues at its
     step with its optimiser state.
     accelerator: an accelerate.Accelerator (DDP on several processes); None runs on ``device``.
     time_limit_s: stop (and checkpoint) after the step that crosses this wall time.
@@ -268,7 +277,7 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
     ``overwrite`` (loop.guard_run_folder).
     """
     if checkpoint_dir is not None and (accelerator is None or accelerator.is_main_process):
-        loop.guard_run_folder(checkpoint_dir, CHECKPOINTS, resume, CHECKPOINTS.resolve(resume, checkpoint_dir),
+        loop.guard_run_folder(checkpoint_dir, resume, _resume_path(resume, checkpoint_dir),
                               overwrite=overwrite)
     if data.size != vae_cfg.input_size:
         raise BoLIDError(f"the prepared views are {data.size} px but the VAE's input_size is {vae_cfg.input_size}: prepare them at that size")
@@ -305,11 +314,18 @@ def train_body_vae(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, data: ViewSet
     return _unwrap(model, accelerator).eval(), history
 
 
+def _resume_path(resume, checkpoint_dir) -> Path | None:
+    """The checkpoint ``resume`` names: an old single-file one as it is, else ``CHECKPOINTS.resolve``."""
+    if resume and str(resume) != "latest" and Path(resume).is_file():
+        return Path(resume)
+    return CHECKPOINTS.resolve(resume, checkpoint_dir)
+
+
 def _resume(vae_cfg: BodyVAEConfig, train_cfg: TrainConfig, model: BodyVAE | None, resume, checkpoint_dir
             ) -> tuple[BodyVAE, dict | None, int]:
     """(model, optimizer state or None, first step): the checkpoint's that ``resume`` names, else ``model`` or a
     fresh seeded one at step 0."""
-    path = CHECKPOINTS.resolve(resume, checkpoint_dir)
+    path = _resume_path(resume, checkpoint_dir)
     if path is not None:
         model, opt_state, info = load_checkpoint(path)
         if model.config != vae_cfg:
@@ -375,7 +391,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", help="cache folder for prepared views (default DIR/.bolid_cache)")
     parser.add_argument("--views-per-person", type=int, default=64, help="with --synthetic: views rendered per identity")
     parser.add_argument("--out", required=True, help="output folder: checkpoints and the final body_vae.safetensors")
-    parser.add_argument("--resume", help="checkpoint file or folder to continue from ('latest': the newest in OUT/checkpoints)")
+    parser.add_argument("--resume", help="checkpoint (a step_* folder) or folder of them to continue from ('latest': the newest in OUT/checkpoints)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an OUT that holds another run, deleting its checkpoints and body_vae.safetensors")
     parser.add_argument("--input-size", type=int, default=BodyVAEConfig.input_size)

@@ -7,8 +7,10 @@
 - Optimizer state: flat safetensors tensors + JSON scalars under one key scheme, ``optim.<param id>.<name>``
   (version 2 of both checkpoint formats). Version 1 files used ``state.`` (adapter) or bare ``<id>.<name>``
   scalars (Body-ID VAE); they still load.
-- Checkpoints: ``CheckpointLayout`` names them ``step_<N>`` (a file or a folder), finds the newest, resolves
-  ``resume``.
+- Checkpoints: one layout for both trainers (``CHECKPOINTS``): a folder ``step_<N>/`` holding the weights (the
+  trainer's own file, loadable as it is), ``optimizer.safetensors`` and ``state.json`` (written last: the folder
+  counts once it exists). ``save_checkpoint`` writes one whole under a temporary name, then renames it;
+  ``CheckpointLayout`` finds the newest, prunes, resolves ``resume``.
 - Weights: ``load_weights`` checks keys and shapes before loading and names what does not match.
 """
 
@@ -30,7 +32,7 @@ import torch
 
 from ..errors import BoLIDError
 from .. import settings
-from ..files import weights_mismatch
+from ..files import read_format, read_safetensors, save_safetensors_atomic, weights_mismatch
 
 OPT_PREFIX = "optim."
 LEGACY_OPT_PREFIXES = ("state.",)          # version 1 of the adapter's optimizer.safetensors
@@ -208,27 +210,31 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source
 
 # --- checkpoints ----------------------------------------------------------------------------------
 
+OPT_FORMAT = "bolid.optimizer"
+OPT_VERSION = 2                      # 2: optim.<id>.<name> keys; 1: state.<id>.<name> (still read)
+OPT_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
 @dataclass(frozen=True)
 class CheckpointLayout:
-    """Checkpoints ``step_<N zero-padded to digits><suffix>``: one file (suffix ".safetensors") or a folder (suffix
-    "") that counts once its ``marker`` file, written last, exists."""
+    """Checkpoints are folders ``step_<N zero-padded to digits>`` that count once their ``marker`` file, written
+    last, exists (any padding is read)."""
 
-    suffix: str
-    digits: int
-    marker: str | None = None
-    sidecars: tuple[str, ...] = ()     # suffixes of files written beside a file checkpoint (deleted with it)
+    digits: int = 7
+    marker: str = STATE_FILE
 
     def path(self, folder: str | os.PathLike, step: int) -> Path:
-        return Path(folder) / f"step_{step:0{self.digits}d}{self.suffix}"
+        return Path(folder) / f"step_{step:0{self.digits}d}"
 
     def is_checkpoint(self, p: Path) -> bool:
-        return (p / self.marker).is_file() if self.marker else p.is_file()
+        return (Path(p) / self.marker).is_file()
 
     def all(self, folder: str | os.PathLike) -> list[Path]:
         """The complete checkpoints in ``folder``, oldest step first."""
         found = []
-        for p in Path(folder).glob(f"step_*{self.suffix}"):
-            m = re.fullmatch(rf"step_(\d+){re.escape(self.suffix)}", p.name)
+        for p in Path(folder).glob("step_*"):
+            m = re.fullmatch(r"step_(\d+)", p.name)
             if m and self.is_checkpoint(p):
                 found.append((int(m.group(1)), p))
         return [p for _, p in sorted(found)]
@@ -237,21 +243,20 @@ class CheckpointLayout:
         found = self.all(folder)
         return found[-1] if found else None
 
+    def remove(self, p: Path) -> None:
+        """Delete checkpoint ``p``: its marker first, so one whose deletion is stopped half-way never counts as
+        complete again."""
+        (p / self.marker).unlink(missing_ok=True)
+        shutil.rmtree(p)
+
     def prune(self, folder: str | os.PathLike, keep: int) -> list[Path]:
         """Delete all but the newest ``keep`` complete checkpoints in ``folder`` (``keep`` <= 0: delete none);
-        returns what was deleted. A folder checkpoint loses its marker first, so one whose deletion is stopped
-        half-way never counts as complete again."""
+        returns what was deleted."""
         if keep <= 0:
             return []
         old = self.all(folder)[:-keep]
         for p in old:
-            if self.marker:
-                (p / self.marker).unlink()
-                shutil.rmtree(p)
-            else:
-                for suffix in self.sidecars:
-                    p.with_suffix(suffix).unlink(missing_ok=True)
-                p.unlink()
+            self.remove(p)
         return old
 
     def resolve(self, resume: str | os.PathLike | None, folder: str | os.PathLike | None) -> Path | None:
@@ -266,9 +271,38 @@ class CheckpointLayout:
             return p
         found = self.latest(p) if p.is_dir() else None
         if found is None:
-            what = f"step_*{self.suffix}" + (f" with {self.marker}" if self.marker else "")
-            raise BoLIDError(f"resume: no checkpoint ({what}) at {p}: point it at a checkpoint or a folder of them")
+            raise BoLIDError(f"resume: no checkpoint (a step_* folder with {self.marker}) at {p}: point it at a "
+                             "checkpoint or a folder of them")
         return found
+
+
+CHECKPOINTS = CheckpointLayout()
+
+
+def save_checkpoint(folder: str | os.PathLike, step: int, write_weights, optimizer: torch.optim.Optimizer,
+                    state: dict) -> Path:
+    """Write checkpoint ``folder`` (``CHECKPOINTS.path(...)``): ``write_weights(tmp_folder)`` writes the trainer's
+    weights file into it, then ``optimizer.safetensors`` and ``state.json`` ({"step": step, **state}, last). It is
+    written whole under ``<name>.partial`` and then renamed, so a step folder that exists is never rewritten in
+    place and a crash leaves either the old complete checkpoint or none that counts."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)                                   # left by a crash: never counted, never resumed
+    tmp.mkdir(parents=True)
+    write_weights(tmp)
+    tensors, info = flatten_optimizer(optimizer)
+    save_safetensors_atomic(tensors, tmp / OPT_FILE, fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
+    write_json_atomic(tmp / CHECKPOINTS.marker, {"step": step, **state})
+    return replace_folder_atomic(tmp, folder, CHECKPOINTS.marker)
+
+
+def read_checkpoint_state(folder: str | os.PathLike) -> tuple[dict, dict]:
+    """(optimizer state dict, state.json) of checkpoint ``folder``; restore the former with ``restore_optimizer``."""
+    folder = Path(folder)
+    tensors, meta = read_safetensors(folder / OPT_FILE)
+    _, info = read_format(meta, folder / OPT_FILE, fmt=OPT_FORMAT, max_version=OPT_VERSION)
+    return unflatten_optimizer(tensors, info), json.loads((folder / CHECKPOINTS.marker).read_text())
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict, indent: int = 1) -> Path:
@@ -280,7 +314,7 @@ def write_json_atomic(path: str | os.PathLike, data: dict, indent: int = 1) -> P
     return path
 
 
-def guard_run_folder(folder: str | os.PathLike, layout: CheckpointLayout, resume, resumed_from: Path | None, *,
+def guard_run_folder(folder: str | os.PathLike, resume, resumed_from: Path | None, *,
                      overwrite: bool = False, outputs: tuple[str | os.PathLike, ...] = ()) -> None:
     """Refuse to start a run in a folder that holds another run's checkpoints or outputs (issue 27).
 
@@ -294,18 +328,18 @@ def guard_run_folder(folder: str | os.PathLike, layout: CheckpointLayout, resume
         return
     if resumed_from is not None and Path(resumed_from).resolve().parent == folder.resolve():
         return
-    others = [*(layout.all(folder) if folder.is_dir() else []), *(Path(o) for o in outputs if Path(o).exists())]
+    others = [*(CHECKPOINTS.all(folder) if folder.is_dir() else []),
+              *(sorted(folder.glob("step_*.safetensors")) if folder.is_dir() else []),   # the VAE's old single-file layout
+              *(Path(o) for o in outputs if Path(o).exists())]
     if not others:
         return
     if overwrite:
         for p in others:
-            if p.is_dir():
-                if layout.marker:
-                    (p / layout.marker).unlink(missing_ok=True)
+            if CHECKPOINTS.is_checkpoint(p):
+                CHECKPOINTS.remove(p)
+            elif p.is_dir():
                 shutil.rmtree(p)
             else:
-                for suffix in layout.sidecars if p.parent == folder else ():
-                    p.with_suffix(suffix).unlink(missing_ok=True)
                 p.unlink()
         return
     names = ", ".join(p.name for p in others[:4]) + (" ..." if len(others) > 4 else "")

@@ -53,12 +53,16 @@ def test_loss_goes_down(data):
 def test_resume_continues_exactly(data, tmp_path):
     cfg = TrainConfig(steps=6, batch_persons=3, warmup=2, checkpoint_every=3, log_every=100)
     straight, _ = train_body_vae(TINY, cfg, data, checkpoint_dir=tmp_path / "a")
-    assert sorted(p.name for p in (tmp_path / "a").glob("*.safetensors")) == ["step_00000003.safetensors", "step_00000006.safetensors"]
-    assert (tmp_path / "a" / "step_00000003.json").is_file()
-    # only the newest keep_checkpoints stay (with their .json); resuming from what is left still works
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["step_0000003", "step_0000006"]
+    assert sorted(p.name for p in (tmp_path / "a" / "step_0000003").iterdir()) == [
+        "body_vae.safetensors", "optimizer.safetensors", "state.json"]
+    # a checkpoint's weights are a Body-ID VAE file the nodes load as it is
+    final = load_body_vae(tmp_path / "a" / "step_0000006" / "body_vae.safetensors")
+    assert all(torch.equal(final.state_dict()[k], v) for k, v in straight.state_dict().items())
+    # only the newest keep_checkpoints stay; resuming from what is left still works
     train_body_vae(TINY, dataclasses.replace(cfg, keep_checkpoints=1), data, checkpoint_dir=tmp_path / "k")
-    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["step_00000006.json", "step_00000006.safetensors"]
-    resumed, hist = train_body_vae(TINY, cfg, data, resume=tmp_path / "a" / "step_00000003.safetensors")
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["step_0000006"]
+    resumed, hist = train_body_vae(TINY, cfg, data, resume=tmp_path / "a" / "step_0000003")
     assert [h["step"] for h in hist] == [3, 4, 5]
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -126,7 +130,7 @@ def test_command_line_trains_and_writes_a_loadable_vae(tmp_path):
     assert rc == 0
     vae = load_body_vae(tmp_path / "body_vae.safetensors")
     assert vae.config.latent_dim == 8 and vae.config.widths == (8, 16)
-    assert (tmp_path / "checkpoints" / "step_00000002.safetensors").is_file()
+    assert (tmp_path / "checkpoints" / "step_0000002" / "body_vae.safetensors").is_file()
 
 
 def test_accelerate_path_trains(data):

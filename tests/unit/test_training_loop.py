@@ -14,7 +14,7 @@ from bolid_lib.errors import BoLIDError
 from bolid_lib.method.body_vae import BodyVAEConfig
 from bolid_lib.training import loop
 from bolid_lib.training.adapter import AdapterTrainConfig
-from bolid_lib.training.body_vae import CHECKPOINT_FORMAT, TrainConfig, synthetic_viewset, train_body_vae
+from bolid_lib.training.body_vae import LEGACY_CHECKPOINT_FORMAT, TrainConfig, synthetic_viewset, train_body_vae
 
 TINY = BodyVAEConfig(input_size=32, latent_dim=16, widths=(8, 16), feature_dim=32, pool_size=2, groups=4)
 
@@ -135,28 +135,63 @@ def test_version_1_optimizer_keys_still_read():
         loop.unflatten_optimizer(tensors, {**info, "scalars": {"optim.x.step": 1}})
 
 
-def test_body_vae_resume_from_a_version_1_checkpoint_equals_an_uninterrupted_run(tmp_path):
-    """A checkpoint written before the shared key scheme (version 1: bare scalar keys) resumes, and the resumed run
-    ends on the uninterrupted run's weights bit for bit."""
+def test_body_vae_resume_from_an_old_single_file_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    """A checkpoint of the VAE trainer's old layout (one file step_NNNNNNNN.safetensors, before issue 27), of
+    version 1 (before the shared key scheme: bare scalar keys), resumes, and the resumed run ends on the
+    uninterrupted run's weights bit for bit."""
     data = synthetic_viewset(3, 4, TINY, seed=0, render_size=48)
     cfg = TrainConfig(steps=4, batch_persons=2, warmup=1, checkpoint_every=2, log_every=100)
     straight, _ = train_body_vae(TINY, cfg, data, checkpoint_dir=tmp_path / "a")
-    ckpt = tmp_path / "a" / "step_00000002.safetensors"
-    tensors, meta = files.read_safetensors(ckpt)
-    assert meta[files.VERSION_KEY] == "2"
-    state = json.loads(meta["bolid.train_state"])
-    state["optimizer"]["scalars"] = {k[len("optim."):]: v for k, v in state["optimizer"]["scalars"].items()}
-    old = files.save_safetensors_atomic(tensors, tmp_path / "old" / "step_00000002.safetensors", fmt=CHECKPOINT_FORMAT,
-                                        version=1, config=json.loads(meta[files.CONFIG_KEY]),
-                                        metadata={"bolid.train_state": json.dumps(state)})
+    # Write step 2 as the old trainer did: model.<key> weights and the optimizer's tensors in one file, the step,
+    # settings and optimizer scalars in its metadata.
+    folder = tmp_path / "a" / "step_0000002"
+    weights, _ = files.read_safetensors(folder / "body_vae.safetensors")
+    opt_tensors, opt_meta = files.read_safetensors(folder / "optimizer.safetensors")
+    opt_info = json.loads(opt_meta[files.CONFIG_KEY])
+    opt_info["scalars"] = {k[len("optim."):]: v for k, v in opt_info["scalars"].items()}
+    state = json.loads((folder / "state.json").read_text())
+    old = files.save_safetensors_atomic(
+        {**{f"model.{k}": v for k, v in weights.items()}, **opt_tensors}, tmp_path / "old" / "step_00000002.safetensors",
+        fmt=LEGACY_CHECKPOINT_FORMAT, version=1, config=TINY.to_dict(),
+        metadata={"bolid.train_state": json.dumps({"step": 2, "train": state["train"], "optimizer": opt_info})})
     resumed, hist = train_body_vae(TINY, cfg, data, resume=old)
     assert [h["step"] for h in hist] == [2, 3]
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # A folder still holding the old layout's files is another run: a fresh run there is refused.
+    with pytest.raises(BoLIDError, match="holds another training run"):
+        train_body_vae(TINY, cfg, data, checkpoint_dir=tmp_path / "old")
+
+
+def test_both_trainers_write_one_checkpoint_layout(tmp_path):
+    """The adapter and the Body-ID VAE trainers share loop.CHECKPOINTS and loop.save_checkpoint: the same step_N
+    folder, the same optimizer file and state.json; only the weights file differs (each the file ComfyUI loads)."""
+    from bolid_lib.training import adapter as A, body_vae as V
+
+    assert A.CHECKPOINTS is V.CHECKPOINTS is loop.CHECKPOINTS
+    data = synthetic_viewset(3, 4, TINY, seed=0, render_size=48)
+    train_body_vae(TINY, TrainConfig(steps=2, batch_persons=2, warmup=1, checkpoint_every=2, log_every=100), data,
+                   checkpoint_dir=tmp_path / "vae")
+    vae_ckpt = loop.CHECKPOINTS.latest(tmp_path / "vae")
+    model = torch.nn.Linear(2, 2)
+    opt = loop.adamw(model.parameters(), lr=1e-3)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    other = loop.save_checkpoint(loop.CHECKPOINTS.path(tmp_path / "other", 2), 2,
+                                 lambda tmp: (tmp / "weights.safetensors").write_bytes(b"w"), opt, {"train": {}})
+    assert vae_ckpt.name == other.name == "step_0000002"
+    names = lambda p: sorted(q.name for q in p.iterdir() if q.name != V.WEIGHTS_FILE and q.name != "weights.safetensors")
+    assert names(vae_ckpt) == names(other) == ["optimizer.safetensors", "state.json"]
+    assert json.loads((vae_ckpt / "state.json").read_text())["step"] == 2
+    restored = loop.adamw(model.parameters(), lr=1e-3)
+    opt_state, state = loop.read_checkpoint_state(other)
+    loop.restore_optimizer(restored, opt_state)
+    assert state == {"step": 2, "train": {}}
+    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
 def test_checkpoint_layout_finds_the_newest_complete_one(tmp_path):
-    folders = loop.CheckpointLayout("", 7, marker="state.json")
+    folders = loop.CHECKPOINTS
     for step in (9, 10, 30):
         folders.path(tmp_path, step).mkdir()
         if step != 30:                                                          # 30: interrupted before state.json
@@ -172,14 +207,10 @@ def test_checkpoint_layout_finds_the_newest_complete_one(tmp_path):
     assert folders.resolve("latest", tmp_path / "nothing_yet") is None         # a fresh run
     with pytest.raises(BoLIDError, match="no checkpoint"):
         folders.resolve(tmp_path / "step_0000030", None)
-    single = loop.CheckpointLayout(".safetensors", 8)
-    assert single.path(tmp_path, 3).name == "step_00000003.safetensors"
-    with pytest.raises(BoLIDError, match="no checkpoint"):
-        single.resolve(tmp_path, None)
 
 
-def test_prune_keeps_the_newest_complete_checkpoints_and_their_sidecars(tmp_path):
-    folders = loop.CheckpointLayout("", 7, marker="state.json")
+def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
+    folders = loop.CHECKPOINTS
     for step in (1, 2, 3, 4):
         folders.path(tmp_path / "f", step).mkdir(parents=True)
         (folders.path(tmp_path / "f", step) / "state.json").write_text("{}")
@@ -189,13 +220,6 @@ def test_prune_keeps_the_newest_complete_checkpoints_and_their_sidecars(tmp_path
     assert [p.name for p in gone] == ["step_0000001", "step_0000002"]
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["step_0000003", "step_0000004", "step_0000005"]
     assert folders.prune(tmp_path / "f", 0) == [] and len(folders.all(tmp_path / "f")) == 2   # 0: keep all
-    files_ = loop.CheckpointLayout(".safetensors", 8, sidecars=(".json",))
-    (tmp_path / "s").mkdir()
-    for step in (1, 2, 3):
-        files_.path(tmp_path / "s", step).write_bytes(b"x")
-        files_.path(tmp_path / "s", step).with_suffix(".json").write_text("{}")
-    files_.prune(tmp_path / "s", 1)
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["step_00000003.json", "step_00000003.safetensors"]
 
 
 def test_load_weights_names_what_does_not_fit():

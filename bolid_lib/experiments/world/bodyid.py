@@ -30,9 +30,9 @@ def train_vae(views: dict, cfg, folder: Path) -> tuple[BodyVAE, dict]:
     tcfg = TrainConfig(steps=cfg.vae_steps, batch_persons=min(16, int(person.max()) + 1), lr=2e-3,
                        warmup=min(50, cfg.vae_steps // 10 + 1), seed=cfg.seed, log_every=100,
                        checkpoint_every=cfg.checkpoint_every)
-    ckpts = sorted((folder / "vae_checkpoints").glob("step_*.safetensors"))
+    # "latest": this folder is the world's own; a stopped run continues from its newest checkpoint.
     model, history = train_body_vae(vcfg, tcfg, data, checkpoint_dir=folder / "vae_checkpoints",
-                                    resume=ckpts[-1] if ckpts else None, time_limit_s=cfg.vae_seconds, device=cfg.device)
+                                    resume="latest", time_limit_s=cfg.vae_seconds, device=cfg.device)
     save_body_vae(model, final)
     return model.eval(), {"vae_steps": len(history), "vae_final_loss": history[-1]["loss"] if history else None}
 
