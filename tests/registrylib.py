@@ -246,15 +246,18 @@ _PROCESS_CALLS = {"asyncio.create_subprocess_exec", "asyncio.create_subprocess_s
                   "concurrent.futures.ProcessPoolExecutor"}
 
 
-def _dotted(node: ast.AST) -> str:
+def dotted(node: ast.AST, tail_ok: bool = False) -> str:
+    """The dotted name of ``a.b.c``; for a chain on anything but a name (``f().b.c``) "" or, with ``tail_ok``,
+    the attributes after it ("b.c")."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
     if isinstance(node, ast.Name):
         parts.append(node.id)
-        return ".".join(reversed(parts))
-    return ""
+    elif not tail_ok:
+        return ""
+    return ".".join(reversed(parts))
 
 
 def scan_python(path: str, text: str) -> list[Finding]:
@@ -300,7 +303,7 @@ def scan_python(path: str, text: str) -> list[Finding]:
                     add(node, rule, f"from {node.module} import {a.name}")
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
-            name = _dotted(node)
+            name = dotted(node)
             head, _, rest = name.partition(".")
             full = f"{aliases.get(head, head)}.{rest}" if rest else aliases.get(head, head)
             if full.startswith("os."):
@@ -319,7 +322,7 @@ def scan_python(path: str, text: str) -> list[Finding]:
             if isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC_BUILTINS and node.func.id not in aliases:
                 add(node, DYNAMIC_CODE, f"{node.func.id}(...)")
             # Unpickling runs whatever the file names: only torch's weights_only reader passes.
-            callee = _dotted(node.func)
+            callee = dotted(node.func)
             head, _, rest = callee.partition(".")
             callee = f"{aliases.get(head, head)}.{rest}" if rest else aliases.get(head, head)
             if callee in ("pickle.load", "pickle.Unpickler", "dill.load", "dill.loads", "joblib.load"):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from registrylib import dotted
+
 ROOT = Path(__file__).resolve().parents[2]
 PY_FILES = sorted(p for d in ("nodes", "bolid_lib", "tests") for p in (ROOT / d).rglob("*.py")) + [ROOT / "__init__.py"]
 STANDIN = ROOT / "tests" / "standin"      # the stand-in ComfyUI API that contract tests import: it defines, not calls
@@ -27,13 +29,7 @@ def _calls(path: Path):
 
 
 def _name(func: ast.AST) -> str:
-    parts = []
-    while isinstance(func, ast.Attribute):
-        parts.append(func.attr)
-        func = func.value
-    if isinstance(func, ast.Name):
-        parts.append(func.id)
-    return ".".join(reversed(parts))
+    return dotted(func, tail_ok=True)
 
 
 def _schema_calls():

@@ -641,3 +641,23 @@ def test_world_v2_evaluation_runs_end_to_end_on_an_untrained_world(tmp_path):
     w.save_figures()
     table = markdown([tmp_path])
     assert "λ_body 1, zero-shot people: swap test [95% CI]" in table and "prompt control, pose / top / bottom" in table
+
+
+def test_the_worlds_body_id_vae_continues_from_its_newest_checkpoint(tmp_path):
+    """A world stopped while training its Body-ID VAE (checkpoints written, no final file) continues from the
+    newest checkpoint of the trainers' one layout (issue 27), not from step 0."""
+    from bolid_lib.experiments.world import bodyid
+    from bolid_lib.experiments.world_proof import WorldConfig
+    from bolid_lib.training import loop
+
+    views = render.views(render.pick_identities(3, seed=0), 4, seed=1)
+    first = WorldConfig(ids=3, held_out=1, adapter_extra_ids=0, vae_steps=2, checkpoint_every=2, vae_seconds=600.0)
+    _, figures = bodyid.train_vae(views, first, tmp_path)
+    assert figures["vae_steps"] == 2
+    (tmp_path / "body_vae.safetensors").unlink()                          # stopped before the final file
+    assert [p.name for p in loop.CHECKPOINTS.all(tmp_path / "vae_checkpoints")] == ["step_0000002"]
+    more = WorldConfig(**{**first.__dict__, "vae_steps": 4})
+    _, figures = bodyid.train_vae(views, more, tmp_path)
+    assert figures["vae_steps"] == 2                                      # steps 3 and 4 only
+    assert loop.CHECKPOINTS.latest(tmp_path / "vae_checkpoints").name == "step_0000004"
+    assert (tmp_path / "body_vae.safetensors").is_file()
