@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import browserlib
+from bolid_lib.method.body_id import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.browser
 
@@ -111,7 +112,8 @@ def test_live_preview_redraws_when_sigma_changes(comfy_server, app_page, yolo_po
     page.wait_for_timeout(500)
     after = _picture(preview, tmp_path / "live_sigma_0.35.png")
     state = page.evaluate("() => [window.__bolidWeighting.bolidLivePreview.renderCount, window.__bolidWeighting.bolidLivePreview.lastKey]")
-    assert state[1] == "0.35|relative|0.2" and state[0] >= 2, state
+    # The node's alpha default is the Body-ID recipe's (issue 27: the value every VAE is trained with).
+    assert state[1] == f"0.35|relative|{DEFAULT_RECIPE.alpha}" and state[0] >= 2, state
     assert before.shape == after.shape
     assert np.abs(after - before).mean() > 2.0, "the preview picture did not change with sigma"
     # And back: the same sigma gives the same picture (the preview is a function of the widgets).
