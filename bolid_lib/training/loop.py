@@ -294,7 +294,10 @@ def save_checkpoint(folder: str | os.PathLike, step: int, write_weights, optimiz
     tensors, info = flatten_optimizer(optimizer)
     save_safetensors_atomic(tensors, tmp / OPT_FILE, fmt=OPT_FORMAT, version=OPT_VERSION, config=info)
     write_json_atomic(tmp / CHECKPOINTS.marker, {"step": step, **state})
-    return replace_folder_atomic(tmp, folder, CHECKPOINTS.marker)
+    if folder.exists():
+        CHECKPOINTS.remove(folder)      # loses its marker first: it never counts as complete half deleted
+    os.replace(tmp, folder)
+    return folder
 
 
 def read_checkpoint_state(folder: str | os.PathLike) -> tuple[dict, dict]:
@@ -345,15 +348,3 @@ def guard_run_folder(folder: str | os.PathLike, resume, resumed_from: Path | Non
     names = ", ".join(p.name for p in others[:4]) + (" ..." if len(others) > 4 else "")
     raise BoLIDError(f"{folder} holds another training run ({names}): resume it (resume 'latest'), write to another "
                      "folder, or overwrite it (overwrite: true / --overwrite deletes that run's checkpoints and files)")
-
-
-def replace_folder_atomic(tmp: Path, final: Path, marker: str | None) -> Path:
-    """Put the completely written folder ``tmp`` at ``final``: an older ``final`` loses its marker first (so it
-    never counts as complete half deleted), then is removed, then ``tmp`` is renamed. A crash at any point leaves
-    either the old complete checkpoint, or none that counts."""
-    if final.exists():
-        if marker:
-            (final / marker).unlink(missing_ok=True)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
